@@ -1,0 +1,67 @@
+//! The typed exchanges between agents and trackers (reference/kraken.md §4.5, §5) and between trackers
+//! and origins (§1.3). Real drivers carry them over HTTP; the simulated engines pass them as values.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metainfo::MetaInfo;
+use crate::types::{Digest, InfoHash, PeerInfo};
+
+/// `POST /announce/{infohash}`: an agent tells the tracker it takes part in a torrent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceRequest {
+    pub digest: Digest,
+    pub info_hash: InfoHash,
+    /// The announcing peer, with `complete` set once it has every piece.
+    pub peer: PeerInfo,
+}
+
+/// The tracker's answer: whom to dial, and when to announce again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnnounceResponse {
+    pub peers: Vec<PeerInfo>,
+    /// Kraken sends the interval as int64 nanoseconds.
+    pub interval_ns: u64,
+}
+
+impl AnnounceResponse {
+    pub fn interval(&self) -> Duration {
+        Duration::from_nanos(self.interval_ns)
+    }
+}
+
+/// Why an announce produced no handout.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AnnounceError {
+    /// The tracker had neither peers nor origins (Kraken's 500 "no peers available").
+    #[error("no peers available")]
+    NoPeers,
+    /// The request did not reach a tracker or timed out.
+    #[error("tracker unreachable")]
+    Unreachable,
+}
+
+/// The answer to `GET /namespace/{ns}/blobs/{digest}/metainfo`, from an origin or through a tracker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetaInfoReply {
+    Ready(MetaInfo),
+    /// 202: the origin is fetching the blob from its backend; poll again.
+    Pending,
+    /// 404: no backend has the blob.
+    NotFound,
+    /// The request did not reach a server or timed out.
+    Unreachable,
+}
+
+impl MetaInfoReply {
+    /// The HTTP status Kraken would send.
+    pub fn status(&self) -> u16 {
+        match self {
+            MetaInfoReply::Ready(_) => 200,
+            MetaInfoReply::Pending => 202,
+            MetaInfoReply::NotFound => 404,
+            MetaInfoReply::Unreachable => 503,
+        }
+    }
+}

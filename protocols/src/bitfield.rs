@@ -1,0 +1,210 @@
+//! A fixed-length set of piece indices, with Kraken's wire encoding (willf/bitset `MarshalBinary`).
+
+use std::fmt;
+
+use crate::types::PieceIndex;
+
+/// Which pieces a peer has.
+///
+/// Wire form: a big-endian `u64` bit length N, then ⌈N/64⌉ big-endian `u64` words; bit i lives in word
+/// i/64 at position i%64 (least significant first).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct Bitfield {
+    len: u32,
+    words: Vec<u64>,
+    ones: u32,
+}
+
+impl Bitfield {
+    /// All pieces missing.
+    pub fn new(len: u32) -> Self {
+        Bitfield { len, words: vec![0; words_for(len)], ones: 0 }
+    }
+
+    /// All pieces present.
+    pub fn full(len: u32) -> Self {
+        let mut b = Bitfield::new(len);
+        b.set_all();
+        b
+    }
+
+    pub fn len(&self) -> u32 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of pieces present.
+    pub fn count_ones(&self) -> u32 {
+        self.ones
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.ones == self.len
+    }
+
+    /// Whether piece `i` is present; out-of-range indices are absent.
+    pub fn get(&self, i: PieceIndex) -> bool {
+        i < self.len && self.words[(i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    /// Marks piece `i` present and returns whether it was absent. Out-of-range indices are ignored.
+    pub fn set(&mut self, i: PieceIndex) -> bool {
+        if i >= self.len {
+            return false;
+        }
+        let w = &mut self.words[(i / 64) as usize];
+        let bit = 1 << (i % 64);
+        let was_absent = *w & bit == 0;
+        *w |= bit;
+        self.ones += u32::from(was_absent);
+        was_absent
+    }
+
+    pub fn set_all(&mut self) {
+        for w in &mut self.words {
+            *w = u64::MAX;
+        }
+        if let Some(last) = self.words.last_mut() {
+            let tail = self.len % 64;
+            if tail != 0 {
+                *last = (1u64 << tail) - 1;
+            }
+        }
+        self.ones = self.len;
+    }
+
+    /// Present pieces, ascending.
+    pub fn iter_ones(&self) -> impl Iterator<Item = PieceIndex> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            let mut w = w;
+            std::iter::from_fn(move || {
+                if w == 0 {
+                    return None;
+                }
+                let bit = w.trailing_zeros();
+                w &= w - 1;
+                Some(wi as u32 * 64 + bit)
+            })
+        })
+    }
+
+    /// Pieces present here and absent in `other`, ascending. Both must have the same length.
+    pub fn iter_missing_from<'a>(&'a self, other: &'a Bitfield) -> impl Iterator<Item = PieceIndex> + 'a {
+        self.words.iter().zip(other.words.iter().chain(std::iter::repeat(&0))).enumerate().flat_map(
+            |(wi, (&a, &b))| {
+                let mut w = a & !b;
+                std::iter::from_fn(move || {
+                    if w == 0 {
+                        return None;
+                    }
+                    let bit = w.trailing_zeros();
+                    w &= w - 1;
+                    Some(wi as u32 * 64 + bit)
+                })
+            },
+        )
+    }
+
+    /// Encoded size in bytes: 8 + 8·⌈N/64⌉.
+    pub fn encoded_len(&self) -> usize {
+        8 + 8 * self.words.len()
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len());
+        out.extend_from_slice(&u64::from(self.len).to_be_bytes());
+        for w in &self.words {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// Parses the wire form. Refuses a length that disagrees with the number of words, a bit set past
+    /// the length, or more than `max_len` bits (the caller knows the torrent's piece count).
+    pub fn from_bytes(bytes: &[u8], max_len: u32) -> Result<Self, BitfieldError> {
+        let (head, rest) = bytes.split_first_chunk::<8>().ok_or(BitfieldError::Truncated)?;
+        let len = u64::from_be_bytes(*head);
+        if len > u64::from(max_len) {
+            return Err(BitfieldError::TooLong { len, max: max_len });
+        }
+        let len = len as u32;
+        let n = words_for(len);
+        if rest.len() != 8 * n {
+            return Err(BitfieldError::WordCount { len, bytes: rest.len() });
+        }
+        let words: Vec<u64> =
+            rest.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().expect("chunks of 8"))).collect();
+        if let Some(&last) = words.last() {
+            let tail = len % 64;
+            if tail != 0 && last >> tail != 0 {
+                return Err(BitfieldError::BitPastEnd);
+            }
+        }
+        let ones = words.iter().map(|w| w.count_ones()).sum();
+        Ok(Bitfield { len, words, ones })
+    }
+}
+
+fn words_for(len: u32) -> usize {
+    len.div_ceil(64) as usize
+}
+
+impl fmt::Debug for Bitfield {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bitfield({}/{})", self.ones, self.len)
+    }
+}
+
+/// A bitfield that did not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BitfieldError {
+    #[error("bitfield shorter than its 8-byte length header")]
+    Truncated,
+    #[error("bitfield of {len} bits exceeds the limit of {max}")]
+    TooLong { len: u64, max: u32 },
+    #[error("bitfield of {len} bits carries {bytes} bytes of words")]
+    WordCount { len: u32, bytes: usize },
+    #[error("bitfield has a bit set past its length")]
+    BitPastEnd,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_get_count() {
+        let mut b = Bitfield::new(130);
+        assert!(b.set(0));
+        assert!(b.set(129));
+        assert!(!b.set(129));
+        assert!(!b.set(130));
+        assert!(b.get(0) && b.get(129) && !b.get(1) && !b.get(500));
+        assert_eq!(b.count_ones(), 2);
+        assert_eq!(b.iter_ones().collect::<Vec<_>>(), vec![0, 129]);
+        let full = Bitfield::full(130);
+        assert!(full.is_full());
+        assert_eq!(full.iter_missing_from(&b).count(), 128);
+    }
+
+    #[test]
+    fn wire_form_matches_willf_bitset() {
+        let mut b = Bitfield::new(65);
+        b.set(0);
+        b.set(64);
+        let bytes = b.to_bytes();
+        assert_eq!(bytes.len(), 8 + 16);
+        assert_eq!(&bytes[..8], &65u64.to_be_bytes());
+        assert_eq!(&bytes[8..16], &1u64.to_be_bytes());
+        assert_eq!(&bytes[16..], &1u64.to_be_bytes());
+        assert_eq!(Bitfield::from_bytes(&bytes, 65).unwrap(), b);
+        assert!(Bitfield::from_bytes(&bytes, 64).is_err());
+        assert!(Bitfield::from_bytes(&bytes[..20], 65).is_err());
+        let mut bad = bytes.clone();
+        bad[16] = 0x80;
+        assert_eq!(Bitfield::from_bytes(&bad, 65), Err(BitfieldError::BitPastEnd));
+    }
+}

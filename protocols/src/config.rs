@@ -1,0 +1,436 @@
+//! Every configuration value of Kraken's scheduler, tracker and origin (reference/kraken.md §4.7,
+//! §5, §6), with Kraken's code default, named with its unit.
+//!
+//! `Default` is Kraken's *code* default. The presets [`SchedulerConfig::agent_base_yaml`] and
+//! [`SchedulerConfig::origin_base_yaml`] apply what Kraken's shipped `config/*/base.yaml` overrides.
+//! Where shoal departs from Kraken, the knob is in [`Quirks`] and documented there.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::metainfo::PieceLengths;
+use crate::time::ms;
+
+/// The P2P scheduler, shared by agents and origins (`lib/torrent/scheduler/config.go`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// A complete torrent unread for this long drops its control (the data stays).
+    pub seeder_tti_ms: u64,
+    /// An incomplete torrent with no good piece written for this long fails and is deleted.
+    pub leecher_tti_ms: u64,
+    /// A connection with no piece sent or received for this long is closed.
+    pub conn_tti_ms: u64,
+    /// A connection older than this is closed.
+    pub conn_ttl_ms: u64,
+    /// How often idle connections and torrents are evicted.
+    pub preemption_interval_ms: u64,
+    pub disable_preemption: bool,
+    pub conn_state: ConnStateConfig,
+    pub conn: ConnConfig,
+    pub dispatch: DispatchConfig,
+    pub announcer: AnnouncerConfig,
+    pub metainfo_client: MetaInfoClientConfig,
+    pub quirks: Quirks,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            seeder_tti_ms: 5 * 60_000,
+            leecher_tti_ms: 5 * 60_000,
+            conn_tti_ms: 30_000,
+            conn_ttl_ms: 60 * 60_000,
+            preemption_interval_ms: 30_000,
+            disable_preemption: false,
+            conn_state: ConnStateConfig::default(),
+            conn: ConnConfig::default(),
+            dispatch: DispatchConfig::default(),
+            announcer: AnnouncerConfig::default(),
+            metainfo_client: MetaInfoClientConfig::default(),
+            quirks: Quirks::default(),
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Kraken's shipped agent configuration (`config/agent/base.yaml`): rarest-first piece selection and
+    /// the bandwidth limiter enabled.
+    pub fn agent_base_yaml() -> Self {
+        let mut c = SchedulerConfig::default();
+        c.dispatch.piece_request_policy = PiecePolicy::RarestFirst;
+        c.conn.bandwidth.enable = true;
+        c
+    }
+
+    /// Kraken's shipped origin configuration: code defaults, bandwidth unlimited.
+    pub fn origin_base_yaml() -> Self {
+        SchedulerConfig::default()
+    }
+
+    pub fn seeder_tti(&self) -> Duration {
+        ms(self.seeder_tti_ms)
+    }
+    pub fn leecher_tti(&self) -> Duration {
+        ms(self.leecher_tti_ms)
+    }
+    pub fn conn_tti(&self) -> Duration {
+        ms(self.conn_tti_ms)
+    }
+    pub fn conn_ttl(&self) -> Duration {
+        ms(self.conn_ttl_ms)
+    }
+    pub fn preemption_interval(&self) -> Duration {
+        ms(self.preemption_interval_ms.max(1))
+    }
+}
+
+/// Connection admission and the blacklist (`connstate/config.go`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnStateConfig {
+    /// Pending plus active connections per torrent.
+    pub max_open_conn: usize,
+    /// An incoming peer is refused if more than this many of its neighbours are ours too. `None` means
+    /// `max_open_conn`, Kraken's default, which makes the check effectively off.
+    pub max_mutual_conn: Option<usize>,
+    /// How long a failed (peer, torrent) is not dialled again.
+    pub blacklist_duration_ms: u64,
+    pub disable_blacklist: bool,
+}
+
+impl Default for ConnStateConfig {
+    fn default() -> Self {
+        ConnStateConfig {
+            max_open_conn: 10,
+            max_mutual_conn: None,
+            blacklist_duration_ms: 30_000,
+            disable_blacklist: false,
+        }
+    }
+}
+
+impl ConnStateConfig {
+    pub fn max_mutual_conn(&self) -> usize {
+        self.max_mutual_conn.unwrap_or(self.max_open_conn)
+    }
+    pub fn blacklist_duration(&self) -> Duration {
+        ms(self.blacklist_duration_ms)
+    }
+}
+
+/// Per-connection settings (`conn/config.go`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnConfig {
+    /// Dial, handshake write and handshake read deadline.
+    pub handshake_timeout_ms: u64,
+    /// Messages queued for sending before further sends are dropped.
+    pub sender_buffer_size: usize,
+    pub receiver_buffer_size: usize,
+    pub bandwidth: BandwidthConfig,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        ConnConfig {
+            handshake_timeout_ms: 5_000,
+            sender_buffer_size: 10_000,
+            receiver_buffer_size: 10_000,
+            bandwidth: BandwidthConfig::default(),
+        }
+    }
+}
+
+impl ConnConfig {
+    pub fn handshake_timeout(&self) -> Duration {
+        ms(self.handshake_timeout_ms)
+    }
+}
+
+/// The per-host token bucket (`utils/bandwidth/limiter.go`). Drivers apply it: the discrete-event
+/// engine as the host's link capacity, the real driver as a token bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BandwidthConfig {
+    pub enable: bool,
+    /// 200 MiB/s.
+    pub egress_bits_per_s: u64,
+    /// 300 MiB/s.
+    pub ingress_bits_per_s: u64,
+    /// 8 Mbit = 1 MiB; the burst is one second of rate.
+    pub token_size_bits: u64,
+}
+
+impl Default for BandwidthConfig {
+    fn default() -> Self {
+        BandwidthConfig {
+            enable: false,
+            egress_bits_per_s: 200 * 8 * (1 << 20),
+            ingress_bits_per_s: 300 * 8 * (1 << 20),
+            token_size_bits: 8 * (1 << 20),
+        }
+    }
+}
+
+/// How a leecher picks the pieces it requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PiecePolicy {
+    /// Kraken's `default`: reservoir sampling, a uniform random choice among valid candidates.
+    #[default]
+    #[serde(alias = "default")]
+    Random,
+    /// Fewest connected holders first; ties in heap order (deterministic).
+    RarestFirst,
+}
+
+/// The per-torrent dispatcher (`dispatch/config.go`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatchConfig {
+    pub piece_request_policy: PiecePolicy,
+    pub piece_request_min_timeout_ms: u64,
+    /// Multiplied by the largest piece length in MiB.
+    pub piece_request_timeout_per_mib_ms: u64,
+    /// Requests in flight to an agent peer.
+    pub pipeline_limit: usize,
+    /// Requests in flight to an origin peer (Kraken PR #585).
+    pub origin_pipeline_limit: usize,
+    /// Remaining pieces at or below which duplicate requests are allowed. `None` means
+    /// `pipeline_limit`, Kraken's default.
+    pub endgame_threshold: Option<u32>,
+    pub disable_endgame: bool,
+}
+
+impl Default for DispatchConfig {
+    fn default() -> Self {
+        DispatchConfig {
+            piece_request_policy: PiecePolicy::Random,
+            piece_request_min_timeout_ms: 4_000,
+            piece_request_timeout_per_mib_ms: 4_000,
+            pipeline_limit: 3,
+            origin_pipeline_limit: 5,
+            endgame_threshold: None,
+            disable_endgame: false,
+        }
+    }
+}
+
+impl DispatchConfig {
+    pub fn endgame_threshold(&self) -> u32 {
+        self.endgame_threshold.unwrap_or(self.pipeline_limit as u32)
+    }
+
+    /// max(min timeout, per-MiB timeout × max piece length in MiB).
+    pub fn piece_request_timeout(&self, max_piece_length: u64) -> Duration {
+        let per_mib = self.piece_request_timeout_per_mib_ms as u128 * max_piece_length as u128 / (1 << 20);
+        let ms_total = (self.piece_request_min_timeout_ms as u128).max(per_mib);
+        Duration::from_millis(u64::try_from(ms_total).unwrap_or(u64::MAX))
+    }
+}
+
+/// The announce timer (`announcer/announcer.go`): not YAML-configurable in Kraken.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnnouncerConfig {
+    /// Interval before the first tracker response, and when a response says 0 or too much.
+    pub default_interval_ms: u64,
+    /// A tracker interval above this is replaced by the default.
+    pub max_interval_ms: u64,
+}
+
+impl Default for AnnouncerConfig {
+    fn default() -> Self {
+        AnnouncerConfig { default_interval_ms: 5_000, max_interval_ms: 60_000 }
+    }
+}
+
+/// Metainfo download from the tracker, polling while the origin answers 202
+/// (`tracker/metainfoclient/client.go`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetaInfoClientConfig {
+    pub timeout_ms: u64,
+    pub backoff_initial_ms: u64,
+    pub backoff_multiplier: f64,
+    /// Each wait is scaled by a uniform factor in [1 − jitter, 1 + jitter].
+    pub backoff_jitter: f64,
+    pub backoff_max_ms: u64,
+    /// Total time after which the download fails.
+    pub give_up_after_ms: u64,
+}
+
+impl Default for MetaInfoClientConfig {
+    fn default() -> Self {
+        MetaInfoClientConfig {
+            timeout_ms: 10_000,
+            backoff_initial_ms: 1_000,
+            backoff_multiplier: 1.3,
+            backoff_jitter: 0.05,
+            backoff_max_ms: 5_000,
+            give_up_after_ms: 15 * 60_000,
+        }
+    }
+}
+
+/// Kraken behaviours read from its code that a simulator must decide on (reference/kraken.md §11.6).
+/// Each default reproduces Kraken; setting the flag to the other value is shoal's fix.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Quirks {
+    /// Kraken updates a seeder's `lastRead` only on a read error, so seeder TTI counts from creation.
+    /// Reproduced (true); its effect is small because active connections keep serving.
+    pub seeder_tti_from_creation: bool,
+    /// One announce per tick for the whole host, not per torrent. Reproduced (true): with several
+    /// layers each torrent re-announces every N × interval. False announces every ready torrent.
+    pub announce_one_torrent_per_tick: bool,
+    /// Every closed connection is blacklisted, idle closes and completed peers included. Reproduced
+    /// (true); false blacklists only failures (handshake failures, protocol errors).
+    pub blacklist_every_closed_conn: bool,
+    /// Two peers dialling each other at once both refuse the other's handshake and blacklist each
+    /// other. Reproduced (true); false lets the peer with the lower id accept.
+    pub cross_dial_collision: bool,
+    /// Incoming handshakes are not checked against the blacklist. Reproduced (true); false refuses
+    /// blacklisted peers on accept too.
+    pub blacklist_ignores_incoming: bool,
+    /// Kraken has no cap on connections across torrents. 0 reproduces that; a positive value caps
+    /// pending plus active connections per host.
+    pub max_open_conn_total: usize,
+}
+
+impl Default for Quirks {
+    fn default() -> Self {
+        Quirks {
+            seeder_tti_from_creation: true,
+            announce_one_torrent_per_tick: true,
+            blacklist_every_closed_conn: true,
+            cross_dial_collision: true,
+            blacklist_ignores_incoming: true,
+            max_open_conn_total: 0,
+        }
+    }
+}
+
+/// How the tracker orders its handout.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoutPolicy {
+    /// Every peer has priority 0: the order is the store's random sample.
+    Default,
+    /// Complete agents, then origins, then incomplete agents; random within a class (Go's unstable sort
+    /// over a random sample). Kraken's shipped tracker configuration.
+    #[default]
+    Completeness,
+}
+
+/// The tracker (`tracker/trackerserver/config.go`, `peerstore/`, `peerhandoutpolicy/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackerConfig {
+    /// The interval returned to agents.
+    pub announce_interval_ms: u64,
+    /// Peers handed out per announce; the owning origins come on top.
+    pub announce_limit: usize,
+    pub peer_ttl_ms: u64,
+    pub handout_policy: HandoutPolicy,
+    /// How long a metainfo answer from the origins is cached (nginx): 200s for 5 min, others for 1 s.
+    pub metainfo_cache_ttl_ms: u64,
+    pub metainfo_error_cache_ttl_ms: u64,
+}
+
+impl Default for TrackerConfig {
+    fn default() -> Self {
+        TrackerConfig {
+            announce_interval_ms: 3_000,
+            announce_limit: 50,
+            peer_ttl_ms: 5 * 60 * 60_000,
+            handout_policy: HandoutPolicy::Completeness,
+            metainfo_cache_ttl_ms: 5 * 60_000,
+            metainfo_error_cache_ttl_ms: 1_000,
+        }
+    }
+}
+
+/// The origin cluster (`lib/hashring/config.go`, `lib/metainfogen`, `lib/blobrefresh`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OriginConfig {
+    /// Origins that own each blob (rendezvous hashing on the digest's shard id). Kraken's code default
+    /// is 3; its example and helm configurations use 2.
+    pub max_replica: usize,
+    pub piece_lengths: PieceLengths,
+    /// True if every owned blob is in the origin's cache at start; false makes the first request fetch
+    /// it from the backend.
+    pub warm_cache: bool,
+    /// Time to first byte of a backend fetch.
+    pub backend_latency_ms: u64,
+    /// Backend read rate for one fetch; 0 means instantaneous.
+    pub backend_bytes_per_s: u64,
+}
+
+impl Default for OriginConfig {
+    fn default() -> Self {
+        OriginConfig {
+            max_replica: 3,
+            piece_lengths: PieceLengths::default(),
+            warm_cache: true,
+            backend_latency_ms: 0,
+            backend_bytes_per_s: 0,
+        }
+    }
+}
+
+impl OriginConfig {
+    /// How long the backend takes to deliver a blob of `size` bytes.
+    pub fn backend_fetch_time(&self, size: u64) -> Duration {
+        let transfer = if self.backend_bytes_per_s == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_nanos(
+                u64::try_from(size as u128 * 1_000_000_000 / self.backend_bytes_per_s as u128)
+                    .unwrap_or(u64::MAX),
+            )
+        };
+        ms(self.backend_latency_ms) + transfer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_timeout_is_max_of_floor_and_per_mib() {
+        let d = DispatchConfig::default();
+        assert_eq!(d.piece_request_timeout(4 << 20), Duration::from_secs(16));
+        assert_eq!(d.piece_request_timeout(1 << 20), Duration::from_secs(4));
+        assert_eq!(d.piece_request_timeout(256 << 10), Duration::from_secs(4));
+        assert_eq!(d.endgame_threshold(), 3);
+    }
+
+    #[test]
+    fn defaults_match_kraken() {
+        let s = SchedulerConfig::default();
+        assert_eq!(s.conn_state.max_open_conn, 10);
+        assert_eq!(s.conn_state.max_mutual_conn(), 10);
+        assert_eq!(s.conn_state.blacklist_duration(), Duration::from_secs(30));
+        assert_eq!(s.conn.bandwidth.egress_bits_per_s, 1_677_721_600);
+        assert_eq!(s.conn.bandwidth.ingress_bits_per_s, 2_516_582_400);
+        assert_eq!(s.dispatch.piece_request_policy, PiecePolicy::Random);
+        assert_eq!(
+            SchedulerConfig::agent_base_yaml().dispatch.piece_request_policy,
+            PiecePolicy::RarestFirst
+        );
+        assert_eq!(TrackerConfig::default().announce_limit, 50);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_str::<DispatchConfig>(r#"{"pipeline_limt": 4}"#).unwrap_err();
+        assert!(err.to_string().contains("pipeline_limt"));
+        let ok: DispatchConfig = serde_json::from_str(r#"{"piece_request_policy": "default"}"#).unwrap();
+        assert_eq!(ok.piece_request_policy, PiecePolicy::Random);
+    }
+}

@@ -1,0 +1,231 @@
+//! Identifiers shared by every node: blob digests, info hashes, peer ids, namespaces and peer records.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha1::Sha1;
+use sha2::{Digest as _, Sha256};
+
+/// Index of a piece within a torrent.
+pub type PieceIndex = u32;
+
+/// A blob's content address: the SHA-256 of its bytes. Displayed as `sha256:<64 hex>`.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest([u8; 32]);
+
+impl Digest {
+    pub const fn from_raw(bytes: [u8; 32]) -> Self {
+        Digest(bytes)
+    }
+
+    /// The SHA-256 of `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Digest(Sha256::digest(data).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The 64-character lowercase hex form, without the `sha256:` prefix (Kraken's `Name`).
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Kraken's shard id: the first 4 hex characters, the key of every hash ring.
+    pub fn shard_id(&self) -> String {
+        hex::encode(&self.0[..2])
+    }
+
+    /// Parses the bare 64-character hex form.
+    pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
+        parse_hex::<32>(s).map(Digest).ok_or(ParseIdError::Digest)
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}…", &self.hex()[..12])
+    }
+}
+
+impl FromStr for Digest {
+    type Err = ParseIdError;
+    /// Accepts `sha256:<hex>` or the bare hex.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::from_hex(s.strip_prefix("sha256:").unwrap_or(s))
+    }
+}
+
+/// A torrent's identity: SHA-1 of the bencoded `info` dictionary (see [`crate::metainfo`]).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct InfoHash([u8; 20]);
+
+impl InfoHash {
+    pub const fn from_raw(bytes: [u8; 20]) -> Self {
+        InfoHash(bytes)
+    }
+
+    pub fn of(data: &[u8]) -> Self {
+        InfoHash(Sha1::digest(data).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
+        parse_hex::<20>(s).map(InfoHash).ok_or(ParseIdError::InfoHash)
+    }
+}
+
+impl fmt::Display for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for InfoHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InfoHash({}…)", &self.hex()[..10])
+    }
+}
+
+/// A peer's 20-byte identity, sent as 40-character hex.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PeerId([u8; 20]);
+
+impl PeerId {
+    pub const fn from_raw(bytes: [u8; 20]) -> Self {
+        PeerId(bytes)
+    }
+
+    /// Kraken's `addr_hash` factory (used by agents and origins in base.yaml): SHA-1 of `"ip:port"`.
+    pub fn from_addr(addr: SocketAddr) -> Self {
+        PeerId(Sha1::digest(format!("{}:{}", addr.ip(), addr.port()).as_bytes()).into())
+    }
+
+    pub fn as_bytes(&self) -> &[u8; 20] {
+        &self.0
+    }
+
+    pub fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
+        parse_hex::<20>(s).map(PeerId).ok_or(ParseIdError::PeerId)
+    }
+}
+
+impl fmt::Display for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.hex())
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PeerId({}…)", &self.hex()[..8])
+    }
+}
+
+/// An identifier string that did not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseIdError {
+    #[error("a digest is 64 hex characters, optionally prefixed by `sha256:`")]
+    Digest,
+    #[error("an info hash is 40 hex characters")]
+    InfoHash,
+    #[error("a peer id is 40 hex characters")]
+    PeerId,
+}
+
+fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    hex::decode_to_slice(s, &mut out).ok()?;
+    Some(out)
+}
+
+/// What a tracker knows of a peer and hands out (Kraken's `core.PeerInfo`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerInfo {
+    pub peer_id: PeerId,
+    pub addr: SocketAddr,
+    /// True for origins: they are dialled with the origin pipeline limit.
+    pub origin: bool,
+    pub complete: bool,
+}
+
+impl Serialize for PeerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for PeerId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PeerId::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for InfoHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for InfoHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        InfoHash::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_round_trips_through_text() {
+        let d = Digest::of(b"hello");
+        assert_eq!(d.to_string(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(d.shard_id(), "2cf2");
+        assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
+        assert_eq!(d.hex().parse::<Digest>().unwrap(), d);
+        assert!("sha256:zz".parse::<Digest>().is_err());
+    }
+
+    #[test]
+    fn peer_id_is_sha1_of_ip_port() {
+        let id = PeerId::from_addr("127.0.0.1:8080".parse().unwrap());
+        assert_eq!(id.as_bytes(), &<[u8; 20]>::from(Sha1::digest(b"127.0.0.1:8080")));
+        assert_eq!(PeerId::from_hex(&id.hex()).unwrap(), id);
+    }
+}

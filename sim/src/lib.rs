@@ -1,0 +1,1 @@
+//! shoal's drivers and models.
