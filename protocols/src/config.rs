@@ -298,6 +298,13 @@ pub struct Quirks {
     /// Kraken has no cap on connections across torrents. 0 reproduces that; a positive value caps
     /// pending plus active connections per host.
     pub max_open_conn_total: usize,
+    /// Kraken only marks a request whose payload fails its CRC as invalid and re-sends it elsewhere; the
+    /// sender stays connected. Reproduced (true); false also closes the connection (which blacklists it).
+    pub tolerate_corrupt_pieces: bool,
+    /// Kraken agents do not re-check a blob's SHA-256 when a download completes. shoal does (true) when
+    /// the pieces are real bytes, and fails the download on a mismatch; simulated payloads are covered
+    /// by their CRC tags alone. False reproduces Kraken.
+    pub verify_blob_sha256: bool,
 }
 
 impl Default for Quirks {
@@ -309,6 +316,8 @@ impl Default for Quirks {
             cross_dial_collision: true,
             blacklist_ignores_incoming: true,
             max_open_conn_total: 0,
+            tolerate_corrupt_pieces: true,
+            verify_blob_sha256: true,
         }
     }
 }

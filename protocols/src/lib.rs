@@ -15,11 +15,14 @@
 //! Every configuration value, with Kraken's default, is in [`config`]. The specification followed is
 //! Kraken at commit 2a7fbcb (see `shared/reference/kraken.md`).
 
+pub mod agent;
 pub mod announce;
 pub mod bitfield;
 pub mod config;
 pub mod message;
 pub mod metainfo;
+pub mod origin;
+pub mod peer;
 pub mod time;
 pub mod types;
 

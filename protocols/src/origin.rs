@@ -1,0 +1,195 @@
+//! The origin: an accept-only seeder that serves blobs from its backend (reference/kraken.md §6).
+//!
+//! An origin never dials and never announces. A blob is served once it is in the origin's cache; a
+//! handshake or metainfo request for a blob the backend has but the cache lacks starts a backend fetch
+//! (latency plus size over bandwidth, [`OriginConfig::backend_fetch_time`]) and is refused (the
+//! handshake) or answered 202 (metainfo) until the fetch completes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+use crate::announce::MetaInfoReply;
+use crate::config::{OriginConfig, SchedulerConfig};
+use crate::message::Message;
+use crate::metainfo::MetaInfo;
+use crate::peer::{ConnId, Event, Output, Scheduler};
+use crate::time::Instant;
+use crate::types::{Digest, PeerId, PeerInfo};
+
+/// A blob in the backend: real bytes, or a size whose pieces are simulated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobContent {
+    Synthetic { size: u64 },
+    Bytes(Bytes),
+}
+
+impl BlobContent {
+    pub fn size(&self) -> u64 {
+        match self {
+            BlobContent::Synthetic { size } => *size,
+            BlobContent::Bytes(b) => b.len() as u64,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    metainfo: MetaInfo,
+    blob: Option<Bytes>,
+}
+
+/// An origin server.
+#[derive(Debug)]
+pub struct Origin {
+    sched: Scheduler,
+    config: OriginConfig,
+    backend: BTreeMap<Digest, BlobContent>,
+    cache: BTreeMap<Digest, Cached>,
+    /// Backend fetches in progress, with their completion time.
+    fetching: BTreeMap<Digest, Instant>,
+}
+
+impl Origin {
+    /// An origin listening on `addr` whose backend holds `backend`. With `config.warm_cache` every
+    /// blob starts cached.
+    pub fn new(
+        now: Instant,
+        scheduler: SchedulerConfig,
+        config: OriginConfig,
+        addr: SocketAddr,
+        backend: BTreeMap<Digest, BlobContent>,
+        seed: u64,
+    ) -> Self {
+        let me = PeerInfo { peer_id: PeerId::from_addr(addr), addr, origin: true, complete: true };
+        let mut o = Origin {
+            sched: Scheduler::new(now, scheduler, me, seed),
+            config,
+            backend,
+            cache: BTreeMap::new(),
+            fetching: BTreeMap::new(),
+        };
+        if o.config.warm_cache {
+            let digests: Vec<Digest> = o.backend.keys().copied().collect();
+            for d in digests {
+                o.cache_blob(d);
+            }
+        }
+        o
+    }
+
+    /// This origin as trackers hand it out.
+    pub fn peer_info(&self) -> PeerInfo {
+        self.sched.me.clone()
+    }
+
+    pub fn is_cached(&self, digest: &Digest) -> bool {
+        self.cache.contains_key(digest)
+    }
+
+    /// Generates metainfo for a backend blob and puts it in the cache (Kraken's origins generate
+    /// metainfo when a blob enters the cache).
+    fn cache_blob(&mut self, digest: Digest) {
+        let Some(content) = self.backend.get(&digest) else { return };
+        let piece_length = self.config.piece_lengths.select(content.size());
+        let (metainfo, blob) = match content {
+            BlobContent::Synthetic { size } => (MetaInfo::synthetic(digest, *size, piece_length), None),
+            BlobContent::Bytes(b) => (MetaInfo::from_blob(b, piece_length), Some(b.clone())),
+        };
+        // A backend entry whose bytes do not hash to its digest, or whose size cannot be cut into
+        // pieces, is never served.
+        match metainfo {
+            Ok(m) if m.digest() == digest => {
+                self.cache.insert(digest, Cached { metainfo: m, blob });
+            }
+            _ => {
+                self.backend.remove(&digest);
+            }
+        }
+    }
+
+    /// Starts a backend fetch unless one is running.
+    fn refresh(&mut self, now: Instant, digest: Digest) {
+        if self.fetching.contains_key(&digest) {
+            return;
+        }
+        if let Some(content) = self.backend.get(&digest) {
+            let done = now + self.config.backend_fetch_time(content.size());
+            self.fetching.insert(digest, done);
+        }
+    }
+
+    /// `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`.
+    pub fn handle_metainfo_request(
+        &mut self,
+        now: Instant,
+        _namespace: &str,
+        digest: Digest,
+    ) -> MetaInfoReply {
+        if let Some(c) = self.cache.get(&digest) {
+            return MetaInfoReply::Ready(c.metainfo.clone());
+        }
+        if !self.backend.contains_key(&digest) {
+            return MetaInfoReply::NotFound;
+        }
+        self.refresh(now, digest);
+        MetaInfoReply::Pending
+    }
+
+    pub fn handle_accept(&mut self, now: Instant, _remote: SocketAddr) -> ConnId {
+        self.sched.accept(now)
+    }
+
+    pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
+        let Some(unknown) = self.sched.handle_message(now, conn, msg) else { return };
+        let hs = unknown.handshake;
+        let Some(c) = self.cache.get(&hs.digest) else {
+            // Not cached: start a backend fetch and fail this handshake; the agent blacklists us for
+            // a while and tries again on a later announce.
+            self.refresh(now, hs.digest);
+            self.sched.refuse(now, conn, &hs);
+            return;
+        };
+        if c.metainfo.info_hash() != hs.info_hash {
+            self.sched.refuse(now, conn, &hs);
+            return;
+        }
+        let (metainfo, blob) = (c.metainfo.clone(), c.blob.clone());
+        let d = self.sched.new_seeder(now, metainfo, blob);
+        self.sched.add_torrent(hs.namespace.clone(), d);
+        self.sched.accept_handshake(now, conn, hs);
+        // Origins never announce.
+        self.sched.completed.clear();
+    }
+
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        self.sched.handle_closed(now, conn);
+    }
+
+    pub fn poll_timeout(&self) -> Instant {
+        let fetch = self.fetching.values().min().copied().unwrap_or(Instant::FAR_FUTURE);
+        self.sched.poll_timeout().min(fetch)
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.sched.handle_timeout(now);
+        let done: Vec<Digest> = self.fetching.iter().filter(|(_, t)| **t <= now).map(|(d, _)| *d).collect();
+        for d in done {
+            self.fetching.remove(&d);
+            self.cache_blob(d);
+        }
+        self.sched.completed.clear();
+    }
+
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.sched.out.pop_front()
+    }
+
+    /// Origins report no downloads; kept for a uniform driver loop.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.sched.events.pop_front()
+    }
+}

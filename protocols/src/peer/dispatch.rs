@@ -1,0 +1,510 @@
+//! The per-torrent dispatcher (`lib/torrent/scheduler/dispatch/dispatcher.go`): which peer has which
+//! piece, what we asked of whom, and what to do with each message.
+//!
+//! The dispatcher never touches connections itself: it queues messages to send and reports the
+//! peers to close and the moment of completion as [`Effect`]s, which the scheduler applies (closing a
+//! connection changes admission and blacklist state the scheduler owns).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest as _, Sha256};
+
+use super::ConnId;
+use super::picker::{PiecePicker, Selection};
+use super::requests::{Failure, Requests, Status};
+use crate::bitfield::Bitfield;
+use crate::config::{DispatchConfig, Quirks};
+use crate::message::{ErrorCode, Message, Payload};
+use crate::metainfo::MetaInfo;
+use crate::time::Instant;
+use crate::types::{PeerId, PieceIndex};
+
+/// Counters of one download, reported when it ends.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownloadStats {
+    /// Good pieces written.
+    pub pieces: u32,
+    /// Payloads for pieces already complete (endgame duplicates, mostly).
+    pub duplicates: u32,
+    /// Payloads that failed their length or CRC check.
+    pub corrupt: u32,
+    /// PIECE_REQUEST messages sent.
+    pub requests_sent: u32,
+    /// Requests re-sent after a timeout, an invalid payload or an ERROR reply.
+    pub requests_resent: u32,
+    /// Pieces received from origins.
+    pub pieces_from_origins: u32,
+}
+
+/// What the scheduler must do after a dispatcher call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Send(ConnId, Message),
+    /// Close the connection to this peer.
+    Close(PeerId),
+    /// Every piece is present and good (emitted once).
+    Completed,
+    /// Every piece is present but the blob's SHA-256 does not match its digest.
+    DigestMismatch,
+}
+
+#[derive(Debug)]
+struct Peer {
+    conn: ConnId,
+    bitfield: Bitfield,
+    is_origin: bool,
+    last_good_piece_received: Option<Instant>,
+    last_piece_sent: Option<Instant>,
+}
+
+/// Where served piece bytes come from.
+#[derive(Debug)]
+enum Content {
+    /// Simulated: pieces are served as tagged payloads.
+    Tagged,
+    /// Real bytes received piece by piece (an agent).
+    Pieces(Vec<Option<Bytes>>),
+    /// A whole blob in memory (an origin).
+    Blob(Bytes),
+}
+
+#[derive(Debug)]
+pub struct Dispatcher {
+    metainfo: MetaInfo,
+    config: DispatchConfig,
+    tolerate_corrupt: bool,
+    verify_sha256: bool,
+    own: Bitfield,
+    content: Content,
+    peers: BTreeMap<PeerId, Peer>,
+    num_peers_by_piece: Vec<u32>,
+    requests: Requests,
+    picker: Box<dyn PiecePicker + Send>,
+    completed: bool,
+    pub stats: DownloadStats,
+    pub last_write: Instant,
+    pub last_read: Instant,
+    pub created_at: Instant,
+    next_watch: Instant,
+}
+
+impl Dispatcher {
+    /// A leecher with no pieces.
+    pub fn leecher(
+        now: Instant,
+        metainfo: MetaInfo,
+        config: &DispatchConfig,
+        quirks: &Quirks,
+        picker: Box<dyn PiecePicker + Send>,
+    ) -> Self {
+        let own = Bitfield::new(metainfo.num_pieces());
+        Dispatcher::with_bitfield(now, metainfo, own, Content::Tagged, config, quirks, picker)
+    }
+
+    /// A complete seeder; `blob` holds the bytes when they are real.
+    pub fn seeder(
+        now: Instant,
+        metainfo: MetaInfo,
+        blob: Option<Bytes>,
+        config: &DispatchConfig,
+        quirks: &Quirks,
+        picker: Box<dyn PiecePicker + Send>,
+    ) -> Self {
+        let own = Bitfield::full(metainfo.num_pieces());
+        let content = blob.map_or(Content::Tagged, Content::Blob);
+        let mut d = Dispatcher::with_bitfield(now, metainfo, own, content, config, quirks, picker);
+        d.completed = true;
+        d
+    }
+
+    /// A leecher that starts with some pieces (tests and scenarios that pre-seed hosts). Pieces are
+    /// simulated unless a blob is given.
+    pub fn partial(
+        now: Instant,
+        metainfo: MetaInfo,
+        own: Bitfield,
+        config: &DispatchConfig,
+        quirks: &Quirks,
+        picker: Box<dyn PiecePicker + Send>,
+    ) -> Self {
+        Dispatcher::with_bitfield(now, metainfo, own, Content::Tagged, config, quirks, picker)
+    }
+
+    fn with_bitfield(
+        now: Instant,
+        metainfo: MetaInfo,
+        own: Bitfield,
+        content: Content,
+        config: &DispatchConfig,
+        quirks: &Quirks,
+        picker: Box<dyn PiecePicker + Send>,
+    ) -> Self {
+        let n = metainfo.num_pieces();
+        let timeout = config.piece_request_timeout(metainfo.piece_length());
+        Dispatcher {
+            config: config.clone(),
+            tolerate_corrupt: quirks.tolerate_corrupt_pieces,
+            verify_sha256: quirks.verify_blob_sha256,
+            completed: own.is_full(),
+            own,
+            content,
+            peers: BTreeMap::new(),
+            num_peers_by_piece: vec![0; n as usize],
+            requests: Requests::new(n, timeout),
+            picker,
+            stats: DownloadStats::default(),
+            last_write: now,
+            last_read: now,
+            created_at: now,
+            next_watch: now + timeout / 2,
+            metainfo,
+        }
+    }
+
+    pub fn metainfo(&self) -> &MetaInfo {
+        &self.metainfo
+    }
+
+    pub fn bitfield(&self) -> &Bitfield {
+        &self.own
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.own.is_full()
+    }
+
+    pub fn num_peers(&self) -> usize {
+        self.peers.len()
+    }
+
+    pub fn has_peer(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
+    /// The bitfields of every connected peer, sent in our handshakes.
+    pub fn remote_bitfields(&self) -> BTreeMap<PeerId, Bitfield> {
+        self.peers.iter().map(|(id, p)| (*id, p.bitfield.clone())).collect()
+    }
+
+    /// The latest time a piece moved on the connection to `peer`, for connection idle eviction.
+    pub fn last_progress(&self, peer: &PeerId) -> Option<Instant> {
+        let p = self.peers.get(peer)?;
+        p.last_good_piece_received.max(p.last_piece_sent)
+    }
+
+    /// Peers in id order with their connection.
+    pub fn peer_conns(&self) -> impl Iterator<Item = (PeerId, ConnId)> + '_ {
+        self.peers.iter().map(|(id, p)| (*id, p.conn))
+    }
+
+    /// How many connected peers have piece `i`.
+    pub fn rarity(&self, i: PieceIndex) -> u32 {
+        self.num_peers_by_piece.get(i as usize).copied().unwrap_or(0)
+    }
+
+    /// Live requests for piece `i` (more than one only in endgame).
+    pub fn live_requests_for(&self, now: Instant, i: PieceIndex) -> usize {
+        self.requests.live_for_piece(now, i)
+    }
+
+    /// Live requests to `peer`.
+    pub fn live_requests_to(&self, now: Instant, peer: &PeerId) -> usize {
+        self.requests.live_to(now, peer)
+    }
+
+    pub fn next_watch(&self) -> Instant {
+        self.next_watch
+    }
+
+    fn in_endgame(&self) -> bool {
+        !self.config.disable_endgame
+            && self.own.len() - self.own.count_ones() <= self.config.endgame_threshold()
+    }
+
+    fn pipeline_limit(&self, is_origin: bool) -> usize {
+        if is_origin { self.config.origin_pipeline_limit } else { self.config.pipeline_limit }
+    }
+
+    /// A peer finished its handshake: count its pieces and ask it for some.
+    pub fn add_peer(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        id: PeerId,
+        conn: ConnId,
+        is_origin: bool,
+        bitfield: Bitfield,
+        fx: &mut Vec<Effect>,
+    ) {
+        for i in bitfield.iter_ones() {
+            self.num_peers_by_piece[i as usize] += 1;
+        }
+        let peer = Peer { conn, bitfield, is_origin, last_good_piece_received: None, last_piece_sent: None };
+        self.peers.insert(id, peer);
+        self.request_more(now, rng, &id, fx);
+    }
+
+    /// A peer's connection closed.
+    pub fn remove_peer(&mut self, id: &PeerId) {
+        if let Some(p) = self.peers.remove(id) {
+            for i in p.bitfield.iter_ones() {
+                self.num_peers_by_piece[i as usize] -= 1;
+            }
+            self.requests.clear_peer(id);
+        }
+    }
+
+    /// Sets a bit of a peer's bitfield, keeping the rarity counters in step.
+    fn set_remote(&mut self, id: &PeerId, i: PieceIndex) {
+        if let Some(p) = self.peers.get_mut(id) {
+            if p.bitfield.set(i) {
+                self.num_peers_by_piece[i as usize] += 1;
+            }
+        }
+    }
+
+    /// Kraken's `maybeRequestMorePieces`: fill the peer's pipeline with pieces the policy chooses.
+    fn request_more(&mut self, now: Instant, rng: &mut ChaCha8Rng, id: &PeerId, fx: &mut Vec<Effect>) {
+        let Some(peer) = self.peers.get(id) else { return };
+        let quota = self.pipeline_limit(peer.is_origin).saturating_sub(self.requests.live_to(now, id));
+        if quota == 0 || self.own.is_full() {
+            return;
+        }
+        let allow_dup = self.in_endgame();
+        let sel = Selection {
+            remote: &peer.bitfield,
+            own: &self.own,
+            num_peers_by_piece: &self.num_peers_by_piece,
+            quota,
+        };
+        let requests = &self.requests;
+        let pieces = self.picker.select(rng, &sel, &mut |i| requests.valid(now, id, i, allow_dup));
+        let conn = peer.conn;
+        for i in pieces {
+            self.send_request(now, conn, *id, i, fx);
+        }
+    }
+
+    fn send_request(&mut self, now: Instant, conn: ConnId, id: PeerId, i: PieceIndex, fx: &mut Vec<Effect>) {
+        self.requests.insert(now, id, i);
+        self.stats.requests_sent += 1;
+        fx.push(Effect::Send(
+            conn,
+            Message::PieceRequest { index: i, offset: 0, length: self.metainfo.piece_len(i) },
+        ));
+    }
+
+    /// The driver could not queue a request (the connection's send buffer was full).
+    pub fn mark_unsent(&mut self, peer: &PeerId, i: PieceIndex) {
+        self.requests.mark(peer, i, Status::Unsent);
+    }
+
+    /// Handles a message from an active peer. The handshake is not passed here.
+    pub fn handle_message(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        from: &PeerId,
+        msg: Message,
+        fx: &mut Vec<Effect>,
+    ) {
+        if !self.peers.contains_key(from) {
+            return;
+        }
+        match msg {
+            Message::PieceRequest { index, offset, length } => {
+                self.serve(now, from, index, offset, length, fx)
+            }
+            Message::PiecePayload { index, payload, .. } => self.receive(now, rng, from, index, payload, fx),
+            Message::AnnouncePiece { index } => {
+                if index < self.own.len() {
+                    self.set_remote(from, index);
+                    self.request_more(now, rng, from, fx);
+                }
+            }
+            Message::Complete => {
+                if self.own.is_full() {
+                    fx.push(Effect::Close(*from));
+                } else {
+                    for i in 0..self.own.len() {
+                        self.set_remote(from, i);
+                    }
+                    self.request_more(now, rng, from, fx);
+                }
+            }
+            Message::Error { index, .. } => self.requests.mark(from, index, Status::Invalid),
+            // After the handshake a BITFIELD is unexpected and ignored; CANCEL_PIECE is a no-op.
+            Message::Bitfield(_) | Message::CancelPiece { .. } => {}
+        }
+    }
+
+    fn serve(
+        &mut self,
+        now: Instant,
+        from: &PeerId,
+        i: PieceIndex,
+        offset: u64,
+        length: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let conn = self.peers[from].conn;
+        // Only whole pieces are served (Kraken's `isFullPiece`).
+        if !self.own.get(i) || offset != 0 || length != self.metainfo.piece_len(i) {
+            let message = if self.own.get(i) { "chunk not supported" } else { "piece not available" };
+            fx.push(Effect::Send(
+                conn,
+                Message::Error { index: i, code: ErrorCode::PieceRequestFailed, message: message.into() },
+            ));
+            return;
+        }
+        let payload = self.payload(i);
+        fx.push(Effect::Send(conn, Message::PiecePayload { index: i, offset: 0, payload }));
+        self.last_read = now;
+        if let Some(p) = self.peers.get_mut(from) {
+            p.last_piece_sent = Some(now);
+        }
+        // Kraken assumes the remote now has the piece.
+        self.set_remote(from, i);
+    }
+
+    fn payload(&self, i: PieceIndex) -> Payload {
+        let len = self.metainfo.piece_len(i);
+        let start = u64::from(i) * self.metainfo.piece_length();
+        match &self.content {
+            Content::Blob(b) => Payload::Bytes(b.slice(start as usize..(start + len) as usize)),
+            Content::Pieces(p) if p[i as usize].is_some() => {
+                Payload::Bytes(p[i as usize].clone().expect("checked by the guard"))
+            }
+            _ => Payload::Tagged { len, tag: self.metainfo.piece_sum(i).expect("own pieces are in range") },
+        }
+    }
+
+    fn receive(
+        &mut self,
+        now: Instant,
+        rng: &mut ChaCha8Rng,
+        from: &PeerId,
+        i: PieceIndex,
+        payload: Payload,
+        fx: &mut Vec<Effect>,
+    ) {
+        if i >= self.own.len() {
+            return;
+        }
+        if payload.len() != self.metainfo.piece_len(i) || Some(payload.crc32()) != self.metainfo.piece_sum(i)
+        {
+            self.stats.corrupt += 1;
+            self.requests.mark(from, i, Status::Invalid);
+            if !self.tolerate_corrupt {
+                fx.push(Effect::Close(*from));
+            }
+            return;
+        }
+        if self.own.get(i) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.own.set(i);
+        if let Payload::Bytes(b) = payload {
+            if !matches!(self.content, Content::Pieces(_)) {
+                self.content = Content::Pieces(vec![None; self.own.len() as usize]);
+            }
+            if let Content::Pieces(p) = &mut self.content {
+                p[i as usize] = Some(b);
+            }
+        }
+        self.stats.pieces += 1;
+        self.last_write = now;
+        let is_origin = {
+            let p = self.peers.get_mut(from).expect("checked by handle_message");
+            p.last_good_piece_received = Some(now);
+            p.is_origin
+        };
+        if is_origin {
+            self.stats.pieces_from_origins += 1;
+        }
+        if self.own.is_full() {
+            self.complete(fx);
+        }
+        self.requests.clear_piece(i);
+        self.request_more(now, rng, from, fx);
+        for (id, p) in &self.peers {
+            if id != from {
+                fx.push(Effect::Send(p.conn, Message::AnnouncePiece { index: i }));
+            }
+        }
+    }
+
+    /// Kraken's `complete()`: report once, close peers that are complete too, tell the others.
+    fn complete(&mut self, fx: &mut Vec<Effect>) {
+        if self.completed {
+            return;
+        }
+        self.completed = true;
+        if self.verify_sha256 && !self.digest_matches() {
+            fx.push(Effect::DigestMismatch);
+            return;
+        }
+        fx.push(Effect::Completed);
+        for (id, p) in &self.peers {
+            if p.bitfield.is_full() {
+                fx.push(Effect::Close(*id));
+            } else {
+                fx.push(Effect::Send(p.conn, Message::Complete));
+            }
+        }
+    }
+
+    /// The blob's SHA-256 against its digest, when every piece is real bytes; simulated content has
+    /// nothing to hash and passes (its pieces passed their tags).
+    fn digest_matches(&self) -> bool {
+        let Content::Pieces(pieces) = &self.content else { return true };
+        let mut h = Sha256::new();
+        for p in pieces {
+            match p {
+                Some(b) => h.update(b),
+                None => return true,
+            }
+        }
+        <[u8; 32]>::from(h.finalize()) == *self.metainfo.digest().as_bytes()
+    }
+
+    /// The request watcher, every half request timeout: re-send failed requests to other peers.
+    pub fn handle_watch(&mut self, now: Instant, rng: &mut ChaCha8Rng, fx: &mut Vec<Effect>) {
+        self.next_watch = now + (self.requests.timeout() / 2).max(Duration::from_millis(1));
+        if self.peers.is_empty() || self.own.is_full() {
+            return;
+        }
+        let failed = self.requests.failed(now);
+        if failed.is_empty() {
+            return;
+        }
+        // Kraken ranges over a sync.Map, whose order is unspecified; start at a random peer.
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        let start = rand::Rng::random_range(rng, 0..ids.len());
+        let allow_dup = self.in_endgame();
+        for (piece, failed_peer, failure) in failed {
+            if self.own.get(piece) {
+                continue;
+            }
+            for k in 0..ids.len() {
+                let id = ids[(start + k) % ids.len()];
+                // Expired and invalid requests are never re-sent to the same peer; unsent ones may be.
+                if failure != Failure::Unsent && id == failed_peer {
+                    continue;
+                }
+                let p = &self.peers[&id];
+                let quota = self.pipeline_limit(p.is_origin).saturating_sub(self.requests.live_to(now, &id));
+                if p.bitfield.get(piece) && quota > 0 && self.requests.valid(now, &id, piece, allow_dup) {
+                    let conn = p.conn;
+                    self.stats.requests_resent += 1;
+                    self.send_request(now, conn, id, piece, fx);
+                    break;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Piece selection policies (`dispatch/piecerequest/*_policy.go`).
+//!
+//! A policy chooses up to `quota` pieces for one peer among the candidates (pieces the peer has and we
+//! lack) that are `valid` (not already requested; see [`super::requests`]). Policies are trait objects
+//! so later work can add BitTorrent- or Dragonfly-style selection without touching the dispatcher.
+
+use std::fmt;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::bitfield::Bitfield;
+use crate::config::PiecePolicy;
+use crate::types::PieceIndex;
+
+/// What a policy may look at when choosing pieces.
+#[derive(Debug)]
+pub struct Selection<'a> {
+    /// Pieces the peer has.
+    pub remote: &'a Bitfield,
+    /// Pieces we have.
+    pub own: &'a Bitfield,
+    /// How many connected peers have each piece.
+    pub num_peers_by_piece: &'a [u32],
+    /// How many pieces to choose at most.
+    pub quota: usize,
+}
+
+/// A piece selection policy.
+pub trait PiecePicker: fmt::Debug + Send {
+    /// Chooses up to `sel.quota` pieces among `sel.remote & !sel.own` for which `valid` holds.
+    fn select(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        sel: &Selection<'_>,
+        valid: &mut dyn FnMut(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex>;
+}
+
+/// Builds the picker a configuration names.
+pub fn picker_for(policy: PiecePolicy) -> Box<dyn PiecePicker + Send> {
+    match policy {
+        PiecePolicy::Random => Box::new(ReservoirPicker),
+        PiecePolicy::RarestFirst => Box::new(RarestFirstPicker::default()),
+    }
+}
+
+/// Kraken's `default` policy: reservoir sampling, a uniform random choice of `quota` valid
+/// candidates.
+#[derive(Debug, Default)]
+pub struct ReservoirPicker;
+
+impl PiecePicker for ReservoirPicker {
+    fn select(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        sel: &Selection<'_>,
+        valid: &mut dyn FnMut(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex> {
+        let mut chosen = Vec::with_capacity(sel.quota);
+        if sel.quota == 0 {
+            return chosen;
+        }
+        let mut seen = 0usize;
+        for i in sel.remote.iter_missing_from(sel.own) {
+            if !valid(i) {
+                continue;
+            }
+            if chosen.len() < sel.quota {
+                chosen.push(i);
+            } else {
+                let j = rng.random_range(0..=seen);
+                if j < sel.quota {
+                    chosen[j] = i;
+                }
+            }
+            seen += 1;
+        }
+        chosen
+    }
+}
+
+/// Kraken's `rarest_first` policy: a min-heap on the number of connected peers holding each piece,
+/// popped until `quota` valid pieces are found.
+///
+/// Ties break in heap order, which Kraken leaves to Go's `container/heap`; this reproduces that heap's
+/// push and pop exactly (candidates pushed in ascending index order), so the order among equally rare
+/// pieces is deterministic and the same as Kraken's — including the herding it causes.
+#[derive(Debug, Default)]
+pub struct RarestFirstPicker {
+    /// Reused between calls to avoid an allocation per selection.
+    heap: Vec<(u32, PieceIndex)>,
+}
+
+impl RarestFirstPicker {
+    fn push(&mut self, item: (u32, PieceIndex)) {
+        self.heap.push(item);
+        // Go's heap.up: sift the new last element up while it is strictly less than its parent.
+        let mut j = self.heap.len() - 1;
+        while j > 0 {
+            let i = (j - 1) / 2;
+            if self.heap[j].0 >= self.heap[i].0 {
+                break;
+            }
+            self.heap.swap(i, j);
+            j = i;
+        }
+    }
+
+    fn pop(&mut self) -> Option<(u32, PieceIndex)> {
+        let n = self.heap.len().checked_sub(1)?;
+        // Go's heap.Pop: swap the root with the last element, sift the root down over [0, n), remove last.
+        self.heap.swap(0, n);
+        let mut i = 0;
+        loop {
+            let j1 = 2 * i + 1;
+            if j1 >= n {
+                break;
+            }
+            let mut j = j1;
+            let j2 = j1 + 1;
+            if j2 < n && self.heap[j2].0 < self.heap[j1].0 {
+                j = j2;
+            }
+            if self.heap[j].0 >= self.heap[i].0 {
+                break;
+            }
+            self.heap.swap(i, j);
+            i = j;
+        }
+        self.heap.pop()
+    }
+}
+
+impl PiecePicker for RarestFirstPicker {
+    fn select(
+        &mut self,
+        _rng: &mut ChaCha8Rng,
+        sel: &Selection<'_>,
+        valid: &mut dyn FnMut(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex> {
+        let mut chosen = Vec::with_capacity(sel.quota);
+        if sel.quota == 0 {
+            return chosen;
+        }
+        self.heap.clear();
+        for i in sel.remote.iter_missing_from(sel.own) {
+            let count = sel.num_peers_by_piece.get(i as usize).copied().unwrap_or(0);
+            self.push((count, i));
+        }
+        while chosen.len() < sel.quota {
+            let Some((_, i)) = self.pop() else { break };
+            if valid(i) {
+                chosen.push(i);
+            }
+        }
+        chosen
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn sel<'a>(remote: &'a Bitfield, own: &'a Bitfield, counts: &'a [u32], quota: usize) -> Selection<'a> {
+        Selection { remote, own, num_peers_by_piece: counts, quota }
+    }
+
+    #[test]
+    fn rarest_first_picks_the_rarest_piece() {
+        let remote = Bitfield::full(6);
+        let mut own = Bitfield::new(6);
+        own.set(0);
+        let counts = [1, 5, 4, 1, 3, 2];
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut p = RarestFirstPicker::default();
+        // Piece 0 is rarest but owned; piece 3 is the rarest candidate, then 5, then 4.
+        let got = p.select(&mut rng, &sel(&remote, &own, &counts, 3), &mut |_| true);
+        assert_eq!(got, vec![3, 5, 4]);
+        // Invalid pieces (already requested) are skipped, not counted.
+        let got = p.select(&mut rng, &sel(&remote, &own, &counts, 2), &mut |i| i != 3);
+        assert_eq!(got, vec![5, 4]);
+    }
+
+    #[test]
+    fn rarest_first_heap_matches_go_container_heap_tie_order() {
+        // All equal priorities: Go's heap pops index 0 first, then the last pushed element rises to the
+        // root, so the order is 0, n-1, ... — not ascending. Pinned so the emulation stays exact.
+        let remote = Bitfield::full(5);
+        let own = Bitfield::new(5);
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let got =
+            RarestFirstPicker::default().select(&mut rng, &sel(&remote, &own, &[0; 5], 5), &mut |_| true);
+        assert_eq!(got, vec![0, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn reservoir_is_uniform_and_respects_quota_and_validity() {
+        let remote = Bitfield::full(10);
+        let own = Bitfield::new(10);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut hits = [0u32; 10];
+        for _ in 0..5000 {
+            let got = ReservoirPicker.select(&mut rng, &sel(&remote, &own, &[0; 10], 2), &mut |i| i != 9);
+            assert_eq!(got.len(), 2);
+            assert_ne!(got[0], got[1]);
+            for i in got {
+                hits[i as usize] += 1;
+            }
+        }
+        assert_eq!(hits[9], 0);
+        // 10_000 picks over 9 valid pieces: about 1111 each.
+        assert!(hits[..9].iter().all(|&h| (950..1300).contains(&h)), "{hits:?}");
+    }
+}
