@@ -18,6 +18,7 @@
 pub mod announce;
 pub mod bitfield;
 pub mod config;
+pub mod hrw;
 pub mod message;
 pub mod metainfo;
 pub mod time;
