@@ -22,10 +22,12 @@ pub mod hrw;
 pub mod message;
 pub mod metainfo;
 pub mod time;
+pub mod tracker;
 pub mod types;
 
 pub use bitfield::Bitfield;
 pub use message::{Handshake, Message, MessageKind, Payload};
 pub use metainfo::MetaInfo;
 pub use time::Instant;
+pub use tracker::{Tracker, TrackerOutput};
 pub use types::{Digest, InfoHash, PeerId, PeerInfo, PieceIndex};
