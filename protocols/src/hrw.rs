@@ -2,7 +2,8 @@
 //! `lib/hashring` do it (reference/kraken.md §1.7).
 //!
 //! Placement must match Kraken bit for bit, so that a scenario's origin load is the one Kraken would
-//! see for the same digests and origin labels. What Kraken's code does (at 2a7fbcb):
+//! see for the same digests and origin labels. What Kraken's code does (`lib/hrw/rendezvous.go`,
+//! `lib/hashring/ring.go`, `core/digest.go`):
 //!
 //! - the key is `digest.ShardID()`, the first 4 hex characters, **hex-decoded** before hashing
 //!   (`RendezvousHashNode.Score` calls `hex.DecodeString(key)`), so the key bytes are the digest's first
