@@ -19,15 +19,18 @@ pub mod agent;
 pub mod announce;
 pub mod bitfield;
 pub mod config;
+pub mod hrw;
 pub mod message;
 pub mod metainfo;
 pub mod origin;
 pub mod peer;
 pub mod time;
+pub mod tracker;
 pub mod types;
 
 pub use bitfield::Bitfield;
 pub use message::{Handshake, Message, MessageKind, Payload};
 pub use metainfo::MetaInfo;
 pub use time::Instant;
+pub use tracker::{Tracker, TrackerOutput};
 pub use types::{Digest, InfoHash, PeerId, PeerInfo, PieceIndex};
