@@ -173,13 +173,9 @@ impl Agent {
     /// Trackers for a digest in the order the agent tries them. shoal routes by the digest's shard,
     /// as Kraken's client-side ring does, so every announce for a blob reaches the same tracker.
     fn tracker_order(&self, digest: &Digest) -> Vec<SocketAddr> {
-        // Until the rendezvous ring lands: rotate the list by the digest's first bytes.
-        let n = self.trackers.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let k = usize::from(u16::from_be_bytes([digest.as_bytes()[0], digest.as_bytes()[1]])) % n;
-        (0..n).map(|i| self.trackers[(k + i) % n]).collect()
+        // Kraken's passive ring keeps every tracker as a candidate, best first.
+        let ring = crate::hrw::Ring::new(self.trackers.iter().map(|a| a.to_string()), self.trackers.len());
+        ring.ordered(digest).iter().filter_map(|l| l.parse().ok()).collect()
     }
 
     /// Asks for a blob (Kraken's `scheduler.Download`). Completion or failure arrives as an [`Event`].

@@ -158,7 +158,7 @@ impl Origin {
         let (metainfo, blob) = (c.metainfo.clone(), c.blob.clone());
         let d = self.sched.new_seeder(now, metainfo, blob);
         self.sched.add_torrent(hs.namespace.clone(), d);
-        self.sched.accept_handshake(now, conn, hs);
+        self.sched.accept_handshake(now, conn, *hs);
         // Origins never announce.
         self.sched.completed.clear();
     }

@@ -51,6 +51,16 @@ pub enum Effect {
     DigestMismatch,
 }
 
+/// A peer that finished its handshake.
+#[derive(Debug)]
+pub struct NewPeer {
+    pub id: PeerId,
+    pub conn: ConnId,
+    /// From the tracker's handout; acceptors always say false (origins never dial).
+    pub is_origin: bool,
+    pub bitfield: Bitfield,
+}
+
 #[derive(Debug)]
 struct Peer {
     conn: ConnId,
@@ -229,16 +239,8 @@ impl Dispatcher {
     }
 
     /// A peer finished its handshake: count its pieces and ask it for some.
-    pub fn add_peer(
-        &mut self,
-        now: Instant,
-        rng: &mut ChaCha8Rng,
-        id: PeerId,
-        conn: ConnId,
-        is_origin: bool,
-        bitfield: Bitfield,
-        fx: &mut Vec<Effect>,
-    ) {
+    pub fn add_peer(&mut self, now: Instant, rng: &mut ChaCha8Rng, new: NewPeer, fx: &mut Vec<Effect>) {
+        let NewPeer { id, conn, is_origin, bitfield } = new;
         for i in bitfield.iter_ones() {
             self.num_peers_by_piece[i as usize] += 1;
         }

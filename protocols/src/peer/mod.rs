@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use self::connstate::ConnState;
-use self::dispatch::{Dispatcher, DownloadStats, Effect};
+use self::dispatch::{Dispatcher, DownloadStats, Effect, NewPeer};
 use self::picker::picker_for;
 use crate::announce::AnnounceRequest;
 use crate::config::SchedulerConfig;
@@ -104,7 +104,6 @@ pub(crate) struct Torrent {
 /// A handshake for a torrent the scheduler has no control for; the role decides.
 #[derive(Debug)]
 pub(crate) struct UnknownTorrent {
-    pub conn: ConnId,
     pub handshake: Box<Handshake>,
 }
 
@@ -208,14 +207,6 @@ impl Scheduler {
         conn
     }
 
-    /// The peer and torrent of an active connection.
-    pub fn active_peer(&self, conn: ConnId) -> Option<(InfoHash, PeerId)> {
-        match self.conns.get(&conn)?.phase {
-            Phase::Active { h, peer } => Some((h, peer)),
-            _ => None,
-        }
-    }
-
     /// Number of connections in any phase.
     pub fn num_conns(&self) -> usize {
         self.conns.len()
@@ -246,7 +237,7 @@ impl Scheduler {
                 None
             }
             (Phase::Active { h, peer }, msg) => {
-                let Some(t) = self.torrents.get_mut(&h) else { return None };
+                let t = self.torrents.get_mut(&h)?;
                 let mut fx = std::mem::take(&mut self.fx);
                 t.dispatcher.handle_message(now, &mut self.rng, &peer, msg, &mut fx);
                 self.apply(now, h, &mut fx);
@@ -289,9 +280,9 @@ impl Scheduler {
                 && hs.bitfield.len() == t.dispatcher.metainfo().num_pieces()
         });
         if !known {
-            return Some(UnknownTorrent { conn, handshake: hs });
+            return Some(UnknownTorrent { handshake: hs });
         }
-        self.accept_handshake(now, conn, hs);
+        self.accept_handshake(now, conn, *hs);
         None
     }
 
@@ -305,7 +296,7 @@ impl Scheduler {
     /// Completes an incoming handshake for a torrent this node now has: reply with our bitfield (and an
     /// empty namespace) and activate. The acceptor does not know whether the opener is an origin;
     /// origins never dial.
-    pub fn accept_handshake(&mut self, now: Instant, conn: ConnId, hs: Box<Handshake>) {
+    pub fn accept_handshake(&mut self, now: Instant, conn: ConnId, hs: Handshake) {
         let h = hs.info_hash;
         let Some(t) = self.torrents.get_mut(&h) else {
             self.state.delete_pending(&h, &hs.peer_id);
@@ -343,7 +334,7 @@ impl Scheduler {
         }
         let Some(t) = self.torrents.get_mut(&h) else { return };
         let mut fx = std::mem::take(&mut self.fx);
-        t.dispatcher.add_peer(now, &mut self.rng, peer, conn, is_origin, bitfield, &mut fx);
+        t.dispatcher.add_peer(now, &mut self.rng, NewPeer { id: peer, conn, is_origin, bitfield }, &mut fx);
         self.apply(now, h, &mut fx);
         self.fx = fx;
     }

@@ -62,7 +62,7 @@ impl MetaInfoProxy {
         MetaInfoProxy {
             ok_ttl,
             error_ttl,
-            not_found_tries_next_owner: false,
+            not_found_tries_next_owner: true,
             entries: BTreeMap::new(),
             next_sweep_at: Instant::ZERO,
         }

@@ -120,8 +120,9 @@ impl Tracker {
         self
     }
 
-    /// True makes a 404 from one owner try the next, as Kraken's current `clusterClient.GetMetaInfo`
-    /// does (it stops only at success or 202). Default false: stop at the first 404.
+    /// True (the default) makes a 404 from one owner try the next, as Kraken's current
+    /// `clusterClient.GetMetaInfo` does (it stops only at success or 202). False stops at the first
+    /// 404, which saves origin requests and gives the same final answer.
     pub fn set_metainfo_not_found_tries_next_owner(&mut self, try_next: bool) -> &mut Self {
         self.metainfo.not_found_tries_next_owner = try_next;
         self

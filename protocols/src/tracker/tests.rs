@@ -380,8 +380,9 @@ mod metainfo {
     }
 
     #[test]
-    fn not_found_stops_unless_configured_to_try_next() {
+    fn not_found_tries_next_owner_unless_configured_to_stop() {
         let mut t = tracker(3, 3);
+        t.set_metainfo_not_found_tries_next_owner(false);
         let owners: Vec<SocketAddr> = t.owners(&blob()).iter().map(|o| o.addr).collect();
         let _ = request(&mut t, T0, 1);
         t.handle_origin_metainfo(T0, "docker", blob(), owners[0], MetaInfoReply::NotFound);
@@ -391,7 +392,6 @@ mod metainfo {
         );
 
         let mut t = tracker(3, 3);
-        t.set_metainfo_not_found_tries_next_owner(true);
         let _ = request(&mut t, T0, 1);
         t.handle_origin_metainfo(T0, "docker", blob(), owners[0], MetaInfoReply::NotFound);
         assert_eq!(fetches(&drain(&mut t)), vec![owners[1]]);

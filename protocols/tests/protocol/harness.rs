@@ -1,7 +1,8 @@
 //! A small in-memory network with explicit time (quinn's `Pair`, grown to a swarm): agents, origins
-//! and a tracker exchange messages through one event queue ordered by (time, sequence). Each
-//! connection direction is a FIFO with a fixed latency and rate, which is all these tests need; the
-//! flow-level model of the real engine lives in shoal-sim.
+//! and a tracker exchange messages through one event queue ordered by (time, sequence). Every node
+//! sends payloads one at a time at a fixed upload rate, every message pays a fixed latency and each
+//! connection delivers in order — all these tests need; the flow-level network model of the
+//! discrete-event engine lives in shoal-sim.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
@@ -10,10 +11,11 @@ use std::time::Duration;
 
 use shoal_protocols::agent::{Agent, AgentConfig};
 use shoal_protocols::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
-use shoal_protocols::config::{OriginConfig, SchedulerConfig};
+use shoal_protocols::config::{OriginConfig, SchedulerConfig, TrackerConfig};
 use shoal_protocols::origin::{BlobContent, Origin};
 use shoal_protocols::peer::{ConnId, Event, Output};
-use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload, PeerId, PeerInfo};
+use shoal_protocols::tracker::Tracker;
+use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload, PeerInfo};
 
 pub const MIB: u64 = 1 << 20;
 
@@ -49,7 +51,7 @@ pub type Tamper = Box<dyn FnMut(Node, Node, &mut Message) -> bool>;
 pub struct Swarm {
     pub now: Instant,
     pub latency: Duration,
-    /// Bytes per second of each connection direction.
+    /// Upload bytes per second of every node.
     pub rate: u64,
     pub agents: Vec<Agent>,
     pub origins: Vec<Origin>,
@@ -66,7 +68,10 @@ pub struct Swarm {
     pending: BTreeMap<usize, Delivery>,
     seq: u64,
     timers: BTreeMap<Node, Instant>,
+    uplink: BTreeMap<Node, Instant>,
     pub steps: u64,
+    /// Every dial: (time, dialler, address).
+    pub dials: Vec<(Instant, Node, SocketAddr)>,
 }
 
 pub fn agent_addr(i: usize) -> SocketAddr {
@@ -100,7 +105,9 @@ impl Swarm {
             pending: BTreeMap::new(),
             seq: 0,
             timers: BTreeMap::new(),
+            uplink: BTreeMap::new(),
             steps: 0,
+            dials: Vec::new(),
         }
     }
 
@@ -113,7 +120,12 @@ impl Swarm {
         i
     }
 
-    pub fn add_origin(&mut self, config: OriginConfig, blobs: BTreeMap<Digest, BlobContent>, seed: u64) -> usize {
+    pub fn add_origin(
+        &mut self,
+        config: OriginConfig,
+        blobs: BTreeMap<Digest, BlobContent>,
+        seed: u64,
+    ) -> usize {
         let i = self.origins.len();
         let sched = SchedulerConfig::origin_base_yaml();
         self.origins.push(Origin::new(self.now, sched, config, origin_addr(i), blobs, seed));
@@ -167,6 +179,7 @@ impl Swarm {
         let now = self.now;
         match out {
             Output::Dial { conn, addr } => {
+                self.dials.push((now, node, addr));
                 let establish = now + self.latency;
                 self.links.insert((node, conn), Link { remote: None, busy_until: establish });
                 match self.addrs.get(&addr) {
@@ -182,16 +195,22 @@ impl Swarm {
                         return;
                     }
                 }
-                let bytes = match &message {
-                    Message::PiecePayload { payload, .. } => payload.len() + 64,
-                    _ => 64,
+                // Payloads queue on the sender's uplink, one at a time at `rate`; every message then
+                // pays the latency, and a connection delivers in order.
+                let arrive = match &message {
+                    Message::PiecePayload { payload, .. } => {
+                        let up = self.uplink.entry(node).or_insert(Instant::ZERO);
+                        let start = (*up).max(now);
+                        *up = start + Duration::from_nanos(payload.len() * 1_000_000_000 / self.rate);
+                        *up + self.latency
+                    }
+                    _ => now + self.latency,
                 };
                 let link = self.links.get_mut(&(node, conn)).expect("checked above");
-                let start = link.busy_until.max(now);
-                let done = start + Duration::from_nanos(bytes * 1_000_000_000 / self.rate);
-                link.busy_until = done;
+                let at = arrive.max(link.busy_until);
+                link.busy_until = at;
                 // Addressed to our own end: resolved to the remote end at delivery.
-                self.push(done + self.latency, Delivery::Message { to: (node, conn), msg: message });
+                self.push(at, Delivery::Message { to: (node, conn), msg: message });
             }
             Output::Close { conn } => {
                 if let Some(link) = self.links.remove(&(node, conn)) {
@@ -216,6 +235,13 @@ impl Swarm {
     /// whether `done` held.
     pub fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&Swarm) -> bool) -> bool {
         let deadline = self.now + limit;
+        // Outputs of calls the test made directly on nodes.
+        for i in 0..self.agents.len() {
+            self.drain(Node::Agent(i));
+        }
+        for i in 0..self.origins.len() {
+            self.drain(Node::Origin(i));
+        }
         while !done(self) {
             let Some(Reverse((at, _, key))) = self.queue.pop() else { return false };
             if at > deadline {
@@ -333,23 +359,11 @@ pub fn blob(name: &str, size: u64, piece_length: u64) -> (Digest, MetaInfo) {
     (digest, MetaInfo::synthetic(digest, size, piece_length).unwrap())
 }
 
-/// A tracker that knows every announcing agent and the given origins, and hands out all of them
-/// (complete first) — enough for tests of the agent; the real tracker is tested on its own.
-pub fn simple_tracker(origins: Vec<PeerInfo>) -> TrackerFn {
-    let mut peers: BTreeMap<PeerId, PeerInfo> = BTreeMap::new();
-    Box::new(move |_now, req| {
-        peers.insert(req.peer.peer_id, req.peer.clone());
-        if req.peer.complete {
-            return Ok(AnnounceResponse { peers: vec![], interval_ns: 3_000_000_000 });
-        }
-        let mut out: Vec<PeerInfo> = peers.values().filter(|p| p.complete).cloned().collect();
-        out.extend(origins.iter().cloned());
-        out.extend(peers.values().filter(|p| !p.complete).cloned());
-        if out.is_empty() {
-            return Err(AnnounceError::NoPeers);
-        }
-        Ok(AnnounceResponse { peers: out, interval_ns: 3_000_000_000 })
-    })
+/// Kraken's tracker (shoal's implementation) behind the harness's announce hook.
+pub fn real_tracker(origins: Vec<PeerInfo>, config: TrackerConfig, seed: u64) -> TrackerFn {
+    let max_replica = origins.len().max(1);
+    let mut t = Tracker::new(config, origins, max_replica, seed);
+    Box::new(move |now, req| t.handle_announce(now, req))
 }
 
 /// Flips the CRC tag of every payload `from` sends.

@@ -1,0 +1,5 @@
+//! Protocol tests: nodes driven through an in-memory network with explicit time.
+
+mod harness;
+mod rules;
+mod swarm;
