@@ -22,6 +22,7 @@ pub mod message;
 pub mod metainfo;
 pub mod time;
 pub mod types;
+pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use message::{Handshake, Message, MessageKind, Payload};
