@@ -206,12 +206,23 @@ enum State {
 /// The sequence of messages and errors does not depend on how the input was split. Memory is bounded
 /// by what was fed: nothing is reserved from a length read off the wire. After an error the decoder
 /// is failed for good: it returns the same error forever and drops further input.
-#[derive(Debug)]
 pub struct Decoder {
     limits: DecoderLimits,
     buf: BytesMut,
     state: State,
     failed: Option<WireError>,
+}
+
+impl std::fmt::Debug for Decoder {
+    /// Without the buffered bytes, which may be a whole piece.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("limits", &self.limits)
+            .field("buffered_len", &self.buf.len())
+            .field("state", &self.state)
+            .field("failed", &self.failed)
+            .finish()
+    }
 }
 
 impl Default for Decoder {
