@@ -27,6 +27,7 @@ pub mod peer;
 pub mod time;
 pub mod tracker;
 pub mod types;
+pub mod wire;
 
 pub use bitfield::Bitfield;
 pub use message::{Handshake, Message, MessageKind, Payload};

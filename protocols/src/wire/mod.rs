@@ -1,0 +1,343 @@
+//! The byte encoding of [`Message`]: Kraken's frames, wire-compatible with real Kraken peers.
+//!
+//! # Frame format (Kraken's `lib/torrent/scheduler/conn/message.go`)
+//!
+//! ```text
+//! u32 big-endian N | N bytes: proto.Marshal(p2p.Message) | PIECE_PAYLOAD only: piecePayload.length raw bytes
+//! ```
+//!
+//! The protobuf part is proto3 for `proto/p2p/p2p.proto`, encoded and decoded by hand (no code
+//! generator) in the private modules `codec` and `proto`; the output is byte-identical to Go's
+//! `proto.Marshal` up to the order of map entries, which Go randomises and shoal sorts. A reader refuses N above
+//! [`MAX_MESSAGE_SIZE`] (32 KiB, Kraken's `maxMessageSize`); [`encode`] refuses to produce such a frame.
+//!
+//! # The shoal extension: tagged payloads
+//!
+//! In simulation a piece's content is a [`Payload::Tagged`]: a length and the CRC32 the bytes would
+//! have. Between shoal nodes (e.g. the turmoil engine) it is sent as a PIECE_PAYLOAD header whose
+//! `digest` field (5, a string Kraken never sets) holds `shoal-tag:<8 lowercase hex digits of the
+//! tag>`, with `length` = the declared length and **no trailer bytes**. The decoder turns such a header
+//! back into [`Payload::Tagged`]; any other `digest` value is ignored, as Kraken ignores it. A real
+//! Kraken peer would read `length` trailer bytes that never come, so tagged payloads must never be sent
+//! to one. Drivers facing untrusted peers can refuse them with [`DecoderLimits::accept_tagged`].
+//!
+//! # Sizes
+//!
+//! [`Message::wire_len`] is what a real Kraken peer would put on the wire for the message (a tagged
+//! payload counts as its real-bytes equivalent); [`encoded_len`] is what [`encode`] actually writes.
+
+mod codec;
+mod proto;
+#[cfg(test)]
+mod tests;
+
+use bytes::{Buf, BytesMut};
+
+use crate::bitfield::BitfieldError;
+use crate::message::{Message, MessageKind, Payload};
+
+use codec::{Decoded, Mode};
+
+/// Kraken's `maxMessageSize`: the largest protobuf part a reader accepts, in bytes.
+pub const MAX_MESSAGE_SIZE: u32 = 32 * 1024;
+
+/// Default [`DecoderLimits::max_payload`]: 64 MiB, far above Kraken's usual 4 MiB pieces.
+pub const DEFAULT_MAX_PAYLOAD: u64 = 64 * 1024 * 1024;
+
+/// Default [`DecoderLimits::max_pieces`]: 2²⁴ pieces (16 TiB at 1 MiB pieces).
+pub const DEFAULT_MAX_PIECES: u32 = 1 << 24;
+
+/// The prefix of a tagged payload's `digest` marker (see the module documentation).
+pub const TAG_MARKER_PREFIX: &str = "shoal-tag:";
+
+/// Bytes of the frame's length prefix.
+const PREFIX_LEN: usize = 4;
+
+/// What was wrong with a message to encode or with received bytes. After a decoding error the
+/// connection is to be closed: the [`Decoder`] stays failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("protobuf part of {len} bytes exceeds the frame limit of {max}")]
+    FrameTooLarge { len: u64, max: u32 },
+    #[error("{field} = {value} does not fit Kraken's int32 field")]
+    ValueOutOfRange { field: &'static str, value: u64 },
+    #[error("message ends inside a varint")]
+    TruncatedVarint,
+    #[error("varint longer than 64 bits")]
+    VarintOverflow,
+    #[error("invalid protobuf field number {0}")]
+    InvalidFieldNumber(u64),
+    #[error("field {field} announces {len} bytes but only {available} remain")]
+    TruncatedField { field: u32, len: u64, available: usize },
+    #[error("field {field} has unknown wire type {wire_type}")]
+    UnknownWireType { field: u32, wire_type: u8 },
+    #[error("group {0} is not terminated")]
+    UnterminatedGroup(u32),
+    #[error("end of group {0} without a matching start")]
+    UnexpectedEndGroup(u32),
+    #[error("unknown fields nested too deeply")]
+    NestingTooDeep,
+    #[error("unknown message type {0}")]
+    UnknownMessageType(i32),
+    #[error("unknown error code {0}")]
+    UnknownErrorCode(i32),
+    #[error("{0:?} message without its sub-message")]
+    MissingSubMessage(MessageKind),
+    #[error("string field {field} is not UTF-8")]
+    InvalidUtf8 { field: &'static str },
+    #[error("field {field} is not a valid hex identifier")]
+    InvalidHexId { field: &'static str },
+    #[error("negative {field}: {value}")]
+    NegativeValue { field: &'static str, value: i32 },
+    #[error("bad bitfield in {field}: {source}")]
+    BadBitfield { field: &'static str, source: BitfieldError },
+    #[error("payload of {len} bytes exceeds the limit of {max}")]
+    PayloadTooLarge { len: u64, max: u64 },
+    #[error("malformed shoal tag marker in a piece payload's digest")]
+    BadTagMarker,
+    #[error("tagged (simulated) payload refused by this decoder")]
+    TaggedRefused,
+    #[error("stream ended inside a frame ({buffered} bytes buffered)")]
+    UnexpectedEof { buffered: usize },
+}
+
+/// Appends `msg`'s frame and, for a real PIECE_PAYLOAD, its payload bytes to `out`.
+///
+/// Fails, leaving `out` unchanged, when the protobuf part would exceed [`MAX_MESSAGE_SIZE`] (a
+/// handshake with too many or too large bitfields) or a number does not fit Kraken's `int32` fields.
+pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
+    encode_header(msg, out)?;
+    if let Message::PiecePayload { payload: Payload::Bytes(bytes), .. } = msg {
+        out.extend_from_slice(bytes);
+    }
+    Ok(())
+}
+
+/// Like [`encode`], but without a real payload's trailer bytes, so that a socket driver can write
+/// them from its own buffer without a copy. The trailer must follow immediately.
+pub fn encode_header(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let len = codec::header_len(msg, Mode::Encode);
+    if len > u64::from(MAX_MESSAGE_SIZE) {
+        return Err(WireError::FrameTooLarge { len, max: MAX_MESSAGE_SIZE });
+    }
+    let start = out.len();
+    // Lossless: len ≤ MAX_MESSAGE_SIZE.
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    if let Err(e) = codec::write_header(msg, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// [`encode`] into a new vector of exactly [`encoded_len`] bytes.
+pub fn encode_to_vec(msg: &Message) -> Result<Vec<u8>, WireError> {
+    // The capacity is a hint only; a real payload's length is bounded by the message itself.
+    let mut out = Vec::with_capacity(usize::try_from(encoded_len(msg)).unwrap_or(0));
+    encode(msg, &mut out)?;
+    Ok(out)
+}
+
+/// The number of bytes [`encode`] appends for `msg` when it succeeds. For a tagged payload this is the
+/// header with its marker and no trailer, unlike [`Message::wire_len`].
+pub fn encoded_len(msg: &Message) -> u64 {
+    let trailer = match msg {
+        Message::PiecePayload { payload: Payload::Bytes(b), .. } => b.len() as u64,
+        _ => 0,
+    };
+    PREFIX_LEN as u64 + codec::header_len(msg, Mode::Encode) + trailer
+}
+
+impl Message {
+    /// The bytes this message takes on a Kraken connection: the 4-byte prefix, the protobuf part and,
+    /// for PIECE_PAYLOAD, the payload.
+    ///
+    /// A [`Payload::Tagged`] counts as the real-bytes message of the same length would (no marker,
+    /// `len` trailer bytes), so that simulated bandwidth matches what Kraken would send; the tagged
+    /// frame actually encoded is smaller ([`encoded_len`]). Computed arithmetically without
+    /// allocating: the simulator calls it for every message. For a message [`encode`] would refuse
+    /// (oversized or out-of-range), the value is what the frame would have been.
+    pub fn wire_len(&self) -> u64 {
+        let trailer = match self {
+            Message::PiecePayload { payload, .. } => payload.len(),
+            _ => 0,
+        };
+        PREFIX_LEN as u64 + codec::header_len(self, Mode::KrakenEquivalent) + trailer
+    }
+}
+
+/// What a [`Decoder`] accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecoderLimits {
+    /// Largest protobuf part, in bytes. Default [`MAX_MESSAGE_SIZE`], Kraken's.
+    pub max_header: u32,
+    /// Largest PIECE_PAYLOAD length (real or tagged), checked before any byte of it is buffered.
+    /// Default [`DEFAULT_MAX_PAYLOAD`].
+    pub max_payload: u64,
+    /// Most pieces in any bitfield of a handshake. Default [`DEFAULT_MAX_PIECES`]; a caller who knows
+    /// the torrent's piece count can set it exactly.
+    pub max_pieces: u32,
+    /// Whether tagged (simulated) payloads are accepted. Default true, for shoal-to-shoal links.
+    pub accept_tagged: bool,
+}
+
+impl Default for DecoderLimits {
+    fn default() -> Self {
+        DecoderLimits {
+            max_header: MAX_MESSAGE_SIZE,
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_pieces: DEFAULT_MAX_PIECES,
+            accept_tagged: true,
+        }
+    }
+}
+
+/// Where the decoder is within the current frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Prefix,
+    Header { len: usize },
+    Payload { index: u32, offset: u64, len: usize },
+}
+
+/// An incremental, sans-IO frame decoder: [`feed`](Decoder::feed) it bytes as they arrive, in any
+/// chunking, then call [`next_message`](Decoder::next_message) until it returns `Ok(None)`.
+///
+/// The sequence of messages and errors does not depend on how the input was split. Memory is bounded
+/// by what was fed: nothing is reserved from a length read off the wire. After an error the decoder
+/// is failed for good: it returns the same error forever and drops further input.
+pub struct Decoder {
+    limits: DecoderLimits,
+    buf: BytesMut,
+    state: State,
+    failed: Option<WireError>,
+}
+
+impl std::fmt::Debug for Decoder {
+    /// Without the buffered bytes, which may be a whole piece.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("limits", &self.limits)
+            .field("buffered_len", &self.buf.len())
+            .field("state", &self.state)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Decoder::new(DecoderLimits::default())
+    }
+}
+
+impl Decoder {
+    pub fn new(limits: DecoderLimits) -> Self {
+        Decoder { limits, buf: BytesMut::new(), state: State::Prefix, failed: None }
+    }
+
+    pub fn limits(&self) -> &DecoderLimits {
+        &self.limits
+    }
+
+    /// Changes the limits, e.g. `max_pieces` once the torrent is known. They apply from the next
+    /// frame header parsed.
+    pub fn limits_mut(&mut self) -> &mut DecoderLimits {
+        &mut self.limits
+    }
+
+    /// Appends received bytes. Ignored once the decoder has failed.
+    pub fn feed(&mut self, data: &[u8]) {
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// The next complete message: `Ok(None)` when more bytes are needed, `Err` when the input is
+    /// malformed (then forever).
+    pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        self.step().inspect_err(|e| {
+            self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
+        })
+    }
+
+    fn step(&mut self) -> Result<Option<Message>, WireError> {
+        loop {
+            match self.state {
+                State::Prefix => {
+                    let Some(prefix) = self.buf.first_chunk::<PREFIX_LEN>() else { return Ok(None) };
+                    let len = u32::from_be_bytes(*prefix);
+                    if len > self.limits.max_header {
+                        return Err(WireError::FrameTooLarge {
+                            len: len.into(),
+                            max: self.limits.max_header,
+                        });
+                    }
+                    self.buf.advance(PREFIX_LEN);
+                    // Lossless on every platform Rust supports with std: usize is at least 32 bits.
+                    self.state = State::Header { len: len as usize };
+                }
+                State::Header { len } => {
+                    if self.buf.len() < len {
+                        return Ok(None);
+                    }
+                    let decoded = codec::decode_header(&self.buf[..len], &self.limits)?;
+                    self.buf.advance(len);
+                    match decoded {
+                        Decoded::Message(msg) => {
+                            self.state = State::Prefix;
+                            return Ok(Some(msg));
+                        }
+                        Decoded::Payload { index, offset, len } => {
+                            // `decode_header` checked len ≤ max_payload ≤ u64; refuse what the platform
+                            // cannot address rather than truncate.
+                            let len = usize::try_from(len).map_err(|_| WireError::PayloadTooLarge {
+                                len,
+                                max: self.limits.max_payload,
+                            })?;
+                            self.state = State::Payload { index, offset, len };
+                        }
+                    }
+                }
+                State::Payload { index, offset, len } => {
+                    if self.buf.len() < len {
+                        return Ok(None);
+                    }
+                    let payload = Payload::Bytes(self.buf.split_to(len).freeze());
+                    self.state = State::Prefix;
+                    return Ok(Some(Message::PiecePayload { index, offset, payload }));
+                }
+            }
+        }
+    }
+
+    /// Bytes received and not yet returned as messages (part of a frame, or whole frames not yet
+    /// pulled).
+    pub fn buffered_len(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// True when no partial frame is pending: the stream may end here cleanly.
+    pub fn is_idle(&self) -> bool {
+        self.state == State::Prefix && self.buf.is_empty()
+    }
+
+    /// The error the decoder failed with, if any.
+    pub fn error(&self) -> Option<&WireError> {
+        self.failed.as_ref()
+    }
+
+    /// Call when the stream has ended: an error if it ended inside a frame (or the decoder failed).
+    /// Pull all messages first; whole frames still buffered count as a clean end only once pulled.
+    pub fn finish(&self) -> Result<(), WireError> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None if self.is_idle() => Ok(()),
+            None => Err(WireError::UnexpectedEof { buffered: self.buf.len() }),
+        }
+    }
+}
