@@ -29,7 +29,7 @@ pub enum Node {
 enum Delivery {
     Connect { from: (Node, ConnId), to: Node },
     Message { to: (Node, ConnId), msg: Message },
-    Closed { to: (Node, ConnId) },
+    Closed { from: Option<(Node, ConnId)>, to: (Node, ConnId) },
     Announce { agent: usize, id: u64, request: AnnounceRequest },
     MetaInfo { agent: usize, id: u64, digest: Digest },
     Timer { node: Node },
@@ -40,6 +40,8 @@ enum Delivery {
 struct Link {
     remote: Option<(Node, ConnId)>,
     busy_until: Instant,
+    /// Closed by this end: nothing more is sent, what was sent is still delivered, then the close.
+    closed: bool,
 }
 
 /// How the tracker answers announces.
@@ -176,19 +178,22 @@ impl Swarm {
     }
 
     fn output(&mut self, node: Node, out: Output) {
+        if std::env::var("HARNESS_TRACE").is_ok() {
+            eprintln!("{} {node:?} {out:?}", self.now);
+        }
         let now = self.now;
         match out {
             Output::Dial { conn, addr } => {
                 self.dials.push((now, node, addr));
                 let establish = now + self.latency;
-                self.links.insert((node, conn), Link { remote: None, busy_until: establish });
+                self.links.insert((node, conn), Link { remote: None, busy_until: establish, closed: false });
                 match self.addrs.get(&addr) {
                     Some(&to) => self.push(establish, Delivery::Connect { from: (node, conn), to }),
-                    None => self.push(establish, Delivery::Closed { to: (node, conn) }),
+                    None => self.push(establish, Delivery::Closed { from: None, to: (node, conn) }),
                 }
             }
             Output::Send { conn, mut message } => {
-                let Some(link) = self.links.get(&(node, conn)) else { return };
+                let Some(link) = self.links.get(&(node, conn)).filter(|l| !l.closed) else { return };
                 let to = link.remote.map(|r| r.0);
                 if let (Some(tamper), Some(to)) = (self.tamper.as_mut(), to) {
                     if !tamper(node, to, &mut message) {
@@ -213,11 +218,12 @@ impl Swarm {
                 self.push(at, Delivery::Message { to: (node, conn), msg: message });
             }
             Output::Close { conn } => {
-                if let Some(link) = self.links.remove(&(node, conn)) {
-                    if let Some(remote) = link.remote {
-                        self.links.remove(&remote);
-                        self.push(now + self.latency, Delivery::Closed { to: remote });
-                    }
+                let Some(link) = self.links.get_mut(&(node, conn)) else { return };
+                link.closed = true;
+                // Like TCP's FIN: after everything already sent on the connection.
+                if let Some(remote) = link.remote {
+                    let at = link.busy_until.max(now + self.latency);
+                    self.push(at, Delivery::Closed { from: Some((node, conn)), to: remote });
                 }
             }
             Output::Announce { id, request, .. } => {
@@ -261,7 +267,7 @@ impl Swarm {
         let now = self.now;
         match d {
             Delivery::Connect { from, to } => {
-                if !self.links.contains_key(&from) {
+                if self.links.get(&from).is_none_or(|l| l.closed) {
                     return;
                 }
                 let remote_addr = match from.0 {
@@ -272,13 +278,13 @@ impl Swarm {
                     Node::Agent(i) => self.agents[i].handle_accept(now, remote_addr),
                     Node::Origin(i) => self.origins[i].handle_accept(now, remote_addr),
                 };
-                self.links.insert((to, conn), Link { remote: Some(from), busy_until: now });
+                self.links.insert((to, conn), Link { remote: Some(from), busy_until: now, closed: false });
                 self.links.get_mut(&from).expect("checked above").remote = Some((to, conn));
                 self.arm(to);
             }
             Delivery::Message { to: (sender, sconn), msg } => {
                 let Some(remote) = self.links.get(&(sender, sconn)).and_then(|l| l.remote) else { return };
-                if !self.links.contains_key(&remote) {
+                if self.links.get(&remote).is_none_or(|l| l.closed) {
                     return;
                 }
                 if self.keep_log {
@@ -290,8 +296,14 @@ impl Swarm {
                 }
                 self.drain(remote.0);
             }
-            Delivery::Closed { to } => {
-                self.links.remove(&to);
+            Delivery::Closed { from, to } => {
+                if let Some(from) = from {
+                    self.links.remove(&from);
+                }
+                // An end closed by its own node has been forgotten by it already.
+                if self.links.remove(&to).is_none_or(|l| l.closed) {
+                    return;
+                }
                 match to.0 {
                     Node::Agent(i) => self.agents[i].handle_closed(now, to.1),
                     Node::Origin(i) => self.origins[i].handle_closed(now, to.1),

@@ -277,3 +277,45 @@ fn endgame_duplicates_appear_only_at_the_threshold() {
     assert_eq!(pieces.len(), requests.len(), "no duplicates with endgame disabled");
     assert_eq!(duplicates, 0);
 }
+
+/// Two leechers that each hold the piece the other lacks, told about each other at the same moment.
+fn cross_dial(collide: bool) -> Swarm {
+    let (_, mi) = blob("cross", 2 * MIB, MIB);
+    let mut swarm = Swarm::new(Box::new(|_, _| unreachable!()));
+    let mut cfg = SchedulerConfig::agent_base_yaml();
+    cfg.quirks.cross_dial_collision = collide;
+    let mut infos = Vec::new();
+    for i in 0..2u32 {
+        let a = swarm.add_agent(cfg.clone(), u64::from(i));
+        let mut have = Bitfield::new(2);
+        have.set(i);
+        swarm.agents[a].add_partial(swarm.now, "ns", mi.clone(), have);
+        infos.push(PeerInfo {
+            peer_id: swarm.agents[a].peer_id(),
+            addr: agent_addr(a),
+            origin: false,
+            complete: false,
+        });
+    }
+    swarm.tracker = fixed_tracker(infos);
+    swarm
+}
+
+#[test]
+fn simultaneous_cross_dial_blacklists_both_sides_as_in_kraken() {
+    let mut swarm = cross_dial(true);
+    let h = swarm.agents[0].dispatcher(&Digest::of(b"cross")).unwrap().metainfo().info_hash();
+    swarm.run_until(Duration::from_millis(10), |_| false);
+    let (id0, id1) = (swarm.agents[0].peer_id(), swarm.agents[1].peer_id());
+    assert!(swarm.agents[0].is_blacklisted(swarm.now, &h, &id1));
+    assert!(swarm.agents[1].is_blacklisted(swarm.now, &h, &id0));
+    // Same latencies and the same announce phase: they collide again each time the blacklist ends.
+    assert!(!swarm.run_until(Duration::from_secs(100), |s| !s.completed().is_empty()));
+}
+
+#[test]
+fn cross_dial_fix_lets_the_lower_id_accept() {
+    let mut swarm = cross_dial(false);
+    assert!(swarm.run_until(Duration::from_secs(1), |s| s.completed().len() == 2));
+    assert_eq!(swarm.dials.len(), 2);
+}
