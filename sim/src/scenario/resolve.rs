@@ -453,7 +453,10 @@ fn arrival_times(a: &Arrival, start: Duration, pullers: &[usize], seed: u64, gro
     match *a {
         Arrival::AllAtOnce => vec![start; pullers.len()],
         Arrival::Waves { waves, interval } => {
-            (0..pullers.len()).map(|k| start + interval * (k as u32 % waves)).collect()
+            // Saturating: an absurd interval must not panic; max_sim_time ends the run anyway.
+            (0..pullers.len())
+                .map(|k| start.saturating_add(interval.saturating_mul(k as u32 % waves)))
+                .collect()
         }
         Arrival::Poisson { rate_per_s } => {
             let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -465,7 +468,7 @@ fn arrival_times(a: &Arrival, start: Duration, pullers: &[usize], seed: u64, gro
             for k in order {
                 // 1 − u lies in (0, 1], so the logarithm is finite.
                 t += -(1.0 - rng.random::<f64>()).ln() / rate_per_s;
-                times[k] = start + Duration::from_nanos((t * 1e9).round() as u64);
+                times[k] = start.saturating_add(Duration::from_nanos((t * 1e9).round() as u64));
             }
             times
         }

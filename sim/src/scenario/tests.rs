@@ -326,6 +326,23 @@ fn mixed_images_use_per_host_bytes() {
 }
 
 #[test]
+fn absurd_values_are_refused_or_saturate_never_panic() {
+    let huge = MINIMAL.replace(
+        "image = \"b\"\n",
+        "image = \"b\"\narrival = { kind = \"waves\", waves = 1000000, interval_s = 1e18 }\n",
+    );
+    assert!(load(&huge).is_ok());
+    for bad in ["latency_ms = nan", "latency_ms = -1", "latency_ms = inf"] {
+        let e = err(&MINIMAL.replace("hosts = 10", &format!("hosts = 10\n{bad}")));
+        assert!(e.contains("topology.latency_ms: must be a finite number"), "{e}");
+    }
+    let e = err(&MINIMAL.replace("size = \"1GB\"", "size = 0"));
+    assert!(e.contains("workload.blobs.0.size: must be positive"), "{e}");
+    let e = err(&MINIMAL.replace("image = \"b\"", "image = \"b\"\npullers = 11"));
+    assert!(e.contains("workload.pulls.0.pullers: must be \"all\" or between 1 and the 10 hosts"), "{e}");
+}
+
+#[test]
 #[ignore = "prints the bound table; run with --ignored --nocapture"]
 fn print_kraken_bound() {
     for f in ["kraken-2600.toml", "racks-2600.toml"] {
