@@ -1,0 +1,296 @@
+//! The scenario file as written: every table refuses unknown fields, quantities keep their units
+//! until [`super::resolve`] checks and converts them.
+//!
+//! The protocol tables are kept as TOML tables here because they are merged onto a preset and have
+//! their unit strings converted before being deserialized into `shoal_protocols::config` types.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::units::{ByteRate, ByteSize};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub topology: RawTopology,
+    #[serde(default)]
+    pub origins: RawOrigins,
+    #[serde(default)]
+    pub trackers: RawTrackers,
+    pub workload: RawWorkload,
+    #[serde(default)]
+    pub protocol: RawProtocol,
+}
+
+fn default_seed() -> u64 {
+    1
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_sim_time_s: f64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits { max_sim_time_s: 3600.0 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopology {
+    pub hosts: i64,
+    pub upload_bytes_per_s: ByteRate,
+    pub download_bytes_per_s: ByteRate,
+    #[serde(default)]
+    pub latency_ms: f64,
+    pub racks: Option<RawRacks>,
+    pub pods: Option<RawPods>,
+    pub zones: Option<RawZones>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRacks {
+    pub hosts_per_rack: i64,
+    pub uplink_bytes_per_s: Option<ByteRate>,
+    pub oversubscription: Option<f64>,
+    #[serde(default)]
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPods {
+    pub racks_per_pod: i64,
+    pub uplink_bytes_per_s: Option<ByteRate>,
+    pub oversubscription: Option<f64>,
+    #[serde(default)]
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZones {
+    pub pods_per_zone: Option<i64>,
+    pub count: Option<i64>,
+    pub uplink_bytes_per_s: Option<ByteRate>,
+    pub oversubscription: Option<f64>,
+    #[serde(default)]
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOrigins {
+    pub count: i64,
+    /// Required unless `count = 0`, checked in resolution.
+    pub upload_bytes_per_s: Option<ByteRate>,
+    pub download_bytes_per_s: Option<ByteRate>,
+    pub placement: RawPlacement,
+}
+
+impl Default for RawOrigins {
+    fn default() -> Self {
+        RawOrigins {
+            count: 1,
+            upload_bytes_per_s: None,
+            download_bytes_per_s: None,
+            placement: RawPlacement::default(),
+        }
+    }
+}
+
+/// `"separate"` or `{ rack = N }`.
+#[derive(Debug, Default, PartialEq)]
+pub enum RawPlacement {
+    #[default]
+    Separate,
+    Rack(i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlacementTable {
+    rack: i64,
+}
+
+impl<'de> Deserialize<'de> for RawPlacement {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawPlacement;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"separate\" or a table { rack = N }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPlacement, E> {
+                match v {
+                    "separate" => Ok(RawPlacement::Separate),
+                    _ => Err(E::custom(format!(
+                        "unknown placement {v:?} (expected \"separate\" or {{ rack = N }})"
+                    ))),
+                }
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPlacement, A::Error> {
+                let t = PlacementTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawPlacement::Rack(t.rack))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTrackers {
+    pub count: i64,
+}
+
+impl Default for RawTrackers {
+    fn default() -> Self {
+        RawTrackers { count: 1 }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    #[serde(default)]
+    pub blobs: Vec<RawBlob>,
+    #[serde(default)]
+    pub images: Vec<RawImage>,
+    pub pulls: Vec<RawPull>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlob {
+    pub name: String,
+    pub size: ByteSize,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawImage {
+    pub name: String,
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPull {
+    /// An image name, or a blob name (a blob pulled alone is an image of one layer).
+    pub image: String,
+    #[serde(default)]
+    pub pullers: RawPullers,
+    #[serde(default)]
+    pub arrival: RawArrival,
+    #[serde(default)]
+    pub start_s: f64,
+}
+
+/// `"all"` or a host count.
+#[derive(Debug, Default, PartialEq)]
+pub enum RawPullers {
+    #[default]
+    All,
+    Count(i64),
+}
+
+impl<'de> Deserialize<'de> for RawPullers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RawPullers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"all\" or a number of hosts")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPullers, E> {
+                match v {
+                    "all" => Ok(RawPullers::All),
+                    _ => Err(E::custom(format!(
+                        "unknown pullers {v:?} (expected \"all\" or a number of hosts)"
+                    ))),
+                }
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawPullers, E> {
+                Ok(RawPullers::Count(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPullers, E> {
+                Ok(RawPullers::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArrivalKind {
+    #[default]
+    AllAtOnce,
+    Waves,
+    Poisson,
+}
+
+/// `"all_at_once"`, or a table with `kind` and that kind's fields (checked in resolution, so that a
+/// field of the wrong kind is reported by name).
+#[derive(Debug, Default)]
+pub struct RawArrival {
+    pub kind: ArrivalKind,
+    pub waves: Option<i64>,
+    pub interval_s: Option<f64>,
+    pub rate_per_s: Option<f64>,
+}
+
+impl<'de> Deserialize<'de> for RawArrival {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawArrival;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"all_at_once\", \"waves\", \"poisson\" or a table with kind = …")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawArrival, E> {
+                let kind = ArrivalKind::deserialize(de::value::StrDeserializer::<E>::new(v))?;
+                Ok(RawArrival { kind, ..RawArrival::default() })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawArrival, A::Error> {
+                #[derive(Deserialize)]
+                #[serde(deny_unknown_fields)]
+                struct Table {
+                    kind: ArrivalKind,
+                    waves: Option<i64>,
+                    interval_s: Option<f64>,
+                    rate_per_s: Option<f64>,
+                }
+                let t = Table::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(RawArrival {
+                    kind: t.kind,
+                    waves: t.waves,
+                    interval_s: t.interval_s,
+                    rate_per_s: t.rate_per_s,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProtocol {
+    pub agent: Option<toml::Table>,
+    pub origin_scheduler: Option<toml::Table>,
+    pub tracker: Option<toml::Table>,
+    pub origin: Option<toml::Table>,
+}

@@ -1,0 +1,351 @@
+//! Loading, validation messages, overrides, the bound, and the shipped scenario files.
+
+use std::path::PathBuf;
+
+use shoal_protocols::config::PiecePolicy;
+
+use super::*;
+
+fn scenarios_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+/// A minimal valid scenario; tests append or replace lines.
+const MINIMAL: &str = r#"name = "t"
+
+[topology]
+hosts = 10
+upload_bytes_per_s = "100MB/s"
+download_bytes_per_s = "100MB/s"
+
+[origins]
+upload_bytes_per_s = "1GB/s"
+
+[[workload.blobs]]
+name = "b"
+size = "1GB"
+
+[[workload.pulls]]
+image = "b"
+"#;
+
+fn load(text: &str) -> Result<Scenario, ScenarioError> {
+    Scenario::from_toml(text, "x.toml", &[])
+}
+
+fn load_set(text: &str, sets: &[(&str, &str)]) -> Result<Scenario, ScenarioError> {
+    let sets: Vec<(String, String)> = sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    Scenario::from_toml(text, "x.toml", &sets)
+}
+
+fn err(text: &str) -> String {
+    load(text).expect_err("should be refused").to_string()
+}
+
+#[test]
+fn minimal_defaults() {
+    let s = load(MINIMAL).unwrap();
+    assert_eq!((s.seed, s.max_sim_time, s.trackers, s.origins.len()), (1, Duration::from_secs(3600), 1, 1));
+    assert_eq!(s.topology.hosts.len(), 10);
+    assert_eq!(s.topology.latency, Duration::ZERO);
+    assert_eq!(s.origins[0].download_bytes_per_s, 1_000_000_000, "download defaults to upload");
+    assert_eq!(s.workload.images, vec![Image { name: "b".into(), layers: vec![0] }]);
+    assert_eq!(s.workload.pulls.len(), 10);
+    assert_eq!(s.protocol.agent.dispatch.piece_request_policy, PiecePolicy::RarestFirst, "base_yaml");
+    assert_eq!(s.protocol.origin.piece_lengths.select(1 << 30), 4 << 20);
+}
+
+#[test]
+fn every_scenario_file_loads() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let s = Scenario::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
+            assert!(s.lower_bound().t_min_s() > 0.0);
+            n += 1;
+        }
+    }
+    assert!(n >= 3, "found {n} scenario files");
+}
+
+#[test]
+fn readme_examples_load() {
+    let readme = std::fs::read_to_string(scenarios_dir().join("README.md")).unwrap();
+    let mut blocks = 0;
+    let mut rest = readme.as_str();
+    while let Some(start) = rest.find("```toml\n") {
+        let body = &rest[start + 8..];
+        let end = body.find("```").expect("closed block");
+        load(&body[..end]).unwrap_or_else(|e| panic!("README example {blocks}: {e}\n{}", &body[..end]));
+        blocks += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(blocks >= 2, "found {blocks} examples");
+}
+
+#[test]
+fn kraken_2600_resolves_to_the_benchmark() {
+    let s = Scenario::load(scenarios_dir().join("kraken-2600.toml"), &[]).unwrap();
+    assert_eq!(s.topology.hosts.len(), 2600);
+    assert!(
+        s.topology
+            .hosts
+            .iter()
+            .all(|h| h.upload_bytes_per_s == 300_000_000 && h.download_bytes_per_s == 300_000_000)
+    );
+    assert_eq!(s.origins.len(), 5);
+    assert_eq!(s.origins[0].upload_bytes_per_s, 1_250_000_000);
+    assert_eq!(s.trackers, 5);
+    assert_eq!(s.workload.blobs.iter().map(|b| b.size).collect::<Vec<_>>(), vec![1_500_000_000; 2]);
+    assert_eq!(s.workload.pulls.len(), 2600);
+    assert!(s.workload.pulls.iter().all(|p| p.at == Duration::ZERO));
+    let a = &s.protocol.agent;
+    assert_eq!(a.dispatch.piece_request_policy, PiecePolicy::RarestFirst);
+    assert_eq!((a.dispatch.pipeline_limit, a.dispatch.origin_pipeline_limit), (3, 5));
+    assert_eq!(a.conn_state.max_open_conn, 10);
+    assert_eq!(s.protocol.origin.piece_lengths.select(1_500_000_000), 4 << 20);
+    assert!(!s.protocol.origin_scheduler.conn.bandwidth.enable);
+    assert_eq!(s.topology.latency, Duration::from_micros(200));
+}
+
+#[test]
+fn racks_2600_topology() {
+    let s = Scenario::load(scenarios_dir().join("racks-2600.toml"), &[]).unwrap();
+    let racks = s.topology.racks.as_ref().unwrap();
+    assert_eq!(racks.groups.len(), 65);
+    assert!(
+        racks.groups.iter().all(|g| g.uplink_bytes_per_s == Some(3_000_000_000) && g.members.len() == 40)
+    );
+    assert_eq!(s.topology.hosts[41].place, Place { rack: Some(1), pod: None, zone: None });
+    assert_eq!(s.origins[0].place, Place::default());
+    let (h0, h1, h40) = (s.topology.hosts[0].place, s.topology.hosts[1].place, s.topology.hosts[40].place);
+    assert_eq!(s.topology.latency_between(h0, h1), Duration::from_micros(200));
+    assert_eq!(s.topology.latency_between(h0, h40), Duration::from_micros(300));
+    let b = s.lower_bound();
+    assert!((b.t_min_s() - 10.0).abs() < 1e-9);
+    let cut = b.terms.iter().find(|t| t.name.starts_with("rack cut")).unwrap();
+    assert!((cut.seconds - 8.0).abs() < 1e-9, "{}", cut.seconds);
+}
+
+#[test]
+fn hierarchy_pods_and_zones() {
+    let text = MINIMAL.replace("hosts = 10", "hosts = 50")
+        + "[topology.racks]\nhosts_per_rack = 4\nuplink_bytes_per_s = \"200MB/s\"\n\
+           [topology.pods]\nracks_per_pod = 3\noversubscription = 2.0\nlatency_ms = 1\n\
+           [topology.zones]\ncount = 2\nlatency_ms = 10\n";
+    let s = load(&text).unwrap();
+    let racks = s.topology.racks.as_ref().unwrap();
+    assert_eq!(racks.groups.len(), 13, "a partial last rack of 2 hosts");
+    assert_eq!(racks.groups[12].members, 48..50);
+    let pods = s.topology.pods.as_ref().unwrap();
+    assert_eq!(pods.groups.len(), 5);
+    assert_eq!(pods.groups[0].uplink_bytes_per_s, Some(300_000_000), "3 × 200 MB/s / 2");
+    assert_eq!(s.topology.zones.as_ref().unwrap().groups.len(), 2);
+    assert_eq!(s.topology.hosts[49].place, Place { rack: Some(12), pod: Some(4), zone: Some(1) });
+    assert_eq!(s.topology.host_range(1, 4), 48..50);
+    assert_eq!(s.topology.host_range(2, 0), 0..36);
+    let (a, b) = (s.topology.hosts[0].place, s.topology.hosts[49].place);
+    assert_eq!(s.topology.latency_between(a, b), Duration::from_millis(11));
+}
+
+#[test]
+fn arrivals() {
+    let waves = MINIMAL.replace(
+        "image = \"b\"\n",
+        "image = \"b\"\npullers = 4\narrival = { kind = \"waves\", waves = 2, interval_s = 1.5 }\nstart_s = 1\n",
+    );
+    let s = load(&waves).unwrap();
+    let got: Vec<(usize, u128)> = s.workload.pulls.iter().map(|p| (p.host, p.at.as_millis())).collect();
+    assert_eq!(
+        got,
+        vec![(0, 1000), (5, 1000), (2, 2500), (7, 2500)],
+        "hosts evenly spaced, dealt round-robin"
+    );
+
+    let poisson = MINIMAL
+        .replace("image = \"b\"\n", "image = \"b\"\narrival = { kind = \"poisson\", rate_per_s = 10 }\n");
+    let a = load(&poisson).unwrap();
+    let b = load(&poisson).unwrap();
+    assert_eq!(a.workload.pulls, b.workload.pulls, "seeded");
+    assert!(a.workload.pulls.windows(2).all(|w| w[0].at < w[1].at));
+    let c = load_set(&poisson, &[("seed", "2")]).unwrap();
+    assert_ne!(a.workload.pulls, c.workload.pulls);
+    assert!(
+        load(&MINIMAL.replace("image = \"b\"\n", "image = \"b\"\narrival = \"waves\"\n"))
+            .unwrap_err()
+            .to_string()
+            .contains("workload.pulls.0.arrival.waves: missing")
+    );
+}
+
+#[test]
+fn error_messages_name_file_line_and_field() {
+    let text =
+        MINIMAL.to_string() + "[topology.racks]\nhosts_per_rack = 5\nuplink_bytes_per_s = \"300 MB/z\"\n";
+    assert_eq!(
+        err(&text),
+        "x.toml:19:1: topology.racks.uplink_bytes_per_s: unknown unit \"MB/z\" (expected B, KB, KiB, MB, MiB, \
+         GB, GiB, TB, TiB, optionally /s, or bit, Kbit, Mbit, Gbit, Tbit, Kibit, Mibit, Gibit, bps, Kbps, \
+         Mbps, Gbps, Tbps)"
+    );
+    let e = err(&MINIMAL.replace("hosts = 10", "hosts = 10\nhsots = 3"));
+    assert!(e.starts_with("x.toml:5:1: topology.hsots: unknown field `hsots`"), "{e}");
+    let e = err(&MINIMAL.replace("hosts = 10", "hosts = 0"));
+    assert!(e.starts_with("x.toml:4:1: topology.hosts: must be at least 1"), "{e}");
+    let e = err(&MINIMAL.replace("hosts = 10", "hosts = -3"));
+    assert!(e.starts_with("x.toml:4:1: topology.hosts: must be at least 1"), "{e}");
+    let e = err(&MINIMAL.replace("size = \"1GB\"", "size = \"1gb\""));
+    assert!(e.starts_with("x.toml:13:1: workload.blobs.0.size: unknown unit \"gb\""), "{e}");
+    let e = err(&(MINIMAL.to_string() + "[[workload.images]]\nname = \"i\"\nlayers = [\"b\", \"c\"]\n"));
+    assert!(e.starts_with("x.toml:19:16: workload.images.0.layers.1: unknown blob \"c\""), "{e}");
+    let e = err(&MINIMAL.replace("[origins]\n", "[origins]\ncount = 0\n"));
+    assert!(e.starts_with("x.toml:9:1: origins.count: must be at least 1"), "{e}");
+    let e =
+        err(&MINIMAL.replace("name = \"t\"", "name = \"t\"\n[protocol.agent.dispatch]\npipeline_limt = 4"));
+    assert!(e.starts_with("x.toml:3:1: protocol.agent.dispatch.pipeline_limt: unknown field"), "{e}");
+    let e = err(&MINIMAL.replace("image = \"b\"", "image = \"nope\""));
+    assert!(e.starts_with("x.toml:16:1: workload.pulls.0.image: unknown image or blob \"nope\""), "{e}");
+    let e = err(&(MINIMAL.to_string()
+        + "[topology.racks]\nhosts_per_rack = 5\nuplink_bytes_per_s = 1\noversubscription = 2\n"));
+    assert!(
+        e.contains("topology.racks.oversubscription: give uplink_bytes_per_s or oversubscription, not both"),
+        "{e}"
+    );
+    let e = err(&MINIMAL.replace("hosts = 10\n", ""));
+    assert!(e.starts_with("x.toml:3:2: topology: missing field `hosts`"), "{e}");
+    let e = err("name = \"t\"\ntopology = [");
+    assert!(e.starts_with("x.toml:2:"), "syntax errors are located too: {e}");
+}
+
+#[test]
+fn overrides_apply_before_validation() {
+    let s = load_set(
+        MINIMAL,
+        &[
+            ("topology.hosts", "100"),
+            ("protocol.agent.dispatch.pipeline_limit", "5"),
+            ("workload.blobs.0.size", "2GB"),
+            ("workload.pulls.0.pullers", "10"),
+            ("topology.racks.hosts_per_rack", "30"),
+            ("topology.latency_ms", "0.5"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.topology.hosts.len(), 100);
+    assert_eq!(s.protocol.agent.dispatch.pipeline_limit, 5);
+    assert_eq!(s.protocol.agent.dispatch.piece_request_policy, PiecePolicy::RarestFirst);
+    assert_eq!(s.workload.blobs[0].size, 2_000_000_000);
+    assert_eq!(s.workload.pulls.len(), 10);
+    assert_eq!(s.topology.racks.as_ref().unwrap().groups.len(), 4);
+    assert_eq!(s.topology.latency, Duration::from_micros(500));
+
+    let e = load_set(MINIMAL, &[("topology.hosts", "0")]).unwrap_err().to_string();
+    assert!(e.starts_with("override `topology.hosts=0`: topology.hosts: must be at least 1"), "{e}");
+    let e = load_set(MINIMAL, &[("topology.hostz", "3")]).unwrap_err().to_string();
+    assert!(e.starts_with("override `topology.hostz=3`: topology.hostz: unknown field"), "{e}");
+    let e = load_set(MINIMAL, &[("workload.blobs.3.size", "1GB")]).unwrap_err().to_string();
+    assert_eq!(e, "override `workload.blobs.3.size=1GB`: workload.blobs.3: index 3 out of range (length 1)");
+    let e = load_set(MINIMAL, &[("topology.hosts.x", "1")]).unwrap_err().to_string();
+    assert!(e.contains("topology.hosts: is a integer, not a table"), "{e}");
+    let e = Scenario::load_with_sets(scenarios_dir().join("smoke-40.toml"), &["nokey".into()]).unwrap_err();
+    assert_eq!(e.to_string(), "override `nokey`: expected key=value");
+    // A table created by an override but left incomplete is blamed on the override.
+    let e = load_set(MINIMAL, &[("topology.pods.latency_ms", "1")]).unwrap_err().to_string();
+    assert!(e.starts_with("override `topology.pods.latency_ms=1`: topology.pods: missing field"), "{e}");
+}
+
+#[test]
+fn kraken_bound_numbers() {
+    // reference/simulation.md §3.2.
+    let s = Scenario::load(scenarios_dir().join("kraken-2600.toml"), &[]).unwrap();
+    let b = s.lower_bound();
+    let t = |n: &str| b.term(n).unwrap().seconds;
+    assert!((t("origin upload") - 0.48).abs() < 1e-9);
+    assert!((t("host download") - 10.0).abs() < 1e-9);
+    assert!((t("aggregate upload") - 9.92).abs() < 0.005, "{}", t("aggregate upload"));
+    assert!((b.t_min_s() - 10.0).abs() < 1e-9);
+    assert_eq!(b.binding_term().name, "host download");
+    assert_eq!(
+        (b.pulling_hosts, b.max_bytes_per_host, b.total_bytes),
+        (2600, 3_000_000_000, 7_800_000_000_000)
+    );
+
+    let s10 =
+        Scenario::load(scenarios_dir().join("kraken-2600.toml"), &[("origins.count".into(), "10".into())])
+            .unwrap();
+    let b = s10.lower_bound();
+    assert!((b.term("origin upload").unwrap().seconds - 0.24).abs() < 1e-9);
+    assert!((b.term("aggregate upload").unwrap().seconds - 9.84).abs() < 0.005);
+    assert!((b.t_min_s() - 10.0).abs() < 1e-9);
+
+    let shown = b.to_string();
+    assert!(
+        shown.contains("host download") && shown.contains("<- binds") && shown.contains("T_min"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn rack_cut_bound_example() {
+    // 65 racks × 40 hosts behind 4 GB/s: 40·3 / (4 + 12) = 7.5 s; one copy in: 3 / 4 = 0.75 s.
+    let sets = [("topology.racks.hosts_per_rack", "40"), ("topology.racks.uplink_bytes_per_s", "4GB/s")];
+    let text = std::fs::read_to_string(scenarios_dir().join("kraken-2600.toml")).unwrap();
+    let b = load_set(&text, &sets).unwrap().lower_bound();
+    let cut = b.terms.iter().find(|t| t.name.starts_with("rack cut")).unwrap();
+    assert!((cut.seconds - 7.5).abs() < 1e-9, "{}", cut.seconds);
+    assert_eq!(cut.name, "rack cut (rack 0, 40 hosts)");
+    let copy = b.terms.iter().find(|t| t.name.starts_with("rack ingress")).unwrap();
+    assert!((copy.seconds - 0.75).abs() < 1e-9);
+    assert!((b.t_min_s() - 10.0).abs() < 1e-9);
+    // An origin inside a rack removes that rack's cut terms only.
+    let sets = [
+        sets[0],
+        sets[1],
+        ("origins.placement", "{ rack = 0 }"),
+        ("topology.racks.uplink_bytes_per_s", "1GB/s"),
+    ];
+    let b = load_set(&text, &sets).unwrap().lower_bound();
+    let cut = b.terms.iter().find(|t| t.name.starts_with("rack cut")).unwrap();
+    assert_eq!(cut.name, "rack cut (rack 1, 40 hosts)");
+    assert!((cut.seconds - 120.0 / 13.0).abs() < 1e-9);
+}
+
+#[test]
+fn mixed_images_use_per_host_bytes() {
+    let text = MINIMAL.to_string()
+        + "[[workload.blobs]]\nname = \"c\"\nsize = \"3GB\"\n\
+           [[workload.pulls]]\nimage = \"c\"\npullers = 2\n";
+    let s = load(&text).unwrap();
+    assert_eq!(s.bytes_per_host()[0], 4_000_000_000);
+    assert_eq!(s.bytes_per_host()[1], 1_000_000_000);
+    let b = s.lower_bound();
+    assert!((b.term("origin upload").unwrap().seconds - 4.0).abs() < 1e-9, "D = 4 GB at 1 GB/s");
+    assert!((b.term("host download").unwrap().seconds - 40.0).abs() < 1e-9);
+    assert_eq!(b.total_bytes, 16_000_000_000);
+}
+
+#[test]
+fn absurd_values_are_refused_or_saturate_never_panic() {
+    let huge = MINIMAL.replace(
+        "image = \"b\"\n",
+        "image = \"b\"\narrival = { kind = \"waves\", waves = 1000000, interval_s = 1e18 }\n",
+    );
+    assert!(load(&huge).is_ok());
+    for bad in ["latency_ms = nan", "latency_ms = -1", "latency_ms = inf"] {
+        let e = err(&MINIMAL.replace("hosts = 10", &format!("hosts = 10\n{bad}")));
+        assert!(e.contains("topology.latency_ms: must be a finite number"), "{e}");
+    }
+    let e = err(&MINIMAL.replace("size = \"1GB\"", "size = 0"));
+    assert!(e.contains("workload.blobs.0.size: must be positive"), "{e}");
+    let e = err(&MINIMAL.replace("image = \"b\"", "image = \"b\"\npullers = 11"));
+    assert!(e.contains("workload.pulls.0.pullers: must be \"all\" or between 1 and the 10 hosts"), "{e}");
+}
+
+#[test]
+#[ignore = "prints the bound table; run with --ignored --nocapture"]
+fn print_kraken_bound() {
+    for f in ["kraken-2600.toml", "racks-2600.toml"] {
+        println!("{}\n", Scenario::load(scenarios_dir().join(f), &[]).unwrap().lower_bound());
+    }
+}
