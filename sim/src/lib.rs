@@ -1,1 +1,3 @@
 //! shoal's drivers and models.
+
+pub mod net;
