@@ -1,3 +1,4 @@
 //! shoal's drivers and models.
 
+pub mod net;
 pub mod scenario;
