@@ -1,1 +1,172 @@
-fn main() {}
+//! `shoal`: run scenarios, print their lower bound. All logic lives in the `shoal_sim` library; this
+//! is argument parsing and error-to-exit-code mapping.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant as WallClock;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::net::Solver;
+use shoal_sim::scenario::Scenario;
+
+/// A simulation and benchmarking harness for peer-to-peer container registries (Uber Kraken's
+/// agent, origin and tracker protocols, replayed at scale).
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario and write downloads.csv, timeseries.csv, summary.json and perf.json.
+    ///
+    /// Prints the seed and the exact command that replays the run. The same scenario, seed and
+    /// build give byte-identical outputs (all but perf.json).
+    Run {
+        /// The scenario file (TOML; see scenarios/README.md).
+        scenario: PathBuf,
+        /// Override the scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output folder [default: results/<scenario>-<seed>/].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override any scenario field: `--set topology.hosts=100 --set protocol.agent.dispatch.pipeline_limit=5`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Which engine runs the scenario.
+        #[arg(long, value_enum, default_value_t = EngineKind::Des)]
+        engine: EngineKind,
+        /// Time-series interval in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
+        /// Bandwidth-sharing solver: incremental max-min (default) or full recomputation (exact, slow).
+        #[arg(long, value_enum, default_value_t = SolverKind::Incremental)]
+        solver: SolverKind,
+        /// No progress bar.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Print the physical lower bound of a scenario, term by term.
+    Bound {
+        scenario: PathBuf,
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineKind {
+    /// The discrete-event engine: scales to thousands of hosts.
+    Des,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum SolverKind {
+    Incremental,
+    Full,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Bound { scenario, sets } => {
+            let s = Scenario::load_with_sets(&scenario, &sets)?;
+            print!("{}", s.lower_bound());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { scenario, seed, out, mut sets, engine, interval_ms, solver, quiet } => {
+            if let Some(seed) = seed {
+                sets.push(format!("seed={seed}"));
+            }
+            let s = Scenario::load_with_sets(&scenario, &sets)?;
+            let out = out.unwrap_or_else(|| PathBuf::from(format!("results/{}-{}", s.name, s.seed)));
+            let mut replay = format!("shoal run {} --seed {}", scenario.display(), s.seed);
+            for set in sets.iter().filter(|x| !x.starts_with("seed=")) {
+                replay.push_str(&format!(" --set {set}"));
+            }
+            if solver == SolverKind::Full {
+                replay.push_str(" --solver full");
+            }
+            eprintln!("seed={}", s.seed);
+            eprintln!("replay: {replay}");
+            let bar =
+                if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.workload.pulls.len() as u64) };
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} pulls  {msg}",
+                )
+                .expect("valid template"),
+            );
+            let pb = bar.clone();
+            let options = RunOptions {
+                interval: std::time::Duration::from_millis(interval_ms.max(1)),
+                solver: match solver {
+                    SolverKind::Incremental => Solver::default(),
+                    SolverKind::Full => Solver::Full,
+                },
+                progress: Some(Box::new(move |t, done, _| {
+                    pb.set_position(done as u64);
+                    pb.set_message(format!("simulated {t:.2} s"));
+                })),
+            };
+            let started = WallClock::now();
+            let mut e = Engine::new(&s, options).map_err(anyhow::Error::msg)?;
+            let engine_name = match engine {
+                EngineKind::Des => "des",
+            };
+            e.run();
+            bar.finish_and_clear();
+            let report = e.report(engine_name, started.elapsed().as_secs_f64());
+            e.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+            let sm = &report.summary;
+            let fmt = |v: Option<f64>| v.map_or("unfinished".to_string(), |v| format!("{v:.3} s"));
+            println!("{}: {} hosts, seed {}", sm.scenario, sm.hosts, sm.seed);
+            println!(
+                "image pull   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+                fmt(sm.host_images.p50),
+                fmt(sm.host_images.p90),
+                fmt(sm.host_images.p99),
+                fmt(sm.host_images.p99_9),
+                fmt(sm.host_images.max)
+            );
+            println!(
+                "lower bound  {:.3} s ({}); efficiency p50 {}  max {}",
+                sm.lower_bound.t_min_s,
+                sm.lower_bound.binding_term,
+                sm.efficiency.p50.map_or("-".into(), |e| format!("{:.1} %", e * 100.0)),
+                sm.efficiency.max.map_or("-".into(), |e| format!("{:.1} %", e * 100.0)),
+            );
+            println!(
+                "wall {:.2} s, {} events ({:.0}/s), peak memory {} MiB",
+                report.perf.wall_s,
+                report.perf.events,
+                report.perf.events_per_s,
+                report.perf.peak_rss_bytes.map_or(0, |b| b >> 20)
+            );
+            println!("outputs in {}", out.display());
+            if sm.failed_downloads + sm.unfinished_downloads > 0 {
+                eprintln!(
+                    "{} downloads failed, {} unfinished at the time limit",
+                    sm.failed_downloads, sm.unfinished_downloads
+                );
+                return Ok(ExitCode::from(1));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

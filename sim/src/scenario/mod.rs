@@ -58,6 +58,11 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     /// One-way latency between any two nodes.
     pub latency: Duration,
+    /// Each message's latency is increased by a uniform random amount in [0, this), drawn from the
+    /// run's seed (connections still deliver in order). Real networks and start times are never
+    /// exactly synchronous; without jitter, ties are broken by host index, which biases who
+    /// connects to whom.
+    pub latency_jitter: Duration,
     pub racks: Option<Level>,
     pub pods: Option<Level>,
     pub zones: Option<Level>,

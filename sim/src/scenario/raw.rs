@@ -53,6 +53,8 @@ pub struct RawTopology {
     pub download_bytes_per_s: ByteRate,
     #[serde(default)]
     pub latency_ms: f64,
+    #[serde(default)]
+    pub latency_jitter_ms: f64,
     pub racks: Option<RawRacks>,
     pub pods: Option<RawPods>,
     pub zones: Option<RawZones>,

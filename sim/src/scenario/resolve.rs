@@ -246,6 +246,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     let mut topology = Topology {
         hosts: Vec::new(),
         latency: millis(t.latency_ms, &["topology", "latency_ms"])?,
+        latency_jitter: millis(t.latency_jitter_ms, &["topology", "latency_jitter_ms"])?,
         racks,
         pods,
         zones,

@@ -1,0 +1,190 @@
+//! What a run records, and the deterministic outputs made from it (DESIGN.md §6).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use shoal_protocols::{Instant, MessageKind};
+
+use crate::net::Locality;
+
+/// Where a payload came from, relative to the host that received it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    Origin,
+    Peer(Locality),
+}
+
+/// One (host, blob) download.
+#[derive(Clone, Debug, Default)]
+pub struct DownloadRecord {
+    pub host: u32,
+    pub blob: u32,
+    pub start: Instant,
+    pub end: Option<Instant>,
+    pub failed: Option<String>,
+    pub bytes_from_origins: u64,
+    pub bytes_same_rack: u64,
+    pub bytes_other_racks: u64,
+    pub pieces: u32,
+    pub duplicates: u32,
+}
+
+impl DownloadRecord {
+    pub fn outcome(&self) -> &'static str {
+        match (&self.end, &self.failed) {
+            (Some(_), _) => "complete",
+            (None, Some(_)) => "failed",
+            (None, None) => "unfinished",
+        }
+    }
+}
+
+/// Counters kept while the run goes.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub downloads: Vec<DownloadRecord>,
+    /// (host, blob) → index into `downloads`.
+    pub index: BTreeMap<(u32, u32), usize>,
+    /// Per host: when its image pull started and how many layers are still missing.
+    pub images: Vec<Option<ImageRecord>>,
+    pub bytes_by_locality: BTreeMap<&'static str, u64>,
+    pub origin_egress: u64,
+    pub messages: BTreeMap<MessageKind, (u64, u64)>,
+    pub announces: u64,
+    pub metainfo_requests: u64,
+    /// Payload bytes delivered and origin egress, per time-series interval.
+    pub series: Vec<(u64, u64)>,
+    pub interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct ImageRecord {
+    pub start: Instant,
+    pub missing: usize,
+    pub end: Option<Instant>,
+    pub failed: bool,
+}
+
+impl Metrics {
+    pub fn new(hosts: usize, interval: Duration) -> Self {
+        Metrics { images: vec![None; hosts], interval, ..Metrics::default() }
+    }
+
+    fn bucket(&mut self, at: Instant) -> &mut (u64, u64) {
+        let i = (at.as_nanos() / self.interval.as_nanos().max(1) as u64) as usize;
+        if self.series.len() <= i {
+            self.series.resize(i + 1, (0, 0));
+        }
+        &mut self.series[i]
+    }
+
+    pub fn payload_delivered(
+        &mut self,
+        at: Instant,
+        to_host: Option<(u32, u32)>,
+        source: Source,
+        bytes: u64,
+    ) {
+        let key = match source {
+            Source::Origin => "origins",
+            Source::Peer(Locality::Host) => "same_host",
+            Source::Peer(Locality::Rack) => "same_rack",
+            Source::Peer(Locality::Pod) => "same_pod",
+            Source::Peer(Locality::Zone) => "same_zone",
+            Source::Peer(Locality::Global) => "elsewhere",
+        };
+        *self.bytes_by_locality.entry(key).or_default() += bytes;
+        let b = self.bucket(at);
+        b.0 += bytes;
+        if source == Source::Origin {
+            b.1 += bytes;
+            self.origin_egress += bytes;
+        }
+        if let Some(&i) = to_host.and_then(|k| self.index.get(&k)) {
+            let d = &mut self.downloads[i];
+            match source {
+                Source::Origin => d.bytes_from_origins += bytes,
+                Source::Peer(Locality::Host | Locality::Rack) => d.bytes_same_rack += bytes,
+                Source::Peer(_) => d.bytes_other_racks += bytes,
+            }
+        }
+    }
+
+    pub fn message_sent(&mut self, kind: MessageKind, bytes: u64) {
+        let e = self.messages.entry(kind).or_default();
+        e.0 += 1;
+        e.1 += bytes;
+    }
+}
+
+/// A percentile by the nearest-rank method over completion times in seconds; unfinished entries
+/// count as infinitely late, so a percentile that falls on one is `None`.
+pub fn percentile(sorted: &[Option<f64>], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Sorts completion times, unfinished last.
+pub fn sort_times(mut v: Vec<Option<f64>>) -> Vec<Option<f64>> {
+    v.sort_by(|a, b| match (a, b) {
+        (Some(x), Some(y)) => x.total_cmp(y),
+        (Some(_), None) => std::cmp::Ordering::Less,
+        (None, Some(_)) => std::cmp::Ordering::Greater,
+        (None, None) => std::cmp::Ordering::Equal,
+    });
+    v
+}
+
+/// The headline percentiles of a set of completion times, in seconds.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub count: usize,
+    pub completed: usize,
+    pub p50: Option<f64>,
+    pub p90: Option<f64>,
+    pub p99: Option<f64>,
+    pub p99_9: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl Percentiles {
+    pub fn of(times: Vec<Option<f64>>) -> Self {
+        let sorted = sort_times(times);
+        Percentiles {
+            count: sorted.len(),
+            completed: sorted.iter().filter(|t| t.is_some()).count(),
+            p50: percentile(&sorted, 0.5).map(round_us),
+            p90: percentile(&sorted, 0.9).map(round_us),
+            p99: percentile(&sorted, 0.99).map(round_us),
+            p99_9: percentile(&sorted, 0.999).map(round_us),
+            max: percentile(&sorted, 1.0).map(round_us),
+        }
+    }
+}
+
+/// Seconds rounded to the microsecond, so JSON output is short and stable.
+pub fn round_us(s: f64) -> f64 {
+    (s * 1e6).round() / 1e6
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<Option<f64>> = (1..=100).map(|i| Some(i as f64)).collect();
+        let p = Percentiles::of(v);
+        assert_eq!((p.p50, p.p90, p.p99, p.max), (Some(50.0), Some(90.0), Some(99.0), Some(100.0)));
+        let mut v: Vec<Option<f64>> = (1..=99).map(|i| Some(i as f64)).collect();
+        v.push(None);
+        let p = Percentiles::of(v);
+        assert_eq!(p.p99, Some(99.0));
+        assert_eq!(p.max, None, "an unfinished download is infinitely late");
+        assert_eq!(p.completed, 99);
+    }
+}

@@ -1,0 +1,656 @@
+//! The discrete-event engine (DESIGN.md §3): one event queue ordered by (time, sequence) drives the
+//! protocol state machines directly; piece payloads move through the flow-level network model as
+//! lengths with content tags; everything else pays latency.
+//!
+//! Transport: each connection direction is a FIFO, like a TCP stream. A payload occupies its
+//! direction while its flow is in the network; messages sent behind it wait, then every message is
+//! delivered one latency after it leaves. A close is delivered after everything already sent (a
+//! FIN); the closing side's incoming flow is cancelled, since nobody will read it.
+
+mod metrics;
+mod output;
+mod world;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::BuildHasherDefault;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_protocols::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
+use shoal_protocols::peer::{ConnId, Event as NodeEvent, Output};
+use shoal_protocols::tracker::TrackerOutput;
+use shoal_protocols::{Digest, Instant, Message};
+
+pub use metrics::{DownloadRecord, Metrics, Percentiles};
+pub use output::{Perf, RunReport, Summary};
+pub use world::{World, derive_seed};
+
+use crate::net::{FlowId, Network, Solver};
+use crate::scenario::Scenario;
+use metrics::Source;
+
+/// Deterministic hashing for lookup-only maps (never iterated where order reaches output).
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::collections::hash_map::DefaultHasher>>;
+
+/// One end of a connection: network node and the node's connection handle.
+type End = (u32, ConnId);
+
+#[derive(Debug)]
+enum Event {
+    Timer {
+        node: u32,
+    },
+    Connect {
+        from: End,
+        to: u32,
+    },
+    Deliver {
+        to: End,
+        msg: Message,
+    },
+    Closed {
+        to: End,
+    },
+    Pull {
+        host: u32,
+        image: u32,
+    },
+    Announce {
+        agent: u32,
+        id: u64,
+        tracker: usize,
+        request: AnnounceRequest,
+    },
+    AnnounceReply {
+        agent: u32,
+        id: u64,
+        result: Result<AnnounceResponse, AnnounceError>,
+    },
+    MetaInfoRequest {
+        agent: u32,
+        id: u64,
+        tracker: usize,
+        namespace: String,
+        digest: Digest,
+    },
+    OriginMetaInfo {
+        tracker: usize,
+        origin: u32,
+        namespace: String,
+        digest: Digest,
+    },
+    OriginMetaInfoReply {
+        tracker: usize,
+        origin: u32,
+        namespace: String,
+        digest: Digest,
+        reply: MetaInfoReply,
+    },
+    MetaInfoReply {
+        agent: u32,
+        id: u64,
+        reply: MetaInfoReply,
+    },
+}
+
+struct Queued {
+    at: Instant,
+    seq: u64,
+    event: Event,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// The sending side of one connection direction.
+#[derive(Debug, Default)]
+struct Conn {
+    remote: Option<End>,
+    queue: VecDeque<Message>,
+    /// The payload whose flow is in the network, and its flow.
+    in_flight: Option<(FlowId, Message)>,
+    /// Deliveries on this direction never go back in time (FIFO).
+    last_delivery: Instant,
+    /// Closed by its node: send what is queued, then the close.
+    closing: bool,
+    /// The blob this connection's torrent is, once a handshake names it.
+    blob: Option<u32>,
+}
+
+/// Options of a run that are not part of the scenario.
+pub struct RunOptions {
+    /// Time-series interval.
+    pub interval: Duration,
+    pub solver: Solver,
+    /// Called every so often with (simulated seconds, image pulls finished, image pulls in all).
+    pub progress: Option<ProgressFn>,
+}
+
+/// A progress callback: (simulated seconds, image pulls finished, image pulls in all).
+pub type ProgressFn = Box<dyn FnMut(f64, usize, usize)>;
+
+impl std::fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunOptions").field("interval", &self.interval).field("solver", &self.solver).finish()
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { interval: Duration::from_millis(100), solver: Solver::default(), progress: None }
+    }
+}
+
+/// A discrete-event run of one scenario.
+pub struct Engine<'s> {
+    scenario: &'s Scenario,
+    world: World,
+    net: Network,
+    now: Instant,
+    seq: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    conns: Map<End, Conn>,
+    /// Flow token → the connection direction carrying it.
+    flows: Map<u64, End>,
+    next_token: u64,
+    /// The time each node's timer event is armed for.
+    armed: Vec<Instant>,
+    /// Tracker metainfo request id → (agent, agent's request id).
+    metainfo_requests: Map<u64, (u32, u64)>,
+    next_request: u64,
+    pub metrics: Metrics,
+    /// Latency jitter; seeded from the scenario.
+    rng: ChaCha8Rng,
+    events: u64,
+    pending_downloads: usize,
+    options: RunOptions,
+}
+
+impl std::fmt::Debug for Engine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("now", &self.now).field("events", &self.events).finish()
+    }
+}
+
+impl<'s> Engine<'s> {
+    pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
+        let world = World::build(scenario)?;
+        let net = Network::new(&world.net.capacities(), options.solver);
+        let nodes = world.agents.len() + world.origins.len();
+        let mut e = Engine {
+            scenario,
+            net,
+            now: Instant::ZERO,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            conns: Map::default(),
+            flows: Map::default(),
+            next_token: 0,
+            armed: vec![Instant::FAR_FUTURE; nodes],
+            metainfo_requests: Map::default(),
+            next_request: 0,
+            metrics: Metrics::new(world.agents.len(), options.interval),
+            rng: ChaCha8Rng::seed_from_u64(derive_seed(scenario.seed, "network", 0)),
+            world,
+            events: 0,
+            pending_downloads: 0,
+            options,
+        };
+        for pull in &scenario.workload.pulls {
+            let at = Instant::ZERO + pull.at;
+            e.push(at, Event::Pull { host: pull.host as u32, image: pull.image as u32 });
+        }
+        for n in 0..nodes as u32 {
+            e.arm(n);
+        }
+        Ok(e)
+    }
+
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    pub fn events_processed(&self) -> u64 {
+        self.events
+    }
+
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    fn push(&mut self, at: Instant, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse(Queued { at, seq: self.seq, event }));
+    }
+
+    fn agents(&self) -> u32 {
+        self.world.agents.len() as u32
+    }
+
+    fn latency(&mut self, a: u32, b: u32) -> Duration {
+        let (pa, pb) = (self.world.places[a as usize], self.world.places[b as usize]);
+        self.scenario.topology.latency_between(pa, pb) + self.jitter()
+    }
+
+    /// Latency between a network node and the trackers (outside every group).
+    fn tracker_latency(&mut self, n: u32) -> Duration {
+        self.scenario.topology.latency_between(self.world.places[n as usize], Default::default())
+            + self.jitter()
+    }
+
+    fn jitter(&mut self) -> Duration {
+        let j = self.scenario.topology.latency_jitter.as_nanos() as u64;
+        if j == 0 { Duration::ZERO } else { Duration::from_nanos(self.rng.random_range(0..j)) }
+    }
+
+    /// Runs until every pull has finished or failed, or the scenario's time limit.
+    pub fn run(&mut self) {
+        let limit = Instant::ZERO + self.scenario.max_sim_time;
+        let total = self.scenario.workload.pulls.len();
+        loop {
+            let next_event = self.queue.peek().map(|q| q.0.at);
+            let next_flow = self.net.next_completion();
+            let at = match (next_event, next_flow) {
+                (None, None) => break,
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+            };
+            if at > limit {
+                break;
+            }
+            self.now = at;
+            self.events += 1;
+            if next_flow == Some(at) && next_event.is_none_or(|e| e >= at) {
+                while let Some(done) = self.net.pop_completed(at) {
+                    self.flow_done(done.token);
+                }
+            } else {
+                let Reverse(q) = self.queue.pop().expect("peeked above");
+                self.handle(q.event);
+            }
+            if self.events % 65_536 == 0 {
+                let done =
+                    self.metrics.images.iter().flatten().filter(|i| i.missing == 0 || i.failed).count();
+                let now = self.now.as_secs_f64();
+                if let Some(p) = self.options.progress.as_mut() {
+                    p(now, done, total);
+                }
+            }
+            if self.pending_downloads == 0 && self.metrics.images.iter().flatten().count() == total {
+                break;
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) {
+        let now = self.now;
+        match event {
+            Event::Timer { node } => {
+                if self.armed[node as usize] != now {
+                    return;
+                }
+                self.armed[node as usize] = Instant::FAR_FUTURE;
+                if node < self.agents() {
+                    self.world.agents[node as usize].handle_timeout(now);
+                } else {
+                    let o = (node - self.agents()) as usize;
+                    self.world.origins[o].handle_timeout(now);
+                }
+                self.drain(node);
+            }
+            Event::Connect { from, to } => self.connect(from, to),
+            Event::Deliver { to, msg } => self.deliver(to, msg),
+            Event::Closed { to } => {
+                let Some(c) = self.conns.remove(&to) else { return };
+                if let Some((flow, _)) = c.in_flight {
+                    self.cancel(flow);
+                }
+                if !c.closing {
+                    self.node_closed(to);
+                }
+            }
+            Event::Pull { host, image } => self.pull(host, image),
+            Event::Announce { agent, id, tracker, request } => {
+                self.metrics.announces += 1;
+                let result = self.world.trackers[tracker].handle_announce(now, &request);
+                let at = now + self.tracker_latency(agent);
+                self.push(at, Event::AnnounceReply { agent, id, result });
+            }
+            Event::AnnounceReply { agent, id, result } => {
+                self.world.agents[agent as usize].handle_announce_response(now, id, result);
+                self.drain(agent);
+            }
+            Event::MetaInfoRequest { agent, id, tracker, namespace, digest } => {
+                self.metrics.metainfo_requests += 1;
+                self.next_request += 1;
+                let rid = self.next_request;
+                self.metainfo_requests.insert(rid, (agent, id));
+                self.world.trackers[tracker].handle_metainfo_request(now, rid, &namespace, digest);
+                self.drain_tracker(tracker);
+            }
+            Event::OriginMetaInfo { tracker, origin, namespace, digest } => {
+                let o = (origin - self.agents()) as usize;
+                let reply = self.world.origins[o].handle_metainfo_request(now, &namespace, digest);
+                self.drain(origin);
+                let at = now + self.tracker_latency(origin);
+                self.push(at, Event::OriginMetaInfoReply { tracker, origin, namespace, digest, reply });
+            }
+            Event::OriginMetaInfoReply { tracker, origin, namespace, digest, reply } => {
+                let addr = world::origin_addr((origin - self.agents()) as usize);
+                self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
+                self.drain_tracker(tracker);
+            }
+            Event::MetaInfoReply { agent, id, reply } => {
+                self.world.agents[agent as usize].handle_metainfo_response(now, id, reply);
+                self.drain(agent);
+            }
+        }
+    }
+
+    fn pull(&mut self, host: u32, image: u32) {
+        let img = &self.scenario.workload.images[image as usize];
+        let namespace = img.name.clone();
+        let layers = img.layers.clone();
+        if self.metrics.images[host as usize].is_some() {
+            return; // a host pulls its image once; later pulls of it are no-ops
+        }
+        self.metrics.images[host as usize] =
+            Some(metrics::ImageRecord { start: self.now, missing: layers.len(), end: None, failed: false });
+        for b in layers {
+            let key = (host, b as u32);
+            if self.metrics.index.contains_key(&key) {
+                continue;
+            }
+            self.metrics.index.insert(key, self.metrics.downloads.len());
+            self.metrics.downloads.push(DownloadRecord {
+                host,
+                blob: b as u32,
+                start: self.now,
+                ..Default::default()
+            });
+            self.pending_downloads += 1;
+            let digest = self.scenario.workload.blobs[b].digest;
+            self.world.agents[host as usize].handle_download(self.now, &namespace, digest);
+        }
+        self.drain(host);
+    }
+
+    /// Re-reads a node's next deadline and arms its timer event.
+    fn arm(&mut self, node: u32) {
+        let t = if node < self.agents() {
+            self.world.agents[node as usize].poll_timeout()
+        } else {
+            self.world.origins[(node - self.agents()) as usize].poll_timeout()
+        };
+        if t == Instant::FAR_FUTURE || self.armed[node as usize] == t {
+            return;
+        }
+        self.armed[node as usize] = t;
+        self.push(t.max(self.now), Event::Timer { node });
+    }
+
+    /// Carries out everything a node asked for after an input.
+    fn drain(&mut self, node: u32) {
+        let agents = self.agents();
+        loop {
+            let out = if node < agents {
+                self.world.agents[node as usize].poll_output()
+            } else {
+                self.world.origins[(node - agents) as usize].poll_output()
+            };
+            let Some(out) = out else { break };
+            self.output(node, out);
+        }
+        if node < agents {
+            while let Some(ev) = self.world.agents[node as usize].poll_event() {
+                self.download_event(node, ev);
+            }
+        }
+        self.arm(node);
+    }
+
+    fn drain_tracker(&mut self, tracker: usize) {
+        while let Some(out) = self.world.trackers[tracker].poll_output() {
+            match out {
+                TrackerOutput::FetchMetaInfo { origin, namespace, digest } => {
+                    let Some(&node) = self.world.addrs.get(&origin) else { continue };
+                    let at = self.now + self.tracker_latency(node);
+                    self.push(at, Event::OriginMetaInfo { tracker, origin: node, namespace, digest });
+                }
+                TrackerOutput::MetaInfo { request_id, reply } => {
+                    let Some((agent, id)) = self.metainfo_requests.remove(&request_id) else { continue };
+                    let at = self.now + self.tracker_latency(agent);
+                    self.push(at, Event::MetaInfoReply { agent, id, reply });
+                }
+            }
+        }
+    }
+
+    fn download_event(&mut self, host: u32, ev: NodeEvent) {
+        let (digest, stats, failure) = match ev {
+            NodeEvent::DownloadComplete { digest, stats } => (digest, stats, None),
+            NodeEvent::DownloadFailed { digest, error, stats } => (digest, stats, Some(error.to_string())),
+        };
+        let Some(&blob) = self.world.blob_by_digest.get(&digest) else { return };
+        let Some(&i) = self.metrics.index.get(&(host, blob)) else { return };
+        let d = &mut self.metrics.downloads[i];
+        if d.end.is_some() || d.failed.is_some() {
+            return;
+        }
+        d.pieces = stats.pieces;
+        d.duplicates = stats.duplicates;
+        let failed = failure.is_some();
+        match failure {
+            None => d.end = Some(self.now),
+            Some(e) => d.failed = Some(e),
+        }
+        self.pending_downloads -= 1;
+        if let Some(img) = self.metrics.images[host as usize].as_mut() {
+            img.missing = img.missing.saturating_sub(1);
+            img.failed |= failed;
+            if img.missing == 0 && !img.failed {
+                img.end = Some(self.now);
+            }
+        }
+    }
+
+    fn output(&mut self, node: u32, out: Output) {
+        let now = self.now;
+        match out {
+            Output::Dial { conn, addr } => {
+                let end = (node, conn);
+                self.conns.insert(end, Conn { last_delivery: now, ..Conn::default() });
+                match self.world.addrs.get(&addr).copied() {
+                    Some(to) => {
+                        let at = now + self.latency(node, to);
+                        self.push(at, Event::Connect { from: end, to });
+                    }
+                    None => self.push(now, Event::Closed { to: end }),
+                }
+            }
+            Output::Send { conn, message } => {
+                let end = (node, conn);
+                self.metrics.message_sent(message.kind(), message.wire_len());
+                let blob = match &message {
+                    Message::Bitfield(hs) => self.world.blob_by_digest.get(&hs.digest).copied(),
+                    _ => None,
+                };
+                let Some(c) = self.conns.get_mut(&end) else { return };
+                if c.closing {
+                    return;
+                }
+                if blob.is_some() {
+                    c.blob = blob;
+                }
+                c.queue.push_back(message);
+                self.pump(end);
+            }
+            Output::Close { conn } => self.close(node, conn),
+            Output::Announce { id, tracker, request } => {
+                let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
+                let at = now + self.tracker_latency(node);
+                self.push(at, Event::Announce { agent: node, id, tracker: t, request });
+            }
+            Output::FetchMetaInfo { id, tracker, namespace, digest } => {
+                let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
+                let at = now + self.tracker_latency(node);
+                self.push(at, Event::MetaInfoRequest { agent: node, id, tracker: t, namespace, digest });
+            }
+        }
+    }
+
+    /// Moves queued messages of a connection direction onto the network.
+    fn pump(&mut self, end: End) {
+        let now = self.now;
+        loop {
+            let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
+            let lat = self.latency(end.0, remote.0);
+            let c = self.conns.get_mut(&end).expect("checked above");
+            if c.in_flight.is_some() {
+                return;
+            }
+            let Some(msg) = c.queue.pop_front() else {
+                if c.closing {
+                    let at = c.last_delivery.max(now + lat);
+                    self.conns.remove(&end);
+                    self.push(at, Event::Closed { to: remote });
+                }
+                return;
+            };
+            if let Message::PiecePayload { payload, .. } = &msg {
+                let bytes = payload.len();
+                self.next_token += 1;
+                let token = self.next_token;
+                let path = self.world.net.path(end.0, remote.0);
+                let flow = self.net.start_flow(now, path.resources(), bytes, token);
+                self.flows.insert(token, end);
+                self.conns.get_mut(&end).expect("checked above").in_flight = Some((flow, msg));
+                return;
+            }
+            let at = c.last_delivery.max(now + lat);
+            c.last_delivery = at;
+            self.push(at, Event::Deliver { to: remote, msg });
+        }
+    }
+
+    fn flow_done(&mut self, token: u64) {
+        let Some(end) = self.flows.remove(&token) else { return };
+        let lat = {
+            let Some(c) = self.conns.get(&end) else { return };
+            let Some(remote) = c.remote else { return };
+            self.latency(end.0, remote.0)
+        };
+        let now = self.now;
+        let c = self.conns.get_mut(&end).expect("checked above");
+        let Some((_, msg)) = c.in_flight.take() else { return };
+        let remote = c.remote.expect("checked above");
+        let at = c.last_delivery.max(now + lat);
+        c.last_delivery = at;
+        self.push(at, Event::Deliver { to: remote, msg });
+        self.pump(end);
+    }
+
+    fn connect(&mut self, from: End, to: u32) {
+        if self.conns.get(&from).is_none_or(|c| c.closing) {
+            self.conns.remove(&from);
+            return;
+        }
+        let remote_addr = if from.0 < self.agents() {
+            world::agent_addr(from.0 as usize)
+        } else {
+            world::origin_addr((from.0 - self.agents()) as usize)
+        };
+        let conn = if to < self.agents() {
+            self.world.agents[to as usize].handle_accept(self.now, remote_addr)
+        } else {
+            let o = (to - self.agents()) as usize;
+            self.world.origins[o].handle_accept(self.now, remote_addr)
+        };
+        let end = (to, conn);
+        self.conns.insert(end, Conn { remote: Some(from), last_delivery: self.now, ..Conn::default() });
+        self.conns.get_mut(&from).expect("checked above").remote = Some(end);
+        self.pump(from);
+        self.arm(to);
+    }
+
+    fn deliver(&mut self, to: End, msg: Message) {
+        let Some(c) = self.conns.get_mut(&to) else { return };
+        if c.closing {
+            return;
+        }
+        if let Message::Bitfield(hs) = &msg {
+            if let Some(&b) = self.world.blob_by_digest.get(&hs.digest) {
+                c.blob = Some(b);
+            }
+        }
+        let (blob, from) = (c.blob, c.remote.map(|r| r.0));
+        if let (Message::PiecePayload { payload, .. }, Some(from)) = (&msg, from) {
+            let source = if from >= self.agents() {
+                Source::Origin
+            } else {
+                Source::Peer(self.world.net.locality(from, to.0))
+            };
+            let host = (to.0 < self.agents()).then_some(to.0).zip(blob);
+            self.metrics.payload_delivered(self.now, host, source, payload.len());
+        }
+        let now = self.now;
+        if to.0 < self.agents() {
+            self.world.agents[to.0 as usize].handle_message(now, to.1, msg);
+        } else {
+            let o = (to.0 - self.agents()) as usize;
+            self.world.origins[o].handle_message(now, to.1, msg);
+        }
+        self.drain(to.0);
+    }
+
+    /// A node closed its end: its incoming direction is abandoned, its outgoing one drains first.
+    fn close(&mut self, node: u32, conn: ConnId) {
+        let end = (node, conn);
+        let Some(c) = self.conns.get_mut(&end) else { return };
+        c.closing = true;
+        let remote = c.remote;
+        if let Some(remote) = remote {
+            if let Some(rc) = self.conns.get_mut(&remote) {
+                rc.queue.clear();
+                if let Some((flow, _)) = rc.in_flight.take() {
+                    self.cancel(flow);
+                }
+            }
+        }
+        self.pump(end);
+    }
+
+    fn cancel(&mut self, flow: FlowId) {
+        if let Some(c) = self.net.cancel_flow(self.now, flow) {
+            self.flows.remove(&c.token);
+        }
+    }
+
+    /// The remote closed: the node learns of it.
+    fn node_closed(&mut self, end: End) {
+        let now = self.now;
+        if end.0 < self.agents() {
+            self.world.agents[end.0 as usize].handle_closed(now, end.1);
+        } else {
+            let o = (end.0 - self.agents()) as usize;
+            self.world.origins[o].handle_closed(now, end.1);
+        }
+        self.drain(end.0);
+    }
+}

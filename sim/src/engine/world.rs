@@ -1,0 +1,142 @@
+//! Building the simulated world from a scenario: node addresses, seeds, the network topology, and
+//! the protocol nodes themselves.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use sha2::{Digest as _, Sha256};
+use shoal_protocols::agent::{Agent, AgentConfig};
+use shoal_protocols::origin::{BlobContent, Origin};
+use shoal_protocols::tracker::Tracker;
+use shoal_protocols::{Digest, Instant, PeerInfo};
+
+use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
+use crate::scenario::{Place, Scenario};
+
+/// Derives a component's seed from the master seed: independent of the order components are built
+/// in, so adding one component changes no other's seed.
+pub fn derive_seed(master: u64, kind: &str, index: u64) -> u64 {
+    let mut h = Sha256::new();
+    h.update(master.to_be_bytes());
+    h.update(kind.as_bytes());
+    h.update(index.to_be_bytes());
+    u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha256 is 32 bytes"))
+}
+
+/// Agent `i` listens on 127.a.b.c:7000 (loopback addresses: nothing here is ever dialled for real).
+pub fn agent_addr(i: usize) -> SocketAddr {
+    let n = i as u32 + 1;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8), 7000))
+}
+
+pub fn origin_addr(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 250, (i >> 8) as u8, i as u8 + 1), 9000))
+}
+
+pub fn tracker_addr(i: usize) -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 251, (i >> 8) as u8, i as u8 + 1), 8000))
+}
+
+/// Every protocol node of a run. Network node `n` is agent `n` for `n < agents.len()`, then origin
+/// `n - agents.len()`; trackers carry control traffic only and are not network nodes.
+#[derive(Debug)]
+pub struct World {
+    pub agents: Vec<Agent>,
+    pub origins: Vec<Origin>,
+    pub trackers: Vec<Tracker>,
+    /// Where each network node sits, for latency.
+    pub places: Vec<Place>,
+    pub addrs: BTreeMap<SocketAddr, u32>,
+    pub tracker_addrs: BTreeMap<SocketAddr, usize>,
+    pub blob_by_digest: BTreeMap<Digest, u32>,
+    pub net: NetTopology,
+}
+
+impl World {
+    pub fn build(s: &Scenario) -> Result<World, String> {
+        let now = Instant::ZERO;
+        let trackers_addrs: Vec<SocketAddr> = (0..s.trackers).map(tracker_addr).collect();
+        let agents: Vec<Agent> = (0..s.topology.hosts.len())
+            .map(|i| {
+                let cfg =
+                    AgentConfig { scheduler: s.protocol.agent.clone(), trackers: trackers_addrs.clone() };
+                Agent::new(now, cfg, agent_addr(i), derive_seed(s.seed, "agent", i as u64))
+            })
+            .collect();
+        let backend: BTreeMap<Digest, BlobContent> =
+            s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect();
+        let origins: Vec<Origin> = (0..s.origins.len())
+            .map(|o| {
+                Origin::new(
+                    now,
+                    s.protocol.origin_scheduler.clone(),
+                    s.protocol.origin.clone(),
+                    origin_addr(o),
+                    backend.clone(),
+                    derive_seed(s.seed, "origin", o as u64),
+                )
+            })
+            .collect();
+        let origin_infos: Vec<PeerInfo> = origins.iter().map(Origin::peer_info).collect();
+        let max_replica = s.protocol.origin.max_replica;
+        let trackers: Vec<Tracker> = (0..s.trackers)
+            .map(|t| {
+                let seed = derive_seed(s.seed, "tracker", t as u64);
+                Tracker::new(s.protocol.tracker.clone(), origin_infos.clone(), max_replica, seed)
+            })
+            .collect();
+
+        let mut places: Vec<Place> = s.topology.hosts.iter().map(|h| h.place).collect();
+        places.extend(s.origins.iter().map(|o| o.place));
+        let mut addrs = BTreeMap::new();
+        for i in 0..agents.len() {
+            addrs.insert(agent_addr(i), i as u32);
+        }
+        for o in 0..origins.len() {
+            addrs.insert(origin_addr(o), (agents.len() + o) as u32);
+        }
+        let tracker_addrs = trackers_addrs.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+        let blob_by_digest = s.workload.blobs.iter().enumerate().map(|(i, b)| (b.digest, i as u32)).collect();
+        let net = net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
+        Ok(World { agents, origins, trackers, places, addrs, tracker_addrs, blob_by_digest, net })
+    }
+}
+
+/// The flow model's view: hosts (agents, then origins) with their capacities and groups.
+fn net_topology(s: &Scenario) -> Result<NetTopology, crate::net::TopologyError> {
+    let host = |place: Place, up: u64, down: u64| HostSpec {
+        upload_bytes_per_s: up,
+        download_bytes_per_s: down,
+        rack: place.rack.map(|r| r as u32),
+        pod: place.pod.map(|p| p as u32),
+        zone: place.zone.map(|z| z as u32),
+    };
+    let mut hosts: Vec<HostSpec> = s
+        .topology
+        .hosts
+        .iter()
+        .map(|h| host(h.place, h.upload_bytes_per_s, h.download_bytes_per_s))
+        .collect();
+    hosts.extend(s.origins.iter().map(|o| host(o.place, o.upload_bytes_per_s, o.download_bytes_per_s)));
+    let groups = |level: &Option<crate::scenario::Level>| -> Vec<GroupSpec> {
+        level.as_ref().map_or_else(Vec::new, |l| {
+            l.groups
+                .iter()
+                .map(|g| GroupSpec {
+                    uplink_bytes_per_s: g.uplink_bytes_per_s.unwrap_or(0),
+                    downlink_bytes_per_s: g.uplink_bytes_per_s.unwrap_or(0),
+                    // Latency comes from the scenario's own rule (`Topology::latency_between`).
+                    latency: std::time::Duration::ZERO,
+                })
+                .collect()
+        })
+    };
+    TopologySpec {
+        base_latency: s.topology.latency,
+        hosts,
+        racks: groups(&s.topology.racks),
+        pods: groups(&s.topology.pods),
+        zones: groups(&s.topology.zones),
+    }
+    .build()
+}

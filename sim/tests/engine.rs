@@ -1,0 +1,84 @@
+//! The discrete-event engine end to end on small scenarios: determinism, the lower bound, exact
+//! single-flow timing.
+
+use std::path::Path;
+
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::scenario::Scenario;
+
+fn scenario(sets: &[&str]) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/smoke-40.toml");
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Scenario::load_with_sets(path, &sets).expect("smoke scenario loads")
+}
+
+fn run_to(s: &Scenario, dir: &Path) -> shoal_sim::engine::RunReport {
+    let mut e = Engine::new(s, RunOptions::default()).expect("engine builds");
+    e.run();
+    let report = e.report("des", 0.0);
+    e.write_outputs(dir, &report).expect("outputs written");
+    report
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("shoal-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn same_seed_gives_byte_identical_outputs() {
+    let s = scenario(&[]);
+    let (a, b) = (tmp("det-a"), tmp("det-b"));
+    run_to(&s, &a);
+    run_to(&s, &b);
+    for f in ["downloads.csv", "timeseries.csv", "summary.json"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(!x.is_empty());
+        assert!(x == y, "{f} differs between two runs of the same seed");
+    }
+    // A different seed is a different run.
+    let c = tmp("det-c");
+    run_to(&scenario(&["seed=2"]), &c);
+    assert_ne!(
+        std::fs::read(a.join("downloads.csv")).unwrap(),
+        std::fs::read(c.join("downloads.csv")).unwrap()
+    );
+}
+
+#[test]
+fn every_download_completes_and_none_beats_the_lower_bound() {
+    for sets in
+        [&[][..], &["topology.hosts=10", "origins.count=2"][..], &["topology.latency_jitter_ms=0"][..]]
+    {
+        let s = scenario(sets);
+        let r = run_to(&s, &tmp("bound"));
+        let sm = &r.summary;
+        assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0, "{sets:?}");
+        assert_eq!(sm.host_images.completed, s.topology.hosts.len());
+        let t_min = s.lower_bound().t_min_s();
+        let max = sm.host_images.max.unwrap();
+        assert!(max >= t_min, "{sets:?}: finished in {max} s, under the bound {t_min} s");
+        // And every single host respects its own download term.
+        let fastest = s.bytes_per_host()[0] as f64 / s.topology.hosts[0].download_bytes_per_s as f64;
+        assert!(sm.host_images.p50.unwrap() >= fastest);
+    }
+}
+
+#[test]
+fn one_host_one_origin_takes_size_over_rate_plus_latencies() {
+    let s = scenario(&[
+        "topology.hosts=1",
+        "topology.latency_jitter_ms=0",
+        "topology.latency_ms=1",
+        "workload.blobs.0.size=100MB",
+        "workload.blobs.1.size=4MiB",
+    ]);
+    let r = run_to(&s, &tmp("single"));
+    let t = r.summary.host_images.max.unwrap();
+    // 100 MB + 4 MiB at the host's 1 Gbit/s is 0.8336 s; on top come a handful of one-way latencies
+    // (metainfo, announce, handshake, first request, last payload) of 1 ms each.
+    let transfer = (100e6 + 4.0 * 1048576.0) / 125e6;
+    assert!(t >= transfer, "{t} < {transfer}");
+    assert!(t <= transfer + 0.012, "{t} is more than a dozen latencies over {transfer}");
+}
