@@ -144,6 +144,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 fmt(sm.host_images.p99_9),
                 fmt(sm.host_images.max)
             );
+            if let Some(r) = &sm.reference {
+                let f = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v} s"));
+                println!(
+                    "published    p50 {}  p99 {}  p99.9 {}  ({})",
+                    f(r.p50_s),
+                    f(r.p99_s),
+                    f(r.p99_9_s),
+                    r.source
+                );
+            }
             println!(
                 "lower bound  {:.3} s ({}); efficiency p50 {}  max {}",
                 sm.lower_bound.t_min_s,

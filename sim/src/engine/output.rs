@@ -70,6 +70,8 @@ pub struct Summary {
     pub messages: BTreeMap<String, MessageCount>,
     pub announces: u64,
     pub metainfo_requests: u64,
+    /// Published numbers for the same workload, from the scenario's `[reference]`.
+    pub reference: Option<crate::scenario::Reference>,
 }
 
 /// perf.json: how the run went on this machine; never compared byte for byte.
@@ -152,6 +154,7 @@ impl Engine<'_> {
             messages,
             announces: m.announces,
             metainfo_requests: m.metainfo_requests,
+            reference: s.reference.clone(),
         };
         let pieces = m.messages.get(&shoal_protocols::MessageKind::PiecePayload).map_or(0, |c| c.0);
         let stats = self.net.stats();

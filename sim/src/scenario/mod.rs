@@ -50,6 +50,18 @@ pub struct Scenario {
     pub trackers: usize,
     pub workload: Workload,
     pub protocol: Protocol,
+    /// Published numbers for this workload, if the scenario replays a measurement.
+    pub reference: Option<Reference>,
+}
+
+/// Published per-host image completion times the scenario replays (`[reference]`), reported beside
+/// the run's own so the two can be compared.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Reference {
+    pub source: String,
+    pub p50_s: Option<f64>,
+    pub p99_s: Option<f64>,
+    pub p99_9_s: Option<f64>,
 }
 
 /// Agent hosts and the optional rack → pod → zone hierarchy above them.

@@ -27,6 +27,17 @@ pub struct RawScenario {
     pub workload: RawWorkload,
     #[serde(default)]
     pub protocol: RawProtocol,
+    pub reference: Option<RawReference>,
+}
+
+/// Published measurements the scenario replays, printed beside the run's own.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReference {
+    pub source: String,
+    pub p50_s: Option<f64>,
+    pub p99_s: Option<f64>,
+    pub p99_9_s: Option<f64>,
 }
 
 fn default_seed() -> u64 {

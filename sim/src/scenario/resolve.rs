@@ -10,6 +10,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use shoal_protocols::Digest;
 
+use super::Reference;
 use super::error::FieldError;
 use super::protocol::{self, Role};
 use super::raw::{ArrivalKind, RawArrival, RawPlacement, RawPullers, RawScenario};
@@ -297,6 +298,12 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         trackers,
         workload,
         protocol,
+        reference: raw.reference.map(|r| Reference {
+            source: r.source,
+            p50_s: r.p50_s,
+            p99_s: r.p99_s,
+            p99_9_s: r.p99_9_s,
+        }),
     })
 }
 
