@@ -498,11 +498,13 @@ fn full_solver_matches_its_reference() {
 
 #[test]
 fn default_incremental_stays_within_tolerance_on_random_instances() {
-    // Rule (i) stops at changes below the tolerance; errors can compound across events, so the
-    // bound checked is looser than the tolerance itself (measured worst: see the report).
+    // Rule (i) stops at changes below the tolerance. Errors could in principle compound across
+    // events, so the bound checked is ten times the tolerance; the measured worst is about the
+    // tolerance itself (9.7e-4 here).
     let mut worst: f64 = 0.0;
     for seed in 0..200 {
-        worst = worst.max(replay_against_reference(seed, Solver::default(), 0.05));
+        worst =
+            worst.max(replay_against_reference(seed, Solver::default(), 10.0 * Solver::DEFAULT_TOLERANCE));
     }
     eprintln!("worst relative rate error at the default tolerance: {worst:e}");
 }

@@ -273,7 +273,9 @@ impl Network {
             self.flows[slot].pos[i] = list.len() as u32;
             list.push(slot as u32);
         }
-        self.resolve(now_ns, &res[..len]);
+        self.scratch.seeds.clear();
+        self.scratch.seeds.push(slot as u32);
+        self.resolve(now_ns);
         id
     }
 
@@ -332,7 +334,9 @@ impl Network {
         if state != State::Active {
             return;
         }
-        // Stop its contribution to the accounting, then unlink it from every resource.
+        // Seed the re-solve while the flow is still linked, stop its contribution to the
+        // accounting, then unlink it from every resource.
+        self.seed_removal(slot);
         self.set_rate(slot, 0.0, now_ns);
         let (len, path, pos) = {
             let f = &self.flows[slot];
@@ -358,7 +362,7 @@ impl Network {
         if self.active == 0 {
             self.total_load = 0.0;
         }
-        self.resolve(now_ns, &path[..len]);
+        self.resolve(now_ns);
     }
 
     /// Applies a new rate to an active flow at `now_ns`: settles its progress and the accounting

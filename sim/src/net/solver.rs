@@ -1,4 +1,4 @@
-//! Max-min fair rates by progressive filling, over all flows or over a growing neighbourhood.
+//! Max-min fair rates by progressive filling, over all flows or over a growing set of flows.
 //!
 //! **Progressive filling** (both solvers): every unfixed flow's rate rises together; the resource
 //! whose remaining capacity divided by its unfixed flows (its *share*) is smallest saturates first
@@ -6,61 +6,66 @@
 //! whose shares are re-queued. Shares popped never decrease. A min-heap of (share, resource,
 //! version) with lazy invalidation gives O((F·L) log R) for F flows of path length L.
 //!
-//! **Incremental solver.** Around an event (a flow starting or ending), the *dirty* resources are
-//! those of its path. All flows crossing a dirty resource are re-solved (the set `S`); every other
-//! flow is *frozen* at its current rate, and its rate is taken off the capacity of the *boundary*
-//! resources (non-dirty resources crossed by a flow of `S`). Progressive filling over `S` with these
-//! residual capacities gives candidate rates. A boundary resource `r` then becomes dirty, and the
-//! round is repeated over the larger `S`, if
-//!   (i)  some flow of `S` crossing `r` changed rate by more than `tolerance` (relative), or
-//!   (ii) `r` saturated during the fill at level `l` while a frozen flow on `r` runs faster than
-//!        `l·(1+tolerance)` — a flow of `S` is held below a frozen one on a shared bottleneck,
-//!        which max-min forbids.
-//! When no boundary resource qualifies, the candidate rates are applied.
+//! **Incremental solver.** Around an event, a set `S` of flows is re-solved; every other flow is
+//! *frozen* at its current rate. `S` starts as the new flow, or, when a flow ends, as the flows that
+//! shared its bottleneck (on each of its resources that was saturated, the flows as fast as the
+//! fastest). Progressive filling over `S`, on the capacity the frozen flows leave (capacity minus
+//! the resource's load plus the old rates of its `S` flows: no visit of the frozen flows), gives
+//! candidate rates. Then, on each resource `r` crossed by `S`, frozen flows join `S` if
+//!   (ii) `r` saturated during the fill at level `l` and they run faster than `l·(1+tolerance)`:
+//!        a flow of `S` is held below them on a shared bottleneck, which max-min forbids; or
+//!   (i)  `r` was saturated and they were its fastest flows (so `r` may be their bottleneck), and
+//!        either `r` now has slack above `tolerance` times their rate, or a flow of `S` now runs
+//!        faster than them by more than `tolerance` (relative).
+//! and the fill is repeated over the larger `S`. When no flow joins, the candidates are applied.
 //!
 //! Why that is max-min (up to the tolerance): before the event every flow had a bottleneck (a
-//! saturated resource on which no flow was faster). After the last round, (a) a flow of `S` fixed
-//! at a dirty resource has it as bottleneck (every flow there is in `S`); (b) one fixed at a
-//! boundary resource is, by (ii), not slower than any frozen flow there; (c) a frozen flow crosses
-//! only resources that are not dirty, on which, by (i), no rate moved by more than the tolerance,
-//! so its old bottleneck still holds. With `tolerance = 0` the rounds only stop when nothing at the
-//! boundary moves, and the answer is the exact one (up to float rounding). Dirty sets only grow, so
-//! the loop ends; at worst it re-solves the whole connected component, like the full solver.
+//! saturated resource on which no flow was faster). After the last round, a flow of `S` fixed at
+//! `r` has `r` saturated, no flow of `S` on it faster (filling order) and, by (ii), no frozen flow
+//! faster either; a frozen flow's old bottleneck is either untouched by `S` or, by (i), still
+//! saturated with no faster flow. With `tolerance = 0` the answer is the exact one up to float
+//! rounding (tests check it against [`Solver::Full`] on random instances). `S` only grows, so the
+//! loop ends; at worst it re-solves the whole connected component, like the full solver.
 //!
-//! Cost per event: the flows on the dirty resources and their boundary, times the rounds. In a
-//! swarm of hosts with ~10 flows each a change spreads over more and more flows with smaller and
-//! smaller rate changes; the tolerance cuts it off after a few hops (measured in
-//! `examples/net_churn.rs`).
+//! Errors do not compound in practice: each event leaves every flow within about `tolerance` of a
+//! valid bottleneck, and later events re-solve what they touch exactly. Measured numbers are in
+//! `examples/net_churn.rs` and the report of the change that added this module.
 //!
-//! Ties: at equal share, a dirty resource is filled before a boundary one (boundary shares are
-//! compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged bottleneck ties with
-//! the residual its own old rate leaves on a boundary resource would look held at that boundary and
-//! trigger (ii) for nothing.
+//! Ties: at equal share, a resource whose flows are all in `S` is filled before one with frozen
+//! flows (whose share is compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged
+//! bottleneck ties with the residual its own old rate leaves elsewhere could look held there and
+//! pull in frozen flows for nothing.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::network::Network;
+use super::network::{Network, State};
 use super::{FlowId, Solver};
 
-/// Relative handicap of boundary resources in the fill order (see the module doc).
+/// Relative handicap, in the fill order, of resources with frozen flows (see the module doc).
 const BOUNDARY_BIAS: f64 = 1e-12;
 
-/// Per-resource solver state. Stamps are compared with the current round or event stamp, so no
-/// array is ever cleared.
+/// Relative slack under which a resource counts as saturated when the tolerance is smaller: float
+/// sums of rates miss the capacity by ~1e-15, and erring towards "saturated" only widens more.
+const SATURATION_EPS: f64 = 1e-9;
+
+/// Per-resource solver state. Stamps are compared with the current round, so no array is ever
+/// cleared.
 #[derive(Clone, Copy, Debug, Default)]
 struct ResScratch {
     /// Round in which the resource was last touched (reset of the fields below).
     seen: u64,
-    /// Stamp of the event for which it was made dirty (dirty iff `dirty >= event`).
-    dirty: u64,
     /// Capacity minus frozen flows minus fixed flows of `S`.
     residual: f64,
     /// Level at which it saturated in this round, or -1 if it did not.
     sat_level: f64,
-    /// Fastest frozen flow crossing it.
-    max_frozen: f64,
-    /// Flows of `S` crossing it and not yet fixed.
+    /// Sum and maximum of the pre-event rates of the flows of `S` crossing it.
+    s_old_sum: f64,
+    max_s_old: f64,
+    /// Fastest candidate rate of a flow of `S` crossing it.
+    max_s_new: f64,
+    /// Flows of `S` crossing it, and those not yet fixed.
+    s_count: u32,
     unfixed: u32,
     /// Invalidates stale heap entries.
     version: u32,
@@ -68,7 +73,7 @@ struct ResScratch {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct FlowScratch {
-    /// Round in which the flow is in `S`.
+    /// Event stamp: in `S` iff `in_s >= event`.
     in_s: u64,
     /// Round in which the flow was fixed.
     fixed: u64,
@@ -77,7 +82,7 @@ struct FlowScratch {
 
 #[derive(Clone, Copy, Debug)]
 struct Share {
-    /// Ordering key: the share, biased for boundary resources.
+    /// Ordering key: the share, biased for resources with frozen flows.
     key: f64,
     share: f64,
     res: u32,
@@ -107,7 +112,8 @@ pub(crate) struct Scratch {
     stamp: u64,
     res: Vec<ResScratch>,
     flows: Vec<FlowScratch>,
-    dirty: Vec<u32>,
+    /// Flows the caller asks to re-solve (filled before `resolve`).
+    pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
     touched: Vec<u32>,
     heap: BinaryHeap<Reverse<Share>>,
@@ -119,7 +125,7 @@ impl Scratch {
             stamp: 0,
             res: vec![ResScratch::default(); resources],
             flows: Vec::new(),
-            dirty: Vec::new(),
+            seeds: Vec::new(),
             s: Vec::new(),
             touched: Vec::new(),
             heap: BinaryHeap::new(),
@@ -132,24 +138,58 @@ impl Scratch {
 }
 
 impl Network {
-    /// Re-solves rates after the flows on `seeds` (a path) changed, at `now_ns`, and applies them.
-    pub(crate) fn resolve(&mut self, now_ns: u64, seeds: &[u32]) {
+    /// Relative slack under which a resource counts as saturated for the current solver.
+    pub(crate) fn saturation_eps(&self) -> f64 {
+        match self.solver {
+            Solver::Full => SATURATION_EPS,
+            Solver::Incremental { tolerance } => tolerance.max(SATURATION_EPS),
+        }
+    }
+
+    /// Seeds the re-solve after flow `slot` is removed: on each resource of its path that was
+    /// saturated, the flows that shared its bottleneck (as fast as the fastest, the ended flow
+    /// included) may speed up. Call before unlinking the flow.
+    pub(crate) fn seed_removal(&mut self, slot: usize) {
+        let eps = self.saturation_eps();
+        self.scratch.seeds.clear();
+        let f = &self.flows[slot];
+        for &r in f.path() {
+            let res = &self.resources[r as usize];
+            if !res.limited() || res.load < res.capacity * (1.0 - eps) {
+                continue;
+            }
+            let max = res.flows.iter().map(|&g| self.flows[g as usize].rate).fold(0.0, f64::max);
+            for &g in &res.flows {
+                if g as usize != slot && self.flows[g as usize].rate >= max * (1.0 - eps) {
+                    self.scratch.seeds.push(g);
+                }
+            }
+        }
+    }
+
+    /// Re-solves rates around the flows in `scratch.seeds` at `now_ns` and applies them.
+    pub(crate) fn resolve(&mut self, now_ns: u64) {
         self.stats.solves += 1;
         let event = self.scratch.stamp + 1;
+        self.scratch.s.clear();
         let tolerance = match self.solver {
             Solver::Full => {
-                self.mark_all_dirty(event);
+                self.seed_all(event);
                 None
             }
             Solver::Incremental { tolerance } => {
-                self.scratch.dirty.clear();
-                for &r in seeds {
-                    self.mark_dirty(r, event);
+                let sc = &mut self.scratch;
+                for &f in &sc.seeds {
+                    let fs = &mut sc.flows[f as usize];
+                    if fs.in_s < event {
+                        fs.in_s = event;
+                        sc.s.push(f);
+                    }
                 }
                 Some(tolerance.max(0.0))
             }
         };
-        if self.scratch.dirty.is_empty() {
+        if self.scratch.s.is_empty() {
             return;
         }
         loop {
@@ -162,12 +202,13 @@ impl Network {
             }
         }
         let s = std::mem::take(&mut self.scratch.s);
+        let round = self.scratch.stamp;
         for &f in &s {
             let slot = f as usize;
             let fs = self.scratch.flows[slot];
             // Invariant: every flow of S has a limited resource, so the fill fixed it.
-            debug_assert_eq!(fs.fixed, self.scratch.stamp, "flow left unfixed by the fill");
-            if fs.fixed == self.scratch.stamp && fs.new_rate != self.flows[slot].rate {
+            debug_assert_eq!(fs.fixed, round, "flow left unfixed by the fill");
+            if fs.fixed == round && fs.new_rate != self.flows[slot].rate {
                 self.set_rate(slot, fs.new_rate, now_ns);
             }
         }
@@ -178,99 +219,79 @@ impl Network {
     /// them: the reference the incremental solver is measured against. Ascending by id.
     pub fn reference_rates(&mut self) -> Vec<(FlowId, f64)> {
         let event = self.scratch.stamp + 1;
-        self.mark_all_dirty(event);
-        if !self.scratch.dirty.is_empty() {
+        self.scratch.s.clear();
+        self.seed_all(event);
+        if !self.scratch.s.is_empty() {
             self.fill_round(event);
         }
-        let st = self.scratch.stamp;
-        let mut out: Vec<(FlowId, f64)> = self
-            .flow_ids()
+        let round = self.scratch.stamp;
+        self.flow_ids()
             .into_iter()
             .map(|id| {
                 let fs = self.scratch.flows[id.slot()];
-                let rate = if fs.fixed == st { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
+                let rate = if fs.fixed == round { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
                 (id, rate)
             })
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
+            .collect()
     }
 
-    fn mark_dirty(&mut self, r: u32, event: u64) {
-        let res = &self.resources[r as usize];
-        let rs = &mut self.scratch.res[r as usize];
-        if res.limited() && !res.flows.is_empty() && rs.dirty < event {
-            rs.dirty = event;
-            self.scratch.dirty.push(r);
+    /// Puts every active flow crossing a resource into `S`.
+    fn seed_all(&mut self, event: u64) {
+        let Network { flows, scratch: sc, .. } = self;
+        for (slot, f) in flows.iter().enumerate() {
+            if f.state == State::Active {
+                sc.flows[slot].in_s = event;
+                sc.s.push(slot as u32);
+            }
         }
     }
 
-    fn mark_all_dirty(&mut self, event: u64) {
-        self.scratch.dirty.clear();
-        for r in 0..self.resources.len() as u32 {
-            self.mark_dirty(r, event);
+    /// Adds a frozen flow to `S`.
+    fn join(sc: &mut Scratch, f: u32, event: u64) {
+        let fs = &mut sc.flows[f as usize];
+        if fs.in_s < event {
+            fs.in_s = event;
+            sc.s.push(f);
         }
     }
 
-    /// One progressive filling over the flows crossing dirty resources, leaving candidate rates in
-    /// `scratch.flows[..].new_rate`.
+    /// One progressive filling over `S` (flows with `in_s >= event`), every other flow frozen,
+    /// leaving candidate rates in `scratch.flows[..].new_rate`.
     fn fill_round(&mut self, event: u64) {
         let Network { resources, flows, scratch: sc, .. } = self;
         sc.stamp += 1;
         let st = sc.stamp;
-        sc.s.clear();
         sc.touched.clear();
 
-        // S: every flow on a dirty resource.
-        for &r in &sc.dirty {
-            for &f in &resources[r as usize].flows {
-                let fs = &mut sc.flows[f as usize];
-                if fs.in_s != st {
-                    fs.in_s = st;
-                    sc.s.push(f);
-                }
-            }
-        }
-        // Resources crossed by S, with the number of S flows on each.
+        // Resources crossed by S, with the number and old rates of S flows on each.
         for &f in &sc.s {
+            let rate = flows[f as usize].rate;
             for &r in flows[f as usize].path() {
-                let res = &resources[r as usize];
-                if !res.limited() {
+                if !resources[r as usize].limited() {
                     continue;
                 }
                 let rs = &mut sc.res[r as usize];
                 if rs.seen != st {
-                    *rs = ResScratch {
-                        seen: st,
-                        dirty: rs.dirty,
-                        residual: res.capacity,
-                        sat_level: -1.0,
-                        max_frozen: 0.0,
-                        unfixed: 0,
-                        version: 0,
-                    };
+                    *rs = ResScratch { seen: st, sat_level: -1.0, ..ResScratch::default() };
                     sc.touched.push(r);
                 }
-                rs.unfixed += 1;
+                rs.s_count += 1;
+                rs.s_old_sum += rate;
+                rs.max_s_old = rs.max_s_old.max(rate);
             }
         }
-        // Boundary resources lose the capacity of their frozen flows. (Dirty ones have none.)
+        // Residual capacity: what frozen flows leave. The load sum gives it without visiting the
+        // frozen flows; a resource whose flows are all in S gets its exact capacity.
         sc.heap.clear();
         for &r in &sc.touched {
+            let res = &resources[r as usize];
             let rs = &mut sc.res[r as usize];
-            let boundary = rs.dirty < event;
-            if boundary {
-                for &f in &resources[r as usize].flows {
-                    if sc.flows[f as usize].in_s != st {
-                        let rate = flows[f as usize].rate;
-                        rs.residual -= rate;
-                        rs.max_frozen = rs.max_frozen.max(rate);
-                    }
-                }
-                rs.residual = rs.residual.max(0.0);
-            }
+            rs.unfixed = rs.s_count;
+            let frozen = rs.s_count as usize != res.flows.len();
+            rs.residual =
+                if frozen { (res.capacity - (res.load - rs.s_old_sum)).max(0.0) } else { res.capacity };
             let share = rs.residual / f64::from(rs.unfixed);
-            let key = if boundary { share * (1.0 + BOUNDARY_BIAS) } else { share };
+            let key = if frozen { share * (1.0 + BOUNDARY_BIAS) } else { share };
             sc.heap.push(Reverse(Share { key, share, res: r, version: 0 }));
         }
 
@@ -282,11 +303,14 @@ impl Network {
             }
             // Shares popped are non-decreasing in exact arithmetic; keep it so under rounding.
             level = level.max(top.share);
-            sc.res[r].sat_level = level;
-            sc.res[r].unfixed = 0;
+            let rs = &mut sc.res[r];
+            rs.sat_level = level;
+            rs.unfixed = 0;
+            rs.residual = 0.0;
+            rs.max_s_new = rs.max_s_new.max(level);
             for &f in &resources[r].flows {
                 let fs = &mut sc.flows[f as usize];
-                if fs.in_s != st || fs.fixed == st {
+                if fs.in_s < event || fs.fixed == st {
                     continue;
                 }
                 fs.fixed = st;
@@ -299,10 +323,12 @@ impl Network {
                     let rs2 = &mut sc.res[r2];
                     rs2.residual -= level;
                     rs2.unfixed -= 1;
+                    rs2.max_s_new = rs2.max_s_new.max(level);
                     if rs2.unfixed > 0 {
                         rs2.version += 1;
                         let share = rs2.residual.max(0.0) / f64::from(rs2.unfixed);
-                        let key = if rs2.dirty < event { share * (1.0 + BOUNDARY_BIAS) } else { share };
+                        let frozen = rs2.s_count as usize != resources[r2].flows.len();
+                        let key = if frozen { share * (1.0 + BOUNDARY_BIAS) } else { share };
                         sc.heap.push(Reverse(Share { key, share, res: r2 as u32, version: rs2.version }));
                     }
                 }
@@ -310,30 +336,56 @@ impl Network {
         }
     }
 
-    /// Marks the boundary resources that break rule (i) or (ii) dirty; true if any did.
+    /// Adds to `S` the frozen flows that rule (i) or (ii) says may move; true if any did.
     fn widen(&mut self, event: u64, tol: f64) -> bool {
+        let eps = tol.max(SATURATION_EPS);
         let Network { resources, flows, scratch: sc, .. } = self;
-        let st = sc.stamp;
-        let mut grew = false;
-        for &r in &sc.touched {
-            let rs = &sc.res[r as usize];
-            if rs.dirty >= event {
+        let before = sc.s.len();
+        for i in 0..sc.touched.len() {
+            let r = sc.touched[i] as usize;
+            let res = &resources[r];
+            let rs = sc.res[r];
+            if rs.s_count as usize == res.flows.len() {
+                continue; // no frozen flow here
+            }
+            // Rule (ii): a flow of S was held at this resource's level; frozen flows must not be
+            // faster.
+            if rs.sat_level >= 0.0 {
+                let limit = rs.sat_level * (1.0 + tol);
+                for &f in &res.flows {
+                    if flows[f as usize].rate > limit {
+                        Self::join(sc, f, event);
+                    }
+                }
+            }
+            // Rule (i): only frozen flows bottlenecked here (the resource was saturated, they were
+            // the fastest) can be hurt: by slack appearing or by a flow of S overtaking them. The
+            // cheap tests on S come first; the frozen flows are visited only if one fires.
+            if res.load < res.capacity * (1.0 - eps) {
                 continue;
             }
-            let mut widen = rs.sat_level >= 0.0 && rs.max_frozen > rs.sat_level * (1.0 + tol);
-            if !widen {
-                widen = resources[r as usize].flows.iter().any(|&f| {
-                    let fs = &sc.flows[f as usize];
-                    let old = flows[f as usize].rate;
-                    fs.in_s == st && (fs.new_rate - old).abs() > tol * old.max(fs.new_rate)
-                });
+            let slack = rs.residual.max(0.0);
+            if slack <= tol * rs.max_s_old && rs.max_s_new <= rs.max_s_old * (1.0 + tol) {
+                continue;
             }
-            if widen {
-                sc.res[r as usize].dirty = event;
-                sc.dirty.push(r);
-                grew = true;
+            let max_frozen = res
+                .flows
+                .iter()
+                .filter(|&&f| sc.flows[f as usize].in_s < event)
+                .map(|&f| flows[f as usize].rate)
+                .fold(0.0, f64::max);
+            let top = max_frozen.max(rs.max_s_old);
+            if max_frozen < top * (1.0 - eps) {
+                continue; // every frozen flow here is bottlenecked elsewhere
+            }
+            if slack > tol * max_frozen || rs.max_s_new > max_frozen * (1.0 + tol) {
+                for &f in &res.flows {
+                    if flows[f as usize].rate >= top * (1.0 - eps) {
+                        Self::join(sc, f, event);
+                    }
+                }
             }
         }
-        grew
+        sc.s.len() > before
     }
 }

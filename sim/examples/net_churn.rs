@@ -1,0 +1,258 @@
+//! Replays a random flow churn of the main scenario's shape through the network model and prints
+//! its speed, then the incremental solver's error against the full one on a smaller instance.
+//!
+//! Shape: `--hosts` hosts with 300 MB/s up and down, flat (hose) topology, 4 MiB flows. Every host
+//! has at most 10 outbound and 10 inbound flows; `--per-host` flows per host on average are kept
+//! in flight by starting a new one (random source with a free outbound slot, random destination
+//! with a free inbound slot) whenever one ends, until `--flows` flows have completed.
+//!
+//! ```text
+//! cargo run --release -p shoal-sim --example net_churn -- [--hosts 2600] [--flows 2000000]
+//!     [--per-host 9.5] [--tolerance 1e-3] [--seed 1] [--check-hosts 300] [--check-flows 200000]
+//!     [--check-every 97]
+//! ```
+
+use std::time::Instant as WallClock;
+
+use shoal_protocols::Instant;
+use shoal_sim::net::{Network, Solver, Topology, TopologySpec};
+
+const SLOTS_PER_HOST: u32 = 10;
+const FLOW_BYTES: u64 = 4 << 20;
+const HOST_BYTES_PER_S: u64 = 300_000_000;
+
+/// SplitMix64: seeded, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+struct Args {
+    hosts: u32,
+    flows: u64,
+    per_host: f64,
+    tolerance: f64,
+    seed: u64,
+    check_hosts: u32,
+    check_flows: u64,
+    check_every: u64,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        hosts: 2600,
+        flows: 2_000_000,
+        per_host: 9.5,
+        tolerance: Solver::DEFAULT_TOLERANCE,
+        seed: 1,
+        check_hosts: 300,
+        check_flows: 200_000,
+        check_every: 97,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = |e: &dyn std::fmt::Display| format!("{flag} {value}: {e}");
+        match flag.as_str() {
+            "--hosts" => a.hosts = value.parse().map_err(|e| bad(&e))?,
+            "--flows" => a.flows = value.parse().map_err(|e| bad(&e))?,
+            "--per-host" => a.per_host = value.parse().map_err(|e| bad(&e))?,
+            "--tolerance" => a.tolerance = value.parse().map_err(|e| bad(&e))?,
+            "--seed" => a.seed = value.parse().map_err(|e| bad(&e))?,
+            "--check-hosts" => a.check_hosts = value.parse().map_err(|e| bad(&e))?,
+            "--check-flows" => a.check_flows = value.parse().map_err(|e| bad(&e))?,
+            "--check-every" => a.check_every = value.parse().map_err(|e| bad(&e))?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    if a.per_host <= 0.0 || a.per_host >= f64::from(SLOTS_PER_HOST) || a.hosts < 2 {
+        return Err(format!("need --hosts >= 2 and 0 < --per-host < {SLOTS_PER_HOST}"));
+    }
+    Ok(a)
+}
+
+/// The churn driver: free outbound and inbound slots, one entry per free slot.
+struct Churn {
+    topo: Topology,
+    free_out: Vec<u32>,
+    free_in: Vec<u32>,
+    rng: Rng,
+    events: u64,
+    completed: u64,
+}
+
+impl Churn {
+    fn new(hosts: u32, seed: u64) -> Self {
+        let topo = TopologySpec::flat(hosts as usize, HOST_BYTES_PER_S, HOST_BYTES_PER_S, Default::default())
+            .build()
+            .expect("a flat topology is valid");
+        let slots: Vec<u32> =
+            (0..hosts).flat_map(|h| std::iter::repeat_n(h, SLOTS_PER_HOST as usize)).collect();
+        Churn { topo, free_out: slots.clone(), free_in: slots, rng: Rng(seed), events: 0, completed: 0 }
+    }
+
+    /// Starts one flow between random free slots (source ≠ destination).
+    fn start_one(&mut self, net: &mut Network, now: Instant) {
+        let src = self.free_out.swap_remove(self.rng.below(self.free_out.len()));
+        let mut pick = self.rng.below(self.free_in.len());
+        // Hosts have many free inbound slots between them; a few retries find another host.
+        for _ in 0..16 {
+            if self.free_in[pick] != src {
+                break;
+            }
+            pick = self.rng.below(self.free_in.len());
+        }
+        if self.free_in[pick] == src {
+            self.free_out.push(src);
+            return;
+        }
+        let dst = self.free_in.swap_remove(pick);
+        let token = (u64::from(src) << 32) | u64::from(dst);
+        net.start_flow(now, self.topo.path(src, dst).resources(), FLOW_BYTES, token);
+        self.events += 1;
+    }
+
+    fn fill(&mut self, net: &mut Network, target: usize, now: Instant) {
+        while net.active_flows() < target {
+            self.start_one(net, now);
+        }
+    }
+
+    /// Runs until `flows` completions, calling `check` after every event batch.
+    fn run(
+        &mut self,
+        net: &mut Network,
+        target: usize,
+        flows: u64,
+        mut check: impl FnMut(&mut Network, u64),
+    ) {
+        self.fill(net, target, Instant::ZERO);
+        let mut ended = 0usize;
+        while self.completed < flows {
+            let Some(now) = net.next_completion() else { break };
+            // Pop everything due now before starting replacements (the model's contract).
+            while let Some(done) = net.pop_completed(now) {
+                self.free_out.push((done.token >> 32) as u32);
+                self.free_in.push(done.token as u32);
+                self.events += 1;
+                self.completed += 1;
+                ended += 1;
+            }
+            for _ in 0..ended {
+                self.start_one(net, now);
+            }
+            ended = 0;
+            check(net, self.events);
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
+    let target = (f64::from(hosts) * args.per_host) as usize;
+    let mut churn = Churn::new(hosts, args.seed);
+    let mut net = Network::new(&churn.topo.capacities(), solver);
+    let wall = WallClock::now();
+    churn.run(&mut net, target, flows, |_, _| {});
+    let secs = wall.elapsed().as_secs_f64();
+    let stats = net.stats();
+    let sim = net.now();
+    println!(
+        "{solver:?}: hosts={hosts} concurrent={target} flows_completed={} events={} sim_time={sim} wall={secs:.2}s",
+        churn.completed, churn.events
+    );
+    println!(
+        "  events/s={:.0} us/event={:.3}  rounds/solve={:.2} flows_resolved/solve={:.1} rate_changes/solve={:.1}",
+        churn.events as f64 / secs,
+        secs * 1e6 / churn.events as f64,
+        stats.rounds as f64 / stats.solves as f64,
+        stats.flows_resolved as f64 / stats.solves as f64,
+        stats.rate_changes as f64 / stats.solves as f64,
+    );
+    let moved = net.bytes_moved(sim);
+    println!(
+        "  bytes_moved={:.3e} mean throughput={:.1}% of aggregate upload",
+        moved,
+        100.0 * moved / (sim.as_secs_f64() * f64::from(hosts) * HOST_BYTES_PER_S as f64)
+    );
+}
+
+fn accuracy(args: &Args) {
+    let hosts = args.check_hosts;
+    let target = (f64::from(hosts) * args.per_host) as usize;
+    let mut churn = Churn::new(hosts, args.seed);
+    let solver = Solver::Incremental { tolerance: args.tolerance };
+    let mut net = Network::new(&churn.topo.capacities(), solver);
+    let mut errors = Vec::new();
+    let mut next_check = args.check_every;
+    churn.run(&mut net, target, args.check_flows, |net, events| {
+        if events < next_check {
+            return;
+        }
+        next_check = events + args.check_every;
+        for (id, want) in net.reference_rates() {
+            let got = net.rate(id).unwrap_or(0.0);
+            errors.push((got - want).abs() / want);
+        }
+    });
+    errors.sort_by(f64::total_cmp);
+    let mean = errors.iter().sum::<f64>() / errors.len().max(1) as f64;
+    println!(
+        "accuracy {solver:?} vs Full: hosts={hosts} flows_completed={} samples={} (every {} events)",
+        churn.completed,
+        errors.len(),
+        args.check_every
+    );
+    println!(
+        "  relative rate error: max={:.3e} p99.9={:.3e} p99={:.3e} p50={:.3e} mean={:.3e}",
+        errors.last().copied().unwrap_or(0.0),
+        percentile(&errors, 0.999),
+        percentile(&errors, 0.99),
+        percentile(&errors, 0.5),
+        mean
+    );
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("net_churn: {e}");
+            std::process::exit(2);
+        }
+    };
+    println!(
+        "seed={} per_host={} flow_bytes={FLOW_BYTES} host_bytes_per_s={HOST_BYTES_PER_S}",
+        args.seed, args.per_host
+    );
+    speed(&args, args.hosts, args.flows, Solver::Incremental { tolerance: args.tolerance });
+    if args.check_flows > 0 {
+        accuracy(&args);
+        // The full solver's cost on the small instance, for scale.
+        speed(&args, args.check_hosts, args.check_flows / 10, Solver::Full);
+        speed(
+            &args,
+            args.check_hosts,
+            args.check_flows / 10,
+            Solver::Incremental { tolerance: args.tolerance },
+        );
+    }
+}
