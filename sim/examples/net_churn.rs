@@ -137,7 +137,9 @@ impl Churn {
         flows: u64,
         mut check: impl FnMut(&mut Network, u64),
     ) {
-        self.fill(net, target, Instant::ZERO);
+        if net.active_flows() == 0 {
+            self.fill(net, target, Instant::ZERO);
+        }
         let mut ended = 0usize;
         while self.completed < flows {
             let Some(now) = net.next_completion() else { break };
@@ -158,6 +160,15 @@ impl Churn {
     }
 }
 
+/// CPU time of this thread in nanoseconds (Linux `schedstat`), so a loaded machine inflates the
+/// numbers less than wall time does; falls back to 0 (then use the wall-clock figures).
+fn cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -170,22 +181,64 @@ fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
     let target = (f64::from(hosts) * args.per_host) as usize;
     let mut churn = Churn::new(hosts, args.seed);
     let mut net = Network::new(&churn.topo.capacities(), solver);
-    let wall = WallClock::now();
-    churn.run(&mut net, target, flows, |_, _| {});
+    // Work per batch of simultaneous events (usually one end and one start), to see the tail.
+    let mut per_batch = Vec::new();
+    let (wall0, cpu0) = (WallClock::now(), cpu_ns());
+    churn.fill(&mut net, target, Instant::ZERO);
+    let (fill_wall, fill_cpu) = (wall0.elapsed().as_secs_f64(), (cpu_ns() - cpu0) as f64 * 1e-9);
+    let fill_events = churn.events;
+    let s0 = net.stats();
+    let mut last = s0.flows_resolved;
+    let (wall, cpu0) = (WallClock::now(), cpu_ns());
+    // The second half of the run, once the synchronised start has spread out: (cpu ns, events).
+    let mut half = None;
+    churn.run(&mut net, target, flows, |net, events| {
+        if half.is_none() && events >= fill_events + flows {
+            half = Some((cpu_ns(), events));
+        }
+        let now = net.stats().flows_resolved;
+        per_batch.push(now - last);
+        last = now;
+    });
     let secs = wall.elapsed().as_secs_f64();
+    let cpu = (cpu_ns() - cpu0) as f64 * 1e-9;
+    let events = churn.events - fill_events;
+    let (half_cpu, half_events) = half.unwrap_or((cpu0, fill_events));
+    let steady_us = (cpu_ns() - half_cpu) as f64 * 1e-3 / (churn.events - half_events).max(1) as f64;
+    per_batch.sort_unstable();
+    let q = |p: f64| per_batch.get(((per_batch.len().max(1) - 1) as f64 * p) as usize).copied().unwrap_or(0);
+    let total: u64 = per_batch.iter().sum();
+    let top1: u64 = per_batch[per_batch.len() - per_batch.len() / 100..].iter().sum();
     let stats = net.stats();
     let sim = net.now();
     println!(
-        "{solver:?}: hosts={hosts} concurrent={target} flows_completed={} events={} sim_time={sim} wall={secs:.2}s",
-        churn.completed, churn.events
+        "{solver:?}: hosts={hosts} concurrent={target} flows_completed={} sim_time={sim}",
+        churn.completed
     );
     println!(
-        "  events/s={:.0} us/event={:.3}  rounds/solve={:.2} flows_resolved/solve={:.1} rate_changes/solve={:.1}",
-        churn.events as f64 / secs,
-        secs * 1e6 / churn.events as f64,
-        stats.rounds as f64 / stats.solves as f64,
-        stats.flows_resolved as f64 / stats.solves as f64,
-        stats.rate_changes as f64 / stats.solves as f64,
+        "  initial burst: {fill_events} starts at t=0 in {fill_wall:.2}s wall, {fill_cpu:.2}s cpu ({:.2} us/start)",
+        fill_cpu * 1e6 / fill_events.max(1) as f64
+    );
+    println!(
+        "  churn: events={events} wall={secs:.2}s cpu={cpu:.2}s events/s(cpu)={:.0} us/event(cpu)={:.3} us/event(wall)={:.3}",
+        events as f64 / cpu,
+        cpu * 1e6 / events as f64,
+        secs * 1e6 / events as f64,
+    );
+    println!("  second half of the churn: us/event(cpu)={steady_us:.3}");
+    println!(
+        "  rounds/solve={:.2} flows_resolved/solve={:.1} rate_changes/solve={:.1}",
+        (stats.rounds - s0.rounds) as f64 / (stats.solves - s0.solves) as f64,
+        (stats.flows_resolved - s0.flows_resolved) as f64 / (stats.solves - s0.solves) as f64,
+        (stats.rate_changes - s0.rate_changes) as f64 / (stats.solves - s0.solves) as f64,
+    );
+    println!(
+        "  flows re-solved per batch: p50={} p90={} p99={} max={}; the top 1% of batches do {:.0}% of the work",
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(1.0),
+        100.0 * top1 as f64 / total.max(1) as f64
     );
     let moved = net.bytes_moved(sim);
     println!(

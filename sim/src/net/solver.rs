@@ -39,7 +39,7 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::network::{Network, State};
+use super::network::{Flow, Network, Resource, State};
 use super::{FlowId, Solver};
 
 /// Relative handicap, in the fill order, of resources with frozen flows (see the module doc).
@@ -49,60 +49,67 @@ const BOUNDARY_BIAS: f64 = 1e-12;
 /// sums of rates miss the capacity by ~1e-15, and erring towards "saturated" only widens more.
 const SATURATION_EPS: f64 = 1e-9;
 
-/// Per-resource solver state. Stamps are compared with the current round, so no array is ever
+/// Per-resource solver state. Stamps are compared with the current event, so no array is ever
 /// cleared.
 #[derive(Clone, Copy, Debug, Default)]
 struct ResScratch {
-    /// Round in which the resource was last touched (reset of the fields below).
+    /// Event in which the resource was last touched (reset of the fields below).
     seen: u64,
-    /// Capacity minus frozen flows minus fixed flows of `S`.
-    residual: f64,
-    /// Level at which it saturated in this round, or -1 if it did not.
-    sat_level: f64,
-    /// Sum and maximum of the pre-event rates of the flows of `S` crossing it.
-    s_old_sum: f64,
-    max_s_old: f64,
-    /// Fastest candidate rate of a flow of `S` crossing it.
-    max_s_new: f64,
     /// Flows of `S` crossing it, and those not yet fixed.
     s_count: u32,
     unfixed: u32,
-    /// Invalidates stale heap entries.
+    /// Invalidates stale share entries in the heap.
     version: u32,
+    /// Whether an overtaking trigger (rule (i)) was queued.
+    trigger: bool,
+    /// Sum and maximum of the pre-event rates of the flows of `S` crossing it.
+    s_old_sum: f64,
+    max_s_old: f64,
+    /// Sum of the levels of its fixed flows of `S`.
+    fixed_sum: f64,
+    /// Level at which it saturated, or -1 if it has not.
+    sat_level: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct FlowScratch {
-    /// Event stamp: in `S` iff `in_s >= event`.
+    /// Event in which the flow is in `S`.
     in_s: u64,
-    /// Round in which the flow was fixed.
+    /// Event in which the flow was fixed.
     fixed: u64,
     new_rate: f64,
 }
 
+/// A heap entry: a resource's share, or a rule-(i) trigger at the level where flows of `S` on
+/// the resource would overtake its fastest frozen flows.
 #[derive(Clone, Copy, Debug)]
-struct Share {
-    /// Ordering key: the share, biased for resources with frozen flows.
+struct Entry {
+    /// Ordering key: the level, biased for shares of resources with frozen flows.
     key: f64,
-    share: f64,
+    level: f64,
     res: u32,
     version: u32,
+    trigger: bool,
 }
 
-impl PartialEq for Share {
+impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Share {}
-impl PartialOrd for Share {
+impl Eq for Entry {}
+impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Share {
+impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.key.total_cmp(&other.key).then(self.res.cmp(&other.res)).then(self.version.cmp(&other.version))
+        self.key
+            .total_cmp(&other.key)
+            .then(self.res.cmp(&other.res))
+            .then(self.trigger.cmp(&other.trigger))
+            .then(self.version.cmp(&other.version))
     }
 }
 
@@ -115,8 +122,7 @@ pub(crate) struct Scratch {
     /// Flows the caller asks to re-solve (filled before `resolve`).
     pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
-    touched: Vec<u32>,
-    heap: BinaryHeap<Reverse<Share>>,
+    heap: BinaryHeap<Reverse<Entry>>,
 }
 
 impl Scratch {
@@ -127,7 +133,6 @@ impl Scratch {
             flows: Vec::new(),
             seeds: Vec::new(),
             s: Vec::new(),
-            touched: Vec::new(),
             heap: BinaryHeap::new(),
         }
     }
@@ -137,9 +142,219 @@ impl Scratch {
     }
 }
 
+/// One progressive filling over `S`, growing `S` as rules (i) and (ii) fire.
+struct Fill<'a> {
+    resources: &'a [Resource],
+    flows: &'a [Flow],
+    sc: &'a mut Scratch,
+    event: u64,
+    /// Whether other flows stay frozen (incremental) or every flow is in `S` (full).
+    incremental: bool,
+    tol: f64,
+    eps: f64,
+    level: f64,
+}
+
+impl Fill<'_> {
+    fn frozen_here(&self, r: usize) -> bool {
+        self.sc.res[r].s_count as usize != self.resources[r].flows.len()
+    }
+
+    /// Capacity left for the unfixed flows of `S`. Frozen flows take their current rates, read off
+    /// the load sum; a resource with every flow in `S` uses its exact capacity.
+    fn residual(&self, r: usize) -> f64 {
+        let (res, rs) = (&self.resources[r], &self.sc.res[r]);
+        let base = if self.frozen_here(r) { res.capacity - (res.load - rs.s_old_sum) } else { res.capacity };
+        base - rs.fixed_sum
+    }
+
+    fn was_saturated(&self, r: usize) -> bool {
+        let res = &self.resources[r];
+        res.load >= res.capacity * (1.0 - self.eps)
+    }
+
+    fn requeue(&mut self, r: usize) {
+        if self.sc.res[r].unfixed == 0 {
+            return;
+        }
+        let level = self.residual(r).max(0.0) / f64::from(self.sc.res[r].unfixed);
+        let key = if self.frozen_here(r) { level * (1.0 + BOUNDARY_BIAS) } else { level };
+        let rs = &mut self.sc.res[r];
+        rs.version += 1;
+        let version = rs.version;
+        self.sc.heap.push(Reverse(Entry { key, level, res: r as u32, version, trigger: false }));
+    }
+
+    /// A frozen flow crossing a resource that already saturated in this fill cannot join: it is
+    /// held there (rule (ii) would have pulled it in had it been faster than that level).
+    fn blocked(&self, f: u32) -> bool {
+        self.flows[f as usize].path().iter().any(|&r| {
+            let rs = &self.sc.res[r as usize];
+            rs.seen == self.event && rs.sat_level >= 0.0
+        })
+    }
+
+    /// Moves flow `f` into `S`, unfixed at the current level.
+    fn join(&mut self, f: u32) {
+        let fs = &mut self.sc.flows[f as usize];
+        if fs.in_s == self.event {
+            return;
+        }
+        fs.in_s = self.event;
+        self.sc.s.push(f);
+        let flow = &self.flows[f as usize];
+        let rate = flow.rate;
+        for &r in flow.path() {
+            let r = r as usize;
+            if !self.resources[r].limited() {
+                continue;
+            }
+            let rs = &mut self.sc.res[r];
+            let first = rs.seen != self.event;
+            if first {
+                *rs = ResScratch { seen: self.event, sat_level: -1.0, ..ResScratch::default() };
+            }
+            rs.s_count += 1;
+            rs.unfixed += 1;
+            rs.s_old_sum += rate;
+            rs.max_s_old = rs.max_s_old.max(rate);
+            self.requeue(r);
+            // Rule (i), overtaking: frozen flows bottlenecked here run at least at the fastest old
+            // rate of S here, so no flow of S can pass them before this level. The trigger
+            // re-queues itself at the exact level when it pops too early.
+            if self.incremental && first && self.frozen_here(r) && self.was_saturated(r) {
+                self.sc.res[r].trigger = true;
+                let level = rate * (1.0 - self.eps) * (1.0 + self.tol);
+                self.push_trigger(r, level);
+            }
+        }
+    }
+
+    fn push_trigger(&mut self, r: usize, level: f64) {
+        self.sc.heap.push(Reverse(Entry { key: level, level, res: r as u32, version: 0, trigger: true }));
+    }
+
+    /// Fastest frozen flow on `r`.
+    fn max_frozen(&self, r: usize) -> f64 {
+        self.resources[r]
+            .flows
+            .iter()
+            .filter(|&&f| self.sc.flows[f as usize].in_s != self.event)
+            .map(|&f| self.flows[f as usize].rate)
+            .fold(0.0, f64::max)
+    }
+
+    /// Joins the frozen flows on `r` running at least at `min_rate` (strictly above if `strict`).
+    fn join_frozen(&mut self, r: usize, min_rate: f64, strict: bool) -> bool {
+        let resources = self.resources;
+        let mut joined = false;
+        for &f in &resources[r].flows {
+            let rate = self.flows[f as usize].rate;
+            let fast = if strict { rate > min_rate } else { rate >= min_rate };
+            if fast && self.sc.flows[f as usize].in_s != self.event && !self.blocked(f) {
+                self.join(f);
+                joined = true;
+            }
+        }
+        joined
+    }
+
+    /// The frozen flows bottlenecked at `r` (it was saturated and they were its fastest flows),
+    /// if any: their rate and the threshold to join them.
+    fn frozen_bottleneck(&self, r: usize) -> Option<(f64, f64)> {
+        let max_frozen = self.max_frozen(r);
+        let top = max_frozen.max(self.sc.res[r].max_s_old);
+        (max_frozen > 0.0 && max_frozen >= top * (1.0 - self.eps))
+            .then_some((max_frozen, top * (1.0 - self.eps)))
+    }
+
+    /// `r` saturates at the current level: fix its unfixed flows of `S`.
+    fn saturate(&mut self, r: usize) {
+        let level = self.level;
+        let rs = &mut self.sc.res[r];
+        rs.sat_level = level;
+        rs.unfixed = 0;
+        let resources = self.resources;
+        for &f in &resources[r].flows {
+            let fs = &mut self.sc.flows[f as usize];
+            if fs.in_s != self.event || fs.fixed == self.event {
+                continue;
+            }
+            fs.fixed = self.event;
+            fs.new_rate = level;
+            for &r2 in self.flows[f as usize].path() {
+                let r2 = r2 as usize;
+                if !resources[r2].limited() {
+                    continue;
+                }
+                self.sc.res[r2].fixed_sum += level;
+                if r2 == r {
+                    continue;
+                }
+                self.sc.res[r2].unfixed -= 1;
+                if self.sc.res[r2].unfixed > 0 {
+                    self.requeue(r2);
+                } else {
+                    self.drained(r2);
+                }
+            }
+        }
+    }
+
+    /// Every flow of `S` on `r` was fixed elsewhere. Rule (i), slack: frozen flows bottlenecked at
+    /// `r` may use what is left.
+    fn drained(&mut self, r: usize) {
+        if !self.incremental || !self.frozen_here(r) || !self.was_saturated(r) {
+            return;
+        }
+        let slack = self.residual(r);
+        if slack <= self.tol * self.sc.res[r].max_s_old {
+            return;
+        }
+        if let Some((max_frozen, min_rate)) = self.frozen_bottleneck(r)
+            && slack > self.tol * max_frozen
+        {
+            self.join_frozen(r, min_rate, false);
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse(e)) = self.sc.heap.pop() {
+            let r = e.res as usize;
+            if self.sc.res[r].unfixed == 0 {
+                continue;
+            }
+            if e.trigger {
+                let Some((max_frozen, min_rate)) = self.frozen_bottleneck(r) else { continue };
+                let threshold = max_frozen * (1.0 + self.tol);
+                if e.level < threshold {
+                    self.push_trigger(r, threshold);
+                    continue;
+                }
+                self.level = self.level.max(e.level);
+                self.join_frozen(r, min_rate, false);
+                continue;
+            }
+            if e.version != self.sc.res[r].version {
+                continue;
+            }
+            // Levels popped are non-decreasing in exact arithmetic; keep it so under rounding.
+            let level = self.level.max(e.level);
+            self.level = level;
+            // Rule (ii): no frozen flow may be faster than the level this resource would hold its
+            // flows of S at. The ones that are join, and the resource is re-queued.
+            if self.incremental && self.frozen_here(r) && self.join_frozen(r, level * (1.0 + self.tol), true)
+            {
+                continue;
+            }
+            self.saturate(r);
+        }
+    }
+}
+
 impl Network {
     /// Relative slack under which a resource counts as saturated for the current solver.
-    pub(crate) fn saturation_eps(&self) -> f64 {
+    fn saturation_eps(&self) -> f64 {
         match self.solver {
             Solver::Full => SATURATION_EPS,
             Solver::Incremental { tolerance } => tolerance.max(SATURATION_EPS),
@@ -167,48 +382,57 @@ impl Network {
         }
     }
 
+    /// Runs one fill: over every active flow (`all`), or from `scratch.seeds` outward.
+    fn fill(&mut self, all: bool) {
+        let eps = self.saturation_eps();
+        let tol = match self.solver {
+            Solver::Full => 0.0,
+            Solver::Incremental { tolerance } => tolerance.max(0.0),
+        };
+        let Network { resources, flows, scratch, .. } = self;
+        scratch.stamp += 1;
+        scratch.s.clear();
+        scratch.heap.clear();
+        let seeds = std::mem::take(&mut scratch.seeds);
+        let mut fill = Fill {
+            resources,
+            flows,
+            event: scratch.stamp,
+            sc: scratch,
+            incremental: !all,
+            tol,
+            eps,
+            level: 0.0,
+        };
+        if all {
+            for (slot, f) in flows.iter().enumerate() {
+                if f.state == State::Active {
+                    fill.join(slot as u32);
+                }
+            }
+        } else {
+            for &f in &seeds {
+                fill.join(f);
+            }
+        }
+        fill.run();
+        scratch.seeds = seeds;
+    }
+
     /// Re-solves rates around the flows in `scratch.seeds` at `now_ns` and applies them.
     pub(crate) fn resolve(&mut self, now_ns: u64) {
         self.stats.solves += 1;
-        let event = self.scratch.stamp + 1;
-        self.scratch.s.clear();
-        let tolerance = match self.solver {
-            Solver::Full => {
-                self.seed_all(event);
-                None
-            }
-            Solver::Incremental { tolerance } => {
-                let sc = &mut self.scratch;
-                for &f in &sc.seeds {
-                    let fs = &mut sc.flows[f as usize];
-                    if fs.in_s < event {
-                        fs.in_s = event;
-                        sc.s.push(f);
-                    }
-                }
-                Some(tolerance.max(0.0))
-            }
-        };
-        if self.scratch.s.is_empty() {
-            return;
-        }
-        loop {
-            self.fill_round(event);
-            self.stats.rounds += 1;
-            self.stats.flows_resolved += self.scratch.s.len() as u64;
-            match tolerance {
-                Some(tol) if self.widen(event, tol) => continue,
-                _ => break,
-            }
-        }
+        self.fill(self.solver == Solver::Full);
+        self.stats.rounds += 1;
+        self.stats.flows_resolved += self.scratch.s.len() as u64;
         let s = std::mem::take(&mut self.scratch.s);
-        let round = self.scratch.stamp;
+        let event = self.scratch.stamp;
         for &f in &s {
             let slot = f as usize;
             let fs = self.scratch.flows[slot];
             // Invariant: every flow of S has a limited resource, so the fill fixed it.
-            debug_assert_eq!(fs.fixed, round, "flow left unfixed by the fill");
-            if fs.fixed == round && fs.new_rate != self.flows[slot].rate {
+            debug_assert_eq!(fs.fixed, event, "flow left unfixed by the fill");
+            if fs.fixed == event && fs.new_rate != self.flows[slot].rate {
                 self.set_rate(slot, fs.new_rate, now_ns);
             }
         }
@@ -218,174 +442,15 @@ impl Network {
     /// Exact max-min rates of the current flows by a full progressive filling, without applying
     /// them: the reference the incremental solver is measured against. Ascending by id.
     pub fn reference_rates(&mut self) -> Vec<(FlowId, f64)> {
-        let event = self.scratch.stamp + 1;
-        self.scratch.s.clear();
-        self.seed_all(event);
-        if !self.scratch.s.is_empty() {
-            self.fill_round(event);
-        }
-        let round = self.scratch.stamp;
+        self.fill(true);
+        let event = self.scratch.stamp;
         self.flow_ids()
             .into_iter()
             .map(|id| {
                 let fs = self.scratch.flows[id.slot()];
-                let rate = if fs.fixed == round { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
+                let rate = if fs.fixed == event { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
                 (id, rate)
             })
             .collect()
-    }
-
-    /// Puts every active flow crossing a resource into `S`.
-    fn seed_all(&mut self, event: u64) {
-        let Network { flows, scratch: sc, .. } = self;
-        for (slot, f) in flows.iter().enumerate() {
-            if f.state == State::Active {
-                sc.flows[slot].in_s = event;
-                sc.s.push(slot as u32);
-            }
-        }
-    }
-
-    /// Adds a frozen flow to `S`.
-    fn join(sc: &mut Scratch, f: u32, event: u64) {
-        let fs = &mut sc.flows[f as usize];
-        if fs.in_s < event {
-            fs.in_s = event;
-            sc.s.push(f);
-        }
-    }
-
-    /// One progressive filling over `S` (flows with `in_s >= event`), every other flow frozen,
-    /// leaving candidate rates in `scratch.flows[..].new_rate`.
-    fn fill_round(&mut self, event: u64) {
-        let Network { resources, flows, scratch: sc, .. } = self;
-        sc.stamp += 1;
-        let st = sc.stamp;
-        sc.touched.clear();
-
-        // Resources crossed by S, with the number and old rates of S flows on each.
-        for &f in &sc.s {
-            let rate = flows[f as usize].rate;
-            for &r in flows[f as usize].path() {
-                if !resources[r as usize].limited() {
-                    continue;
-                }
-                let rs = &mut sc.res[r as usize];
-                if rs.seen != st {
-                    *rs = ResScratch { seen: st, sat_level: -1.0, ..ResScratch::default() };
-                    sc.touched.push(r);
-                }
-                rs.s_count += 1;
-                rs.s_old_sum += rate;
-                rs.max_s_old = rs.max_s_old.max(rate);
-            }
-        }
-        // Residual capacity: what frozen flows leave. The load sum gives it without visiting the
-        // frozen flows; a resource whose flows are all in S gets its exact capacity.
-        sc.heap.clear();
-        for &r in &sc.touched {
-            let res = &resources[r as usize];
-            let rs = &mut sc.res[r as usize];
-            rs.unfixed = rs.s_count;
-            let frozen = rs.s_count as usize != res.flows.len();
-            rs.residual =
-                if frozen { (res.capacity - (res.load - rs.s_old_sum)).max(0.0) } else { res.capacity };
-            let share = rs.residual / f64::from(rs.unfixed);
-            let key = if frozen { share * (1.0 + BOUNDARY_BIAS) } else { share };
-            sc.heap.push(Reverse(Share { key, share, res: r, version: 0 }));
-        }
-
-        let mut level: f64 = 0.0;
-        while let Some(Reverse(top)) = sc.heap.pop() {
-            let r = top.res as usize;
-            if top.version != sc.res[r].version || sc.res[r].unfixed == 0 {
-                continue;
-            }
-            // Shares popped are non-decreasing in exact arithmetic; keep it so under rounding.
-            level = level.max(top.share);
-            let rs = &mut sc.res[r];
-            rs.sat_level = level;
-            rs.unfixed = 0;
-            rs.residual = 0.0;
-            rs.max_s_new = rs.max_s_new.max(level);
-            for &f in &resources[r].flows {
-                let fs = &mut sc.flows[f as usize];
-                if fs.in_s < event || fs.fixed == st {
-                    continue;
-                }
-                fs.fixed = st;
-                fs.new_rate = level;
-                for &r2 in flows[f as usize].path() {
-                    let r2 = r2 as usize;
-                    if r2 == r || !resources[r2].limited() {
-                        continue;
-                    }
-                    let rs2 = &mut sc.res[r2];
-                    rs2.residual -= level;
-                    rs2.unfixed -= 1;
-                    rs2.max_s_new = rs2.max_s_new.max(level);
-                    if rs2.unfixed > 0 {
-                        rs2.version += 1;
-                        let share = rs2.residual.max(0.0) / f64::from(rs2.unfixed);
-                        let frozen = rs2.s_count as usize != resources[r2].flows.len();
-                        let key = if frozen { share * (1.0 + BOUNDARY_BIAS) } else { share };
-                        sc.heap.push(Reverse(Share { key, share, res: r2 as u32, version: rs2.version }));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Adds to `S` the frozen flows that rule (i) or (ii) says may move; true if any did.
-    fn widen(&mut self, event: u64, tol: f64) -> bool {
-        let eps = tol.max(SATURATION_EPS);
-        let Network { resources, flows, scratch: sc, .. } = self;
-        let before = sc.s.len();
-        for i in 0..sc.touched.len() {
-            let r = sc.touched[i] as usize;
-            let res = &resources[r];
-            let rs = sc.res[r];
-            if rs.s_count as usize == res.flows.len() {
-                continue; // no frozen flow here
-            }
-            // Rule (ii): a flow of S was held at this resource's level; frozen flows must not be
-            // faster.
-            if rs.sat_level >= 0.0 {
-                let limit = rs.sat_level * (1.0 + tol);
-                for &f in &res.flows {
-                    if flows[f as usize].rate > limit {
-                        Self::join(sc, f, event);
-                    }
-                }
-            }
-            // Rule (i): only frozen flows bottlenecked here (the resource was saturated, they were
-            // the fastest) can be hurt: by slack appearing or by a flow of S overtaking them. The
-            // cheap tests on S come first; the frozen flows are visited only if one fires.
-            if res.load < res.capacity * (1.0 - eps) {
-                continue;
-            }
-            let slack = rs.residual.max(0.0);
-            if slack <= tol * rs.max_s_old && rs.max_s_new <= rs.max_s_old * (1.0 + tol) {
-                continue;
-            }
-            let max_frozen = res
-                .flows
-                .iter()
-                .filter(|&&f| sc.flows[f as usize].in_s < event)
-                .map(|&f| flows[f as usize].rate)
-                .fold(0.0, f64::max);
-            let top = max_frozen.max(rs.max_s_old);
-            if max_frozen < top * (1.0 - eps) {
-                continue; // every frozen flow here is bottlenecked elsewhere
-            }
-            if slack > tol * max_frozen || rs.max_s_new > max_frozen * (1.0 + tol) {
-                for &f in &res.flows {
-                    if flows[f as usize].rate >= top * (1.0 - eps) {
-                        Self::join(sc, f, event);
-                    }
-                }
-            }
-        }
-        sc.s.len() > before
     }
 }
