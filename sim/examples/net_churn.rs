@@ -227,10 +227,11 @@ fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
     );
     println!("  second half of the churn: us/event(cpu)={steady_us:.3}");
     println!(
-        "  rounds/solve={:.2} flows_resolved/solve={:.1} rate_changes/solve={:.1}",
-        (stats.rounds - s0.rounds) as f64 / (stats.solves - s0.solves) as f64,
+        "  per solve: flows_resolved={:.1} rate_changes={:.1} heap_pushes={:.1} scans={:.1}",
         (stats.flows_resolved - s0.flows_resolved) as f64 / (stats.solves - s0.solves) as f64,
         (stats.rate_changes - s0.rate_changes) as f64 / (stats.solves - s0.solves) as f64,
+        (stats.heap_pushes - s0.heap_pushes) as f64 / (stats.solves - s0.solves) as f64,
+        (stats.scans - s0.scans) as f64 / (stats.solves - s0.solves) as f64,
     );
     println!(
         "  flows re-solved per batch: p50={} p90={} p99={} max={}; the top 1% of batches do {:.0}% of the work",

@@ -59,6 +59,9 @@ pub(crate) struct Resource {
     /// Slots of the flows crossing this resource. Order is insertion order perturbed by
     /// `swap_remove`: deterministic.
     pub(crate) flows: Vec<u32>,
+    /// `rates[i]` is the rate of `flows[i]`: the solver scans rates on a resource often, and a
+    /// contiguous copy avoids a cache miss per flow.
+    pub(crate) rates: Vec<f64>,
     pub(crate) load: f64,
     pub(crate) carried: f64,
     pub(crate) updated_ns: u64,
@@ -99,12 +102,14 @@ pub struct Cancelled {
 pub struct SolverStats {
     /// Flow starts, ends and cancellations that needed a re-solve.
     pub solves: u64,
-    /// Progressive-filling rounds (an incremental solve may widen several times).
-    pub rounds: u64,
     /// Sum over rounds of the flows re-solved.
     pub flows_resolved: u64,
     /// Rate changes applied.
     pub rate_changes: u64,
+    /// Entries pushed on the solver's heap (shares and triggers).
+    pub heap_pushes: u64,
+    /// Full scans of a resource's frozen flows.
+    pub scans: u64,
 }
 
 /// Flows sharing capacity max-min fairly. See the module documentation of [`crate::net`].
@@ -154,6 +159,7 @@ impl Network {
             .map(|&c| Resource {
                 capacity: if c == 0 { f64::INFINITY } else { c as f64 },
                 flows: Vec::new(),
+                rates: Vec::new(),
                 load: 0.0,
                 carried: 0.0,
                 updated_ns: 0,
@@ -269,9 +275,10 @@ impl Network {
         }
         flow.state = State::Active;
         for (i, &r) in res[..len].iter().enumerate() {
-            let list = &mut self.resources[r as usize].flows;
-            self.flows[slot].pos[i] = list.len() as u32;
-            list.push(slot as u32);
+            let res = &mut self.resources[r as usize];
+            self.flows[slot].pos[i] = res.flows.len() as u32;
+            res.flows.push(slot as u32);
+            res.rates.push(0.0);
         }
         self.scratch.seeds.clear();
         self.scratch.seeds.push(slot as u32);
@@ -345,6 +352,7 @@ impl Network {
         for i in 0..len {
             let r = path[i] as usize;
             let p = pos[i] as usize;
+            self.resources[r].rates.swap_remove(p);
             let list = &mut self.resources[r].flows;
             list.swap_remove(p);
             if let Some(&moved) = list.get(p) {
@@ -377,10 +385,11 @@ impl Network {
         f.rate = rate;
         f.finish_ns = finish_ns(now_ns, f.remaining, rate);
         let (id, finish) = (f.id, f.finish_ns);
-        for &r in &f.path[..usize::from(f.len)] {
+        for (&r, &p) in f.path[..usize::from(f.len)].iter().zip(&f.pos) {
             let res = &mut self.resources[r as usize];
             res.advance(now_ns);
             res.load += delta;
+            res.rates[p as usize] = rate;
         }
         self.total_load += delta;
         if rate > 0.0 {

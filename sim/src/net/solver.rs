@@ -62,6 +62,14 @@ struct ResScratch {
     version: u32,
     /// Whether an overtaking trigger (rule (i)) was queued.
     trigger: bool,
+    /// Whether a valid share entry is in the heap, and its key. Shares only need re-queueing when
+    /// they drop below it: an entry whose share has grown is re-evaluated when it pops.
+    queued: bool,
+    queued_key: f64,
+    /// Cached fastest frozen flow, valid while `scanned_at == s_count` (flows joining since then
+    /// were all slower, so the maximum stands).
+    max_frozen: f64,
+    scanned_at: u32,
     /// Sum and maximum of the pre-event rates of the flows of `S` crossing it.
     s_old_sum: f64,
     max_s_old: f64,
@@ -123,6 +131,9 @@ pub(crate) struct Scratch {
     pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
     heap: BinaryHeap<Reverse<Entry>>,
+    /// Counters for `SolverStats`.
+    pub(crate) pushes: u64,
+    pub(crate) scans: u64,
 }
 
 impl Scratch {
@@ -134,6 +145,8 @@ impl Scratch {
             seeds: Vec::new(),
             s: Vec::new(),
             heap: BinaryHeap::new(),
+            pushes: 0,
+            scans: 0,
         }
     }
 
@@ -173,16 +186,30 @@ impl Fill<'_> {
         res.load >= res.capacity * (1.0 - self.eps)
     }
 
+    /// Current share of `r` and its ordering key.
+    fn share(&self, r: usize) -> (f64, f64) {
+        let level = self.residual(r).max(0.0) / f64::from(self.sc.res[r].unfixed);
+        let key = if self.frozen_here(r) { level * (1.0 + BOUNDARY_BIAS) } else { level };
+        (level, key)
+    }
+
+    /// Keeps the invariant: every resource with unfixed flows has a valid heap entry whose key is
+    /// at most its current share key.
     fn requeue(&mut self, r: usize) {
         if self.sc.res[r].unfixed == 0 {
             return;
         }
-        let level = self.residual(r).max(0.0) / f64::from(self.sc.res[r].unfixed);
-        let key = if self.frozen_here(r) { level * (1.0 + BOUNDARY_BIAS) } else { level };
+        let (level, key) = self.share(r);
         let rs = &mut self.sc.res[r];
+        if rs.queued && rs.queued_key <= key {
+            return;
+        }
+        rs.queued = true;
+        rs.queued_key = key;
         rs.version += 1;
         let version = rs.version;
         self.sc.heap.push(Reverse(Entry { key, level, res: r as u32, version, trigger: false }));
+        self.sc.pushes += 1;
     }
 
     /// A frozen flow crossing a resource that already saturated in this fill cannot join: it is
@@ -213,43 +240,66 @@ impl Fill<'_> {
             let first = rs.seen != self.event;
             if first {
                 *rs = ResScratch { seen: self.event, sat_level: -1.0, ..ResScratch::default() };
+            } else if rs.scanned_at == rs.s_count && rate < rs.max_frozen {
+                rs.scanned_at += 1; // a slower flow left the frozen set: the cached maximum stands
             }
             rs.s_count += 1;
             rs.unfixed += 1;
             rs.s_old_sum += rate;
             rs.max_s_old = rs.max_s_old.max(rate);
             self.requeue(r);
-            // Rule (i), overtaking: frozen flows bottlenecked here run at least at the fastest old
-            // rate of S here, so no flow of S can pass them before this level. The trigger
-            // re-queues itself at the exact level when it pops too early.
+            // Rule (i), overtaking: if frozen flows may be bottlenecked here, a trigger at the level
+            // where S would pass them. (Whether they are is checked again when it pops: more flows
+            // of S may have joined.)
             if self.incremental && first && self.frozen_here(r) && self.was_saturated(r) {
-                self.sc.res[r].trigger = true;
-                let level = rate * (1.0 - self.eps) * (1.0 + self.tol);
-                self.push_trigger(r, level);
+                let max_frozen = self.max_frozen(r);
+                if max_frozen >= rate * (1.0 - self.eps) {
+                    self.sc.res[r].trigger = true;
+                    self.push_trigger(r, max_frozen * (1.0 + self.tol));
+                }
             }
         }
     }
 
     fn push_trigger(&mut self, r: usize, level: f64) {
         self.sc.heap.push(Reverse(Entry { key: level, level, res: r as u32, version: 0, trigger: true }));
+        self.sc.pushes += 1;
     }
 
-    /// Fastest frozen flow on `r`.
-    fn max_frozen(&self, r: usize) -> f64 {
-        self.resources[r]
-            .flows
-            .iter()
-            .filter(|&&f| self.sc.flows[f as usize].in_s != self.event)
-            .map(|&f| self.flows[f as usize].rate)
-            .fold(0.0, f64::max)
+    /// Fastest frozen flow on `r` (cached; see `ResScratch::max_frozen`).
+    fn max_frozen(&mut self, r: usize) -> f64 {
+        let rs = &self.sc.res[r];
+        if rs.scanned_at == rs.s_count && rs.scanned_at > 0 {
+            return rs.max_frozen;
+        }
+        // Usually the fastest flow on the resource is frozen: find it in the contiguous rates and
+        // check only it; otherwise filter the whole list.
+        self.sc.scans += 1;
+        let res = &self.resources[r];
+        let mut max = 0.0;
+        let mut arg = None;
+        for (i, &x) in res.rates.iter().enumerate() {
+            if x > max {
+                max = x;
+                arg = Some(i);
+            }
+        }
+        let frozen = |i: usize| self.sc.flows[res.flows[i] as usize].in_s != self.event;
+        if !arg.is_some_and(frozen) {
+            max = (0..res.flows.len()).filter(|&i| frozen(i)).map(|i| res.rates[i]).fold(0.0, f64::max);
+        }
+        let rs = &mut self.sc.res[r];
+        rs.max_frozen = max;
+        rs.scanned_at = rs.s_count;
+        max
     }
 
     /// Joins the frozen flows on `r` running at least at `min_rate` (strictly above if `strict`).
     fn join_frozen(&mut self, r: usize, min_rate: f64, strict: bool) -> bool {
         let resources = self.resources;
         let mut joined = false;
-        for &f in &resources[r].flows {
-            let rate = self.flows[f as usize].rate;
+        let res = &resources[r];
+        for (&f, &rate) in res.flows.iter().zip(&res.rates) {
             let fast = if strict { rate > min_rate } else { rate >= min_rate };
             if fast && self.sc.flows[f as usize].in_s != self.event && !self.blocked(f) {
                 self.join(f);
@@ -261,7 +311,7 @@ impl Fill<'_> {
 
     /// The frozen flows bottlenecked at `r` (it was saturated and they were its fastest flows),
     /// if any: their rate and the threshold to join them.
-    fn frozen_bottleneck(&self, r: usize) -> Option<(f64, f64)> {
+    fn frozen_bottleneck(&mut self, r: usize) -> Option<(f64, f64)> {
         let max_frozen = self.max_frozen(r);
         let top = max_frozen.max(self.sc.res[r].max_s_old);
         (max_frozen > 0.0 && max_frozen >= top * (1.0 - self.eps))
@@ -321,6 +371,10 @@ impl Fill<'_> {
     fn run(&mut self) {
         while let Some(Reverse(e)) = self.sc.heap.pop() {
             let r = e.res as usize;
+            let current = !e.trigger && e.version == self.sc.res[r].version;
+            if current {
+                self.sc.res[r].queued = false;
+            }
             if self.sc.res[r].unfixed == 0 {
                 continue;
             }
@@ -335,15 +389,24 @@ impl Fill<'_> {
                 self.join_frozen(r, min_rate, false);
                 continue;
             }
-            if e.version != self.sc.res[r].version {
+            if !current {
+                continue;
+            }
+            let (share, key) = self.share(r);
+            if key > e.key {
+                // The share grew since it was queued: not the minimum any more, maybe.
+                self.requeue(r);
                 continue;
             }
             // Levels popped are non-decreasing in exact arithmetic; keep it so under rounding.
-            let level = self.level.max(e.level);
+            let level = self.level.max(share);
             self.level = level;
             // Rule (ii): no frozen flow may be faster than the level this resource would hold its
             // flows of S at. The ones that are join, and the resource is re-queued.
-            if self.incremental && self.frozen_here(r) && self.join_frozen(r, level * (1.0 + self.tol), true)
+            if self.incremental
+                && self.frozen_here(r)
+                && self.max_frozen(r) > level * (1.0 + self.tol)
+                && self.join_frozen(r, level * (1.0 + self.tol), true)
             {
                 continue;
             }
@@ -373,9 +436,9 @@ impl Network {
             if !res.limited() || res.load < res.capacity * (1.0 - eps) {
                 continue;
             }
-            let max = res.flows.iter().map(|&g| self.flows[g as usize].rate).fold(0.0, f64::max);
-            for &g in &res.flows {
-                if g as usize != slot && self.flows[g as usize].rate >= max * (1.0 - eps) {
+            let max = res.rates.iter().copied().fold(0.0, f64::max);
+            for (&g, &rate) in res.flows.iter().zip(&res.rates) {
+                if g as usize != slot && rate >= max * (1.0 - eps) {
                     self.scratch.seeds.push(g);
                 }
             }
@@ -423,8 +486,9 @@ impl Network {
     pub(crate) fn resolve(&mut self, now_ns: u64) {
         self.stats.solves += 1;
         self.fill(self.solver == Solver::Full);
-        self.stats.rounds += 1;
         self.stats.flows_resolved += self.scratch.s.len() as u64;
+        self.stats.heap_pushes = self.scratch.pushes;
+        self.stats.scans = self.scratch.scans;
         let s = std::mem::take(&mut self.scratch.s);
         let event = self.scratch.stamp;
         for &f in &s {
