@@ -47,6 +47,7 @@ struct Args {
     check_hosts: u32,
     check_flows: u64,
     check_every: u64,
+    fail_above: f64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -59,6 +60,7 @@ fn parse_args() -> Result<Args, String> {
         check_hosts: 300,
         check_flows: 200_000,
         check_every: 97,
+        fail_above: f64::INFINITY,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -73,6 +75,7 @@ fn parse_args() -> Result<Args, String> {
             "--check-hosts" => a.check_hosts = value.parse().map_err(|e| bad(&e))?,
             "--check-flows" => a.check_flows = value.parse().map_err(|e| bad(&e))?,
             "--check-every" => a.check_every = value.parse().map_err(|e| bad(&e))?,
+            "--fail-above" => a.fail_above = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -227,11 +230,12 @@ fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
     );
     println!("  second half of the churn: us/event(cpu)={steady_us:.3}");
     println!(
-        "  per solve: flows_resolved={:.1} rate_changes={:.1} heap_pushes={:.1} scans={:.1}",
+        "  per solve: flows_resolved={:.1} rate_changes={:.1} heap_pushes={:.1} scans={:.1} refills={:.4}",
         (stats.flows_resolved - s0.flows_resolved) as f64 / (stats.solves - s0.solves) as f64,
         (stats.rate_changes - s0.rate_changes) as f64 / (stats.solves - s0.solves) as f64,
         (stats.heap_pushes - s0.heap_pushes) as f64 / (stats.solves - s0.solves) as f64,
         (stats.scans - s0.scans) as f64 / (stats.solves - s0.solves) as f64,
+        (stats.refills - s0.refills) as f64 / (stats.solves - s0.solves) as f64,
     );
     println!(
         "  flows re-solved per batch: p50={} p90={} p99={} max={}; the top 1% of batches do {:.0}% of the work",
@@ -256,15 +260,56 @@ fn accuracy(args: &Args) {
     let solver = Solver::Incremental { tolerance: args.tolerance };
     let mut net = Network::new(&churn.topo.capacities(), solver);
     let mut errors = Vec::new();
+    // Debugging aid: with --fail-above, `NET_CHURN_CHECK_FROM=<event>` checks every event after it.
+    let check_from: u64 =
+        std::env::var("NET_CHURN_CHECK_FROM").ok().and_then(|v| v.parse().ok()).unwrap_or(u64::MAX);
+    let watch: Vec<u32> = std::env::var("NET_CHURN_WATCH")
+        .map(|v| v.split(',').filter_map(|x| x.parse().ok()).collect())
+        .unwrap_or_default();
+    let validate: Option<f64> = std::env::var("NET_CHURN_VALIDATE").ok().and_then(|v| v.parse().ok());
     let mut next_check = args.check_every;
     churn.run(&mut net, target, args.check_flows, |net, events| {
-        if events < next_check {
+        if events < next_check && events < check_from {
             return;
         }
         next_check = events + args.check_every;
+        for r in &watch {
+            let r = shoal_sim::net::ResourceId(*r);
+            let mut rates = net.rates_on(r).to_vec();
+            rates.sort_by(f64::total_cmp);
+            eprintln!("event {events} watch {r:?} load {} rates {rates:?}", net.load(r));
+        }
+        if let Some(rel) = validate {
+            let bad = net.unbottlenecked_flows(rel);
+            if !bad.is_empty() {
+                eprintln!("event {events}: {} flows without a bottleneck at {rel:e}", bad.len());
+                for bad in bad {
+                    eprintln!("  no bottleneck: {bad:?} rate {:?}", net.rate(bad));
+                    for r in net.flow_path(bad).unwrap_or_default() {
+                        let mut rates = net.rates_on(r).to_vec();
+                        rates.sort_by(f64::total_cmp);
+                        eprintln!("    {r:?} cap {:?} load {} rates {rates:?}", net.capacity(r), net.load(r));
+                    }
+                }
+                std::process::exit(1);
+            }
+        }
         for (id, want) in net.reference_rates() {
             let got = net.rate(id).unwrap_or(0.0);
-            errors.push((got - want).abs() / want);
+            let err = (got - want).abs() / want;
+            if err > args.fail_above {
+                eprintln!("event {events}: flow {id:?} rate {got} max-min {want} (error {err:e})");
+                for bad in net.unbottlenecked_flows(1e-6) {
+                    eprintln!("  no bottleneck: {bad:?} rate {:?}", net.rate(bad));
+                    for r in net.flow_path(bad).unwrap_or_default() {
+                        let mut rates = net.rates_on(r).to_vec();
+                        rates.sort_by(f64::total_cmp);
+                        eprintln!("    {r:?} cap {:?} load {} rates {rates:?}", net.capacity(r), net.load(r));
+                    }
+                }
+                std::process::exit(1);
+            }
+            errors.push(err);
         }
     });
     errors.sort_by(f64::total_cmp);

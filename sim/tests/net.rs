@@ -490,6 +490,45 @@ fn incremental_with_zero_tolerance_is_exact_on_random_instances() {
 }
 
 #[test]
+fn incremental_with_zero_tolerance_is_exact_on_a_swarm() {
+    // A swarm shaped like the main scenario, scaled down: 60 hosts in 4 racks behind 2:1 uplinks,
+    // about 8 flows per host, random starts and completions. Checked every 25 events.
+    let mut rng = Rng(7);
+    let hosts = 60u32;
+    let cap = 1_000u64;
+    let spec = TopologySpec {
+        hosts: (0..hosts)
+            .map(|h| HostSpec { rack: Some(h % 4), ..host(cap + rng.below(cap), cap + rng.below(cap)) })
+            .collect(),
+        racks: (0..4).map(|_| group(15 * cap / 2, 15 * cap / 2, 0)).collect(),
+        ..TopologySpec::default()
+    };
+    let topo = spec.build().expect("valid");
+    let mut net = Network::new(&topo.capacities(), Solver::Incremental { tolerance: 0.0 });
+    let mut now = T0;
+    for step in 0..2_000u64 {
+        if net.active_flows() < 480 {
+            let (s, d) = (rng.below(u64::from(hosts)) as u32, rng.below(u64::from(hosts)) as u32);
+            net.start_flow(now, topo.path(s, d).resources(), 100 + rng.below(2_000), step);
+        } else if let Some(t) = net.next_completion() {
+            now = t;
+            net.pop_completed(now);
+        }
+        if step % 25 == 0 {
+            for (id, want) in net.reference_rates() {
+                let got = net.rate(id).expect("active");
+                if want.is_finite() {
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want,
+                        "step {step}: {id:?} rate {got}, max-min {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn full_solver_matches_its_reference() {
     for seed in 0..50 {
         replay_against_reference(seed, Solver::Full, 1e-9);

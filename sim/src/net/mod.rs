@@ -96,10 +96,11 @@ pub enum Solver {
     /// Exact max-min by progressive filling over all flows, on every event. O(flows · log) per
     /// event: the reference, for tests and small scenarios.
     Full,
-    /// Progressive filling restricted to the flows around the event, grown outward while some rate
-    /// changes by more than `tolerance` (relative) or a frozen flow exceeds a fair share by more than
-    /// `tolerance`. With `tolerance = 0` the answer is exact max-min (it grows to the whole
-    /// connected part that changes).
+    /// Progressive filling restricted to the flows around the event, pulling in other flows while
+    /// the fill would break their bottleneck or they would break a re-solved flow's by more than
+    /// `tolerance` (relative). With `tolerance = 0` the answer is exact max-min (up to float
+    /// rounding); otherwise each rate is within about `tolerance` of it (measured, see
+    /// [`Solver::DEFAULT_TOLERANCE`]).
     Incremental { tolerance: f64 },
 }
 

@@ -7,6 +7,7 @@
 //! - `remaining` is the flow's bytes still to send at `updated_ns`; between rate changes it drains
 //!   linearly, so the projected finish is `updated_ns + ceil(remaining / rate)` nanoseconds;
 //! - every `Active` and `Immediate` flow is in `heap` at its projected finish; nothing else is;
+//! - `resources[r].rates[i]` is the rate of flow `resources[r].flows[i]`;
 //! - `resources[r].load` is the sum of the rates of the flows crossing `r`, and `carried` is the
 //!   integral of `load` up to `updated_ns`.
 //!
@@ -110,6 +111,9 @@ pub struct SolverStats {
     pub heap_pushes: u64,
     /// Full scans of a resource's frozen flows.
     pub scans: u64,
+    /// Solves whose fill had to be redone with more flows (a flow that had to move was held by
+    /// a resource saturated earlier in the fill).
+    pub refills: u64,
 }
 
 /// Flows sharing capacity max-min fairly. See the module documentation of [`crate::net`].
@@ -447,6 +451,36 @@ impl Network {
     pub fn capacity(&self, r: ResourceId) -> Option<f64> {
         let c = self.resources[r.index()].capacity;
         c.is_finite().then_some(c)
+    }
+
+    /// The resources an active flow crosses (deduplicated, in path order).
+    pub fn flow_path(&self, id: FlowId) -> Option<Vec<ResourceId>> {
+        self.live_slot(id).map(|s| self.flows[s].path().iter().map(|&r| ResourceId(r)).collect())
+    }
+
+    /// Current rates of the flows crossing `r`, in no particular order.
+    pub fn rates_on(&self, r: ResourceId) -> &[f64] {
+        &self.resources[r.index()].rates
+    }
+
+    /// Active flows with no bottleneck, i.e. no limited resource on their path that is saturated
+    /// (load ≥ capacity·(1−`rel_tol`)) and on which no flow is faster than them by more than
+    /// `rel_tol`. Empty iff the rates are max-min fair up to `rel_tol`. O(flows · path · degree):
+    /// for tests and diagnostics.
+    pub fn unbottlenecked_flows(&self, rel_tol: f64) -> Vec<FlowId> {
+        let mut out = Vec::new();
+        for f in self.flows.iter().filter(|f| f.state == State::Active) {
+            let ok = f.path().iter().any(|&r| {
+                let res = &self.resources[r as usize];
+                let max = res.rates.iter().copied().fold(0.0, f64::max);
+                res.limited() && res.load >= res.capacity * (1.0 - rel_tol) && f.rate >= max * (1.0 - rel_tol)
+            });
+            if !ok {
+                out.push(f.id);
+            }
+        }
+        out.sort_unstable();
+        out
     }
 
     /// Number of active flows crossing `r`.

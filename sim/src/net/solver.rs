@@ -2,34 +2,45 @@
 //!
 //! **Progressive filling** (both solvers): every unfixed flow's rate rises together; the resource
 //! whose remaining capacity divided by its unfixed flows (its *share*) is smallest saturates first
-//! and fixes its unfixed flows at that level; their rates are taken off their other resources,
-//! whose shares are re-queued. Shares popped never decrease. A min-heap of (share, resource,
-//! version) with lazy invalidation gives O((F·L) log R) for F flows of path length L.
+//! and fixes its unfixed flows at that level; their rates are taken off their other resources.
+//! Levels popped never decrease. A min-heap of shares with lazy re-evaluation gives
+//! O((F·L) log R) for F flows of path length L: a share is re-queued only when it drops below its
+//! queued key; an entry whose share grew is re-queued when it pops.
 //!
 //! **Incremental solver.** Around an event, a set `S` of flows is re-solved; every other flow is
-//! *frozen* at its current rate. `S` starts as the new flow, or, when a flow ends, as the flows that
-//! shared its bottleneck (on each of its resources that was saturated, the flows as fast as the
-//! fastest). Progressive filling over `S`, on the capacity the frozen flows leave (capacity minus
-//! the resource's load plus the old rates of its `S` flows: no visit of the frozen flows), gives
-//! candidate rates. Then, on each resource `r` crossed by `S`, frozen flows join `S` if
-//!   (ii) `r` saturated during the fill at level `l` and they run faster than `l·(1+tolerance)`:
-//!        a flow of `S` is held below them on a shared bottleneck, which max-min forbids; or
-//!   (i)  `r` was saturated and they were its fastest flows (so `r` may be their bottleneck), and
-//!        either `r` now has slack above `tolerance` times their rate, or a flow of `S` now runs
-//!        faster than them by more than `tolerance` (relative).
-//! and the fill is repeated over the larger `S`. When no flow joins, the candidates are applied.
+//! *frozen* at its current rate, which the resource's load sum takes off its capacity (so frozen
+//! flows are not visited to compute residuals). `S` starts as the new flow, or, when a flow ends, as
+//! the flows that shared its bottleneck (on each of its resources that was saturated, the flows as
+//! fast as the fastest, the ended flow included). During the fill, frozen flows on a resource `r`
+//! of `S` join `S`, unfixed at the current level, when:
+//!   (ii) `r` is about to saturate at level `l` and they run faster than `l·(1+tolerance)`: a flow
+//!        of `S` would be held below them on a shared bottleneck, which max-min forbids; or
+//!   (i)  `r` was saturated before the event and they were its fastest flows (`r` may be their
+//!        bottleneck), and either the level passes their rate by more than `tolerance` while flows of
+//!        `S` on `r` are still rising (a *trigger* entry in the heap), or every flow of `S` on `r` is
+//!        fixed elsewhere leaving slack above `tolerance` times their rate.
+//! When the heap is empty, every flow of `S` is fixed and the new rates are applied.
 //!
-//! Why that is max-min (up to the tolerance): before the event every flow had a bottleneck (a
-//! saturated resource on which no flow was faster). After the last round, a flow of `S` fixed at
-//! `r` has `r` saturated, no flow of `S` on it faster (filling order) and, by (ii), no frozen flow
+//! Why joining mid-fill is exact: a flow that joins at level `l` with rate `x ≥ l` consumed `x`
+//! while frozen; had it been in `S` from the start it would have consumed the level, i.e. less, on
+//! its resources, so the resources that saturated before `l` would have saturated later, not
+//! earlier — except that a resource on its path that saturated at `l' < x` would have pulled it in
+//! by (ii) then. So the fill up to `l` is the one a fresh fill over the larger `S` would have done.
+//! Joins by (i) happen at about the flow's rate (exactly at it with `tolerance = 0`). A frozen
+//! flow crossing a resource that already saturated in this fill stays frozen (it is held there).
+//!
+//! Why the result is max-min (up to the tolerance): before the event every flow had a bottleneck
+//! (a saturated resource on which no flow was faster). After the fill, a flow of `S` fixed at `r`
+//! has `r` saturated, no flow of `S` on it faster (filling order) and, by (ii), no frozen flow
 //! faster either; a frozen flow's old bottleneck is either untouched by `S` or, by (i), still
-//! saturated with no faster flow. With `tolerance = 0` the answer is the exact one up to float
-//! rounding (tests check it against [`Solver::Full`] on random instances). `S` only grows, so the
-//! loop ends; at worst it re-solves the whole connected component, like the full solver.
+//! saturated with no faster flow. With `tolerance = 0` the answer is exact up to float rounding
+//! (tests check it against [`Solver::Full`] on random instances). `S` only grows, so the fill ends;
+//! at worst it covers the whole connected component, like the full solver.
 //!
-//! Errors do not compound in practice: each event leaves every flow within about `tolerance` of a
-//! valid bottleneck, and later events re-solve what they touch exactly. Measured numbers are in
-//! `examples/net_churn.rs` and the report of the change that added this module.
+//! Tolerance in practice: each event leaves every flow within about `tolerance` of a valid
+//! bottleneck, and later events re-solve what they touch; errors did not compound in the
+//! measurements (`examples/net_churn.rs`: the largest relative rate error against the full solver
+//! stayed at the tolerance).
 //!
 //! Ties: at equal share, a resource whose flows are all in `S` is filled before one with frozen
 //! flows (whose share is compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged
@@ -131,7 +142,10 @@ pub(crate) struct Scratch {
     pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
     heap: BinaryHeap<Reverse<Entry>>,
+    /// Flows that had to join but could not (see `Fill::join_frozen`).
+    deferred: Vec<u32>,
     /// Counters for `SolverStats`.
+    pub(crate) refills: u64,
     pub(crate) pushes: u64,
     pub(crate) scans: u64,
 }
@@ -145,6 +159,8 @@ impl Scratch {
             seeds: Vec::new(),
             s: Vec::new(),
             heap: BinaryHeap::new(),
+            deferred: Vec::new(),
+            refills: 0,
             pushes: 0,
             scans: 0,
         }
@@ -255,7 +271,7 @@ impl Fill<'_> {
                 let max_frozen = self.max_frozen(r);
                 if max_frozen >= rate * (1.0 - self.eps) {
                     self.sc.res[r].trigger = true;
-                    self.push_trigger(r, max_frozen * (1.0 + self.tol));
+                    self.push_trigger(r, max_frozen * (1.0 + SATURATION_EPS));
                 }
             }
         }
@@ -301,9 +317,15 @@ impl Fill<'_> {
         let res = &resources[r];
         for (&f, &rate) in res.flows.iter().zip(&res.rates) {
             let fast = if strict { rate > min_rate } else { rate >= min_rate };
-            if fast && self.sc.flows[f as usize].in_s != self.event && !self.blocked(f) {
-                self.join(f);
-                joined = true;
+            if fast && self.sc.flows[f as usize].in_s != self.event {
+                if self.blocked(f) {
+                    // It should move but is counted at its old rate on a resource that already
+                    // saturated: the fill is redone with it in S from the start.
+                    self.sc.deferred.push(f);
+                } else {
+                    self.join(f);
+                    joined = true;
+                }
             }
         }
         joined
@@ -380,7 +402,7 @@ impl Fill<'_> {
             }
             if e.trigger {
                 let Some((max_frozen, min_rate)) = self.frozen_bottleneck(r) else { continue };
-                let threshold = max_frozen * (1.0 + self.tol);
+                let threshold = max_frozen * (1.0 + SATURATION_EPS);
                 if e.level < threshold {
                     self.push_trigger(r, threshold);
                     continue;
@@ -420,7 +442,7 @@ impl Network {
     fn saturation_eps(&self) -> f64 {
         match self.solver {
             Solver::Full => SATURATION_EPS,
-            Solver::Incremental { tolerance } => tolerance.max(SATURATION_EPS),
+            Solver::Incremental { tolerance } => (2.0 * tolerance).max(SATURATION_EPS),
         }
     }
 
@@ -453,32 +475,44 @@ impl Network {
             Solver::Incremental { tolerance } => tolerance.max(0.0),
         };
         let Network { resources, flows, scratch, .. } = self;
-        scratch.stamp += 1;
-        scratch.s.clear();
-        scratch.heap.clear();
-        let seeds = std::mem::take(&mut scratch.seeds);
-        let mut fill = Fill {
-            resources,
-            flows,
-            event: scratch.stamp,
-            sc: scratch,
-            incremental: !all,
-            tol,
-            eps,
-            level: 0.0,
-        };
-        if all {
-            for (slot, f) in flows.iter().enumerate() {
-                if f.state == State::Active {
-                    fill.join(slot as u32);
+        let mut seeds = std::mem::take(&mut scratch.seeds);
+        scratch.deferred.clear();
+        loop {
+            scratch.stamp += 1;
+            scratch.s.clear();
+            scratch.heap.clear();
+            let mut fill = Fill {
+                resources,
+                flows,
+                event: scratch.stamp,
+                sc: scratch,
+                incremental: !all,
+                tol,
+                eps,
+                level: 0.0,
+            };
+            if all {
+                for (slot, f) in flows.iter().enumerate() {
+                    if f.state == State::Active {
+                        fill.join(slot as u32);
+                    }
+                }
+            } else {
+                for &f in &seeds {
+                    fill.join(f);
                 }
             }
-        } else {
-            for &f in &seeds {
-                fill.join(f);
+            fill.run();
+            if scratch.deferred.is_empty() {
+                break;
             }
+            // Rare: start again from everything re-solved so far plus the deferred flows. S only
+            // grows, so this ends.
+            scratch.refills += 1;
+            seeds.clear();
+            seeds.extend_from_slice(&scratch.s);
+            seeds.append(&mut scratch.deferred);
         }
-        fill.run();
         scratch.seeds = seeds;
     }
 
@@ -488,6 +522,7 @@ impl Network {
         self.fill(self.solver == Solver::Full);
         self.stats.flows_resolved += self.scratch.s.len() as u64;
         self.stats.heap_pushes = self.scratch.pushes;
+        self.stats.refills = self.scratch.refills;
         self.stats.scans = self.scratch.scans;
         let s = std::mem::take(&mut self.scratch.s);
         let event = self.scratch.stamp;
