@@ -9,8 +9,17 @@
 //! ```text
 //! cargo run --release -p shoal-sim --example net_churn -- [--hosts 2600] [--flows 2000000]
 //!     [--per-host 9.5] [--tolerance 1e-3] [--seed 1] [--check-hosts 300] [--check-flows 200000]
-//!     [--check-every 97]
+//!     [--check-every 97] [--fail-above REL]
 //! ```
+//!
+//! The first part times the incremental solver at full scale (CPU time of the thread, so other
+//! jobs on the machine inflate it less); the second compares it with the full solver every
+//! `--check-every` events on `--check-hosts` hosts; the last times both solvers there.
+//!
+//! Debugging aids for the comparison: `--fail-above REL` stops at the first rate error above REL
+//! and prints the flows without a bottleneck; `NET_CHURN_CHECK_FROM=<event>` checks every event
+//! after that one; `NET_CHURN_VALIDATE=<rel>` also checks that every flow has a bottleneck;
+//! `NET_CHURN_WATCH=<r,r,…>` prints the rates on those resources at each check.
 
 use std::time::Instant as WallClock;
 

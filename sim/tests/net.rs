@@ -515,6 +515,7 @@ fn incremental_with_zero_tolerance_is_exact_on_a_swarm() {
             net.pop_completed(now);
         }
         if step % 25 == 0 {
+            assert_eq!(net.unbottlenecked_flows(1e-9), Vec::new(), "step {step}: a flow lost its bottleneck");
             for (id, want) in net.reference_rates() {
                 let got = net.rate(id).expect("active");
                 if want.is_finite() {
@@ -537,13 +538,11 @@ fn full_solver_matches_its_reference() {
 
 #[test]
 fn default_incremental_stays_within_tolerance_on_random_instances() {
-    // Rule (i) stops at changes below the tolerance. Errors could in principle compound across
-    // events, so the bound checked is ten times the tolerance; the measured worst is about the
-    // tolerance itself (9.7e-4 here).
+    // Imbalances below the tolerance are left in place and add up a little across events; the
+    // worst measured at scale is about twice the tolerance (see `Solver::DEFAULT_TOLERANCE`).
     let mut worst: f64 = 0.0;
     for seed in 0..200 {
-        worst =
-            worst.max(replay_against_reference(seed, Solver::default(), 10.0 * Solver::DEFAULT_TOLERANCE));
+        worst = worst.max(replay_against_reference(seed, Solver::default(), 3.0 * Solver::DEFAULT_TOLERANCE));
     }
     eprintln!("worst relative rate error at the default tolerance: {worst:e}");
 }

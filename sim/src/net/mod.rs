@@ -105,8 +105,11 @@ pub enum Solver {
 }
 
 impl Solver {
-    /// The default tolerance of [`Solver::Incremental`]: rate changes below 0.1 % of a flow's rate
-    /// are not propagated further. Measured against [`Solver::Full`] by `examples/net_churn.rs`.
+    /// The default tolerance of [`Solver::Incremental`]: imbalances below 0.1 % of a flow's rate
+    /// are not propagated further. Measured against [`Solver::Full`] by `examples/net_churn.rs`
+    /// (300 hosts, ~2 850 concurrent 4 MiB flows, 200 000 completions, 11.4 M rate samples): the
+    /// largest relative rate error was 1.9e-3 (about twice the tolerance: small imbalances left by
+    /// successive events add up), the 99.9th percentile 2.7e-13.
     pub const DEFAULT_TOLERANCE: f64 = 1e-3;
 }
 
