@@ -490,6 +490,46 @@ fn incremental_with_zero_tolerance_is_exact_on_random_instances() {
 }
 
 #[test]
+fn incremental_with_zero_tolerance_is_exact_on_a_swarm() {
+    // A swarm shaped like the main scenario, scaled down: 60 hosts in 4 racks behind 2:1 uplinks,
+    // about 8 flows per host, random starts and completions. Checked every 25 events.
+    let mut rng = Rng(7);
+    let hosts = 60u32;
+    let cap = 1_000u64;
+    let spec = TopologySpec {
+        hosts: (0..hosts)
+            .map(|h| HostSpec { rack: Some(h % 4), ..host(cap + rng.below(cap), cap + rng.below(cap)) })
+            .collect(),
+        racks: (0..4).map(|_| group(15 * cap / 2, 15 * cap / 2, 0)).collect(),
+        ..TopologySpec::default()
+    };
+    let topo = spec.build().expect("valid");
+    let mut net = Network::new(&topo.capacities(), Solver::Incremental { tolerance: 0.0 });
+    let mut now = T0;
+    for step in 0..2_000u64 {
+        if net.active_flows() < 480 {
+            let (s, d) = (rng.below(u64::from(hosts)) as u32, rng.below(u64::from(hosts)) as u32);
+            net.start_flow(now, topo.path(s, d).resources(), 100 + rng.below(2_000), step);
+        } else if let Some(t) = net.next_completion() {
+            now = t;
+            net.pop_completed(now);
+        }
+        if step % 25 == 0 {
+            assert_eq!(net.unbottlenecked_flows(1e-9), Vec::new(), "step {step}: a flow lost its bottleneck");
+            for (id, want) in net.reference_rates() {
+                let got = net.rate(id).expect("active");
+                if want.is_finite() {
+                    assert!(
+                        (got - want).abs() <= 1e-9 * want,
+                        "step {step}: {id:?} rate {got}, max-min {want}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn full_solver_matches_its_reference() {
     for seed in 0..50 {
         replay_against_reference(seed, Solver::Full, 1e-9);
@@ -498,11 +538,11 @@ fn full_solver_matches_its_reference() {
 
 #[test]
 fn default_incremental_stays_within_tolerance_on_random_instances() {
-    // Rule (i) stops at changes below the tolerance; errors can compound across events, so the
-    // bound checked is looser than the tolerance itself (measured worst: see the report).
+    // Imbalances below the tolerance are left in place and add up a little across events; the
+    // worst measured at scale is about twice the tolerance (see `Solver::DEFAULT_TOLERANCE`).
     let mut worst: f64 = 0.0;
     for seed in 0..200 {
-        worst = worst.max(replay_against_reference(seed, Solver::default(), 0.05));
+        worst = worst.max(replay_against_reference(seed, Solver::default(), 3.0 * Solver::DEFAULT_TOLERANCE));
     }
     eprintln!("worst relative rate error at the default tolerance: {worst:e}");
 }

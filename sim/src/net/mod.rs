@@ -96,16 +96,24 @@ pub enum Solver {
     /// Exact max-min by progressive filling over all flows, on every event. O(flows · log) per
     /// event: the reference, for tests and small scenarios.
     Full,
-    /// Progressive filling restricted to the flows around the event, grown outward while some rate
-    /// changes by more than `tolerance` (relative) or a frozen flow exceeds a fair share by more than
-    /// `tolerance`. With `tolerance = 0` the answer is exact max-min (it grows to the whole
-    /// connected part that changes).
+    /// Progressive filling restricted to the flows around the event, pulling in other flows while
+    /// the fill would break their bottleneck or they would break a re-solved flow's by more than
+    /// `tolerance` (relative). With `tolerance = 0` the answer is exact max-min (up to float
+    /// rounding); otherwise each rate is within about `tolerance` of it (measured, see
+    /// [`Solver::DEFAULT_TOLERANCE`]).
     Incremental { tolerance: f64 },
 }
 
 impl Solver {
-    /// The default tolerance of [`Solver::Incremental`]: rate changes below 0.1 % of a flow's rate
-    /// are not propagated further. Measured against [`Solver::Full`] by `examples/net_churn.rs`.
+    /// The default tolerance of [`Solver::Incremental`]: imbalances below 0.1 % of a flow's rate
+    /// are not propagated further. Measured against [`Solver::Full`] by `examples/net_churn.rs`
+    /// (300 hosts, ~2 850 concurrent 4 MiB flows, 200 000 completions, 11.4 M rate samples): the
+    /// largest relative rate error was 2.0e-3 (about twice the tolerance: small imbalances left by
+    /// successive events add up), the 99.9th percentile 3e-13.
+    ///
+    /// Larger tolerances are not validated: at 1e-2 the same benchmark showed a worst error of
+    /// 0.4 (99.9th percentile 5e-3) for a 6 % speed-up, i.e. imbalances left behind then stop
+    /// being caught by later events. Stay at or below this value.
     pub const DEFAULT_TOLERANCE: f64 = 1e-3;
 }
 

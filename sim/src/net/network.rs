@@ -7,6 +7,7 @@
 //! - `remaining` is the flow's bytes still to send at `updated_ns`; between rate changes it drains
 //!   linearly, so the projected finish is `updated_ns + ceil(remaining / rate)` nanoseconds;
 //! - every `Active` and `Immediate` flow is in `heap` at its projected finish; nothing else is;
+//! - `resources[r].rates[i]` is the rate of flow `resources[r].flows[i]`;
 //! - `resources[r].load` is the sum of the rates of the flows crossing `r`, and `carried` is the
 //!   integral of `load` up to `updated_ns`.
 //!
@@ -59,6 +60,9 @@ pub(crate) struct Resource {
     /// Slots of the flows crossing this resource. Order is insertion order perturbed by
     /// `swap_remove`: deterministic.
     pub(crate) flows: Vec<u32>,
+    /// `rates[i]` is the rate of `flows[i]`: the solver scans rates on a resource often, and a
+    /// contiguous copy avoids a cache miss per flow.
+    pub(crate) rates: Vec<f64>,
     pub(crate) load: f64,
     pub(crate) carried: f64,
     pub(crate) updated_ns: u64,
@@ -99,12 +103,17 @@ pub struct Cancelled {
 pub struct SolverStats {
     /// Flow starts, ends and cancellations that needed a re-solve.
     pub solves: u64,
-    /// Progressive-filling rounds (an incremental solve may widen several times).
-    pub rounds: u64,
     /// Sum over rounds of the flows re-solved.
     pub flows_resolved: u64,
     /// Rate changes applied.
     pub rate_changes: u64,
+    /// Entries pushed on the solver's heap (shares and triggers).
+    pub heap_pushes: u64,
+    /// Full scans of a resource's frozen flows.
+    pub scans: u64,
+    /// Solves whose fill had to be redone with more flows (a flow that had to move was held by
+    /// a resource saturated earlier in the fill).
+    pub refills: u64,
 }
 
 /// Flows sharing capacity max-min fairly. See the module documentation of [`crate::net`].
@@ -154,6 +163,7 @@ impl Network {
             .map(|&c| Resource {
                 capacity: if c == 0 { f64::INFINITY } else { c as f64 },
                 flows: Vec::new(),
+                rates: Vec::new(),
                 load: 0.0,
                 carried: 0.0,
                 updated_ns: 0,
@@ -269,11 +279,14 @@ impl Network {
         }
         flow.state = State::Active;
         for (i, &r) in res[..len].iter().enumerate() {
-            let list = &mut self.resources[r as usize].flows;
-            self.flows[slot].pos[i] = list.len() as u32;
-            list.push(slot as u32);
+            let res = &mut self.resources[r as usize];
+            self.flows[slot].pos[i] = res.flows.len() as u32;
+            res.flows.push(slot as u32);
+            res.rates.push(0.0);
         }
-        self.resolve(now_ns, &res[..len]);
+        self.scratch.seeds.clear();
+        self.scratch.seeds.push(slot as u32);
+        self.resolve(now_ns);
         id
     }
 
@@ -332,7 +345,9 @@ impl Network {
         if state != State::Active {
             return;
         }
-        // Stop its contribution to the accounting, then unlink it from every resource.
+        // Seed the re-solve while the flow is still linked, stop its contribution to the
+        // accounting, then unlink it from every resource.
+        self.seed_removal(slot);
         self.set_rate(slot, 0.0, now_ns);
         let (len, path, pos) = {
             let f = &self.flows[slot];
@@ -341,6 +356,7 @@ impl Network {
         for i in 0..len {
             let r = path[i] as usize;
             let p = pos[i] as usize;
+            self.resources[r].rates.swap_remove(p);
             let list = &mut self.resources[r].flows;
             list.swap_remove(p);
             if let Some(&moved) = list.get(p) {
@@ -358,7 +374,7 @@ impl Network {
         if self.active == 0 {
             self.total_load = 0.0;
         }
-        self.resolve(now_ns, &path[..len]);
+        self.resolve(now_ns);
     }
 
     /// Applies a new rate to an active flow at `now_ns`: settles its progress and the accounting
@@ -373,10 +389,11 @@ impl Network {
         f.rate = rate;
         f.finish_ns = finish_ns(now_ns, f.remaining, rate);
         let (id, finish) = (f.id, f.finish_ns);
-        for &r in &f.path[..usize::from(f.len)] {
+        for (&r, &p) in f.path[..usize::from(f.len)].iter().zip(&f.pos) {
             let res = &mut self.resources[r as usize];
             res.advance(now_ns);
             res.load += delta;
+            res.rates[p as usize] = rate;
         }
         self.total_load += delta;
         if rate > 0.0 {
@@ -434,6 +451,36 @@ impl Network {
     pub fn capacity(&self, r: ResourceId) -> Option<f64> {
         let c = self.resources[r.index()].capacity;
         c.is_finite().then_some(c)
+    }
+
+    /// The resources an active flow crosses (deduplicated, in path order).
+    pub fn flow_path(&self, id: FlowId) -> Option<Vec<ResourceId>> {
+        self.live_slot(id).map(|s| self.flows[s].path().iter().map(|&r| ResourceId(r)).collect())
+    }
+
+    /// Current rates of the flows crossing `r`, in no particular order.
+    pub fn rates_on(&self, r: ResourceId) -> &[f64] {
+        &self.resources[r.index()].rates
+    }
+
+    /// Active flows with no bottleneck, i.e. no limited resource on their path that is saturated
+    /// (load ≥ capacity·(1−`rel_tol`)) and on which no flow is faster than them by more than
+    /// `rel_tol`. Empty iff the rates are max-min fair up to `rel_tol`. O(flows · path · degree):
+    /// for tests and diagnostics.
+    pub fn unbottlenecked_flows(&self, rel_tol: f64) -> Vec<FlowId> {
+        let mut out = Vec::new();
+        for f in self.flows.iter().filter(|f| f.state == State::Active) {
+            let ok = f.path().iter().any(|&r| {
+                let res = &self.resources[r as usize];
+                let max = res.rates.iter().copied().fold(0.0, f64::max);
+                res.limited() && res.load >= res.capacity * (1.0 - rel_tol) && f.rate >= max * (1.0 - rel_tol)
+            });
+            if !ok {
+                out.push(f.id);
+            }
+        }
+        out.sort_unstable();
+        out
     }
 
     /// Number of active flows crossing `r`.

@@ -1,101 +1,138 @@
-//! Max-min fair rates by progressive filling, over all flows or over a growing neighbourhood.
+//! Max-min fair rates by progressive filling, over all flows or over a growing set of flows.
 //!
 //! **Progressive filling** (both solvers): every unfixed flow's rate rises together; the resource
 //! whose remaining capacity divided by its unfixed flows (its *share*) is smallest saturates first
-//! and fixes its unfixed flows at that level; their rates are taken off their other resources,
-//! whose shares are re-queued. Shares popped never decrease. A min-heap of (share, resource,
-//! version) with lazy invalidation gives O((F·L) log R) for F flows of path length L.
+//! and fixes its unfixed flows at that level; their rates are taken off their other resources.
+//! Levels popped never decrease. A min-heap of shares with lazy re-evaluation gives
+//! O((F·L) log R) for F flows of path length L: a share is re-queued only when it drops below its
+//! queued key; an entry whose share grew is re-queued when it pops.
 //!
-//! **Incremental solver.** Around an event (a flow starting or ending), the *dirty* resources are
-//! those of its path. All flows crossing a dirty resource are re-solved (the set `S`); every other
-//! flow is *frozen* at its current rate, and its rate is taken off the capacity of the *boundary*
-//! resources (non-dirty resources crossed by a flow of `S`). Progressive filling over `S` with these
-//! residual capacities gives candidate rates. A boundary resource `r` then becomes dirty, and the
-//! round is repeated over the larger `S`, if
-//!   (i)  some flow of `S` crossing `r` changed rate by more than `tolerance` (relative), or
-//!   (ii) `r` saturated during the fill at level `l` while a frozen flow on `r` runs faster than
-//!        `l·(1+tolerance)` — a flow of `S` is held below a frozen one on a shared bottleneck,
-//!        which max-min forbids.
-//! When no boundary resource qualifies, the candidate rates are applied.
+//! **Incremental solver.** Around an event, a set `S` of flows is re-solved; every other flow is
+//! *frozen* at its current rate, which the resource's load sum takes off its capacity (so frozen
+//! flows are not visited to compute residuals). `S` starts as the new flow, or, when a flow ends, as
+//! the flows that may have shared its bottleneck (on each of its resources, the flows as fast as
+//! the fastest, the ended flow included). During the fill, frozen flows on a resource `r`
+//! of `S` join `S`, unfixed at the current level, when:
+//!   (ii) `r` is about to saturate at level `l` and they run faster than `l·(1+tolerance)`: a flow
+//!        of `S` would be held below them on a shared bottleneck, which max-min forbids; or
+//!   (i)  `r` was saturated before the event and they were its fastest flows (`r` may be their
+//!        bottleneck), and either the level reaches their rate while flows of `S` on `r` are still
+//!        rising (a *trigger* entry in the heap), or every flow of `S` on `r` is fixed elsewhere
+//!        leaving slack above `tolerance` times their rate.
+//! "Fastest" and "saturated" are judged within `2·tolerance`, so that the small imbalances the
+//! tolerance leaves behind cannot hide a bottleneck from later events. When the heap is empty,
+//! every flow of `S` is fixed and the new rates are applied.
 //!
-//! Why that is max-min (up to the tolerance): before the event every flow had a bottleneck (a
-//! saturated resource on which no flow was faster). After the last round, (a) a flow of `S` fixed
-//! at a dirty resource has it as bottleneck (every flow there is in `S`); (b) one fixed at a
-//! boundary resource is, by (ii), not slower than any frozen flow there; (c) a frozen flow crosses
-//! only resources that are not dirty, on which, by (i), no rate moved by more than the tolerance,
-//! so its old bottleneck still holds. With `tolerance = 0` the rounds only stop when nothing at the
-//! boundary moves, and the answer is the exact one (up to float rounding). Dirty sets only grow, so
-//! the loop ends; at worst it re-solves the whole connected component, like the full solver.
+//! Why joining mid-fill is exact: a flow that joins at level `l` with rate `x ≥ l` consumed `x`
+//! while frozen; had it been in `S` from the start it would have consumed the level, i.e. less, on
+//! its resources, so the resources that saturated before `l` would have saturated later, not
+//! earlier — except that a resource on its path that saturated at `l' < x` would have pulled it in
+//! by (ii) then. So the fill up to `l` is the one a fresh fill over the larger `S` would have done.
+//! Joins by (i) happen at the flow's rate (up to the slack tolerance). A frozen flow that must join
+//! but crosses a resource that already saturated in this fill cannot: it was counted there at its
+//! old rate. Then the whole fill is redone with it in `S` from the start (`SolverStats::refills`;
+//! about one solve in 10 000 in the churn benchmark).
 //!
-//! Cost per event: the flows on the dirty resources and their boundary, times the rounds. In a
-//! swarm of hosts with ~10 flows each a change spreads over more and more flows with smaller and
-//! smaller rate changes; the tolerance cuts it off after a few hops (measured in
-//! `examples/net_churn.rs`).
+//! Why the result is max-min (up to the tolerance): before the event every flow had a bottleneck
+//! (a saturated resource on which no flow was faster). After the fill, a flow of `S` fixed at `r`
+//! has `r` saturated, no flow of `S` on it faster (filling order) and, by (ii), no frozen flow
+//! faster either; a frozen flow's old bottleneck is either untouched by `S` or, by (i), still
+//! saturated with no faster flow. With `tolerance = 0` the answer is exact up to float rounding
+//! (tests check it against [`Solver::Full`] on random instances). `S` only grows, so the fill ends;
+//! at worst it covers the whole connected component, like the full solver.
 //!
-//! Ties: at equal share, a dirty resource is filled before a boundary one (boundary shares are
-//! compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged bottleneck ties with
-//! the residual its own old rate leaves on a boundary resource would look held at that boundary and
-//! trigger (ii) for nothing.
+//! Tolerance in practice: rule (ii) and the slack test leave flows of `S` up to `tolerance` below
+//! their max-min rate; imbalances left by successive events add up a little. Measured with
+//! `examples/net_churn.rs`, the largest relative rate error against the full solver was about
+//! twice the tolerance (see [`Solver::DEFAULT_TOLERANCE`]).
+//!
+//! Ties: at equal share, a resource whose flows are all in `S` is filled before one with frozen
+//! flows (whose share is compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged
+//! bottleneck ties with the residual its own old rate leaves elsewhere could look held there and
+//! pull in frozen flows for nothing.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 
-use super::network::Network;
+use super::network::{Flow, Network, Resource, State};
 use super::{FlowId, Solver};
 
-/// Relative handicap of boundary resources in the fill order (see the module doc).
+/// Relative handicap, in the fill order, of resources with frozen flows (see the module doc).
 const BOUNDARY_BIAS: f64 = 1e-12;
 
-/// Per-resource solver state. Stamps are compared with the current round or event stamp, so no
-/// array is ever cleared.
+/// Relative slack under which a resource counts as saturated when the tolerance is smaller: float
+/// sums of rates miss the capacity by ~1e-15, and erring towards "saturated" only widens more.
+const SATURATION_EPS: f64 = 1e-9;
+
+/// Per-resource solver state. Stamps are compared with the current event, so no array is ever
+/// cleared.
 #[derive(Clone, Copy, Debug, Default)]
 struct ResScratch {
-    /// Round in which the resource was last touched (reset of the fields below).
+    /// Event in which the resource was last touched (reset of the fields below).
     seen: u64,
-    /// Stamp of the event for which it was made dirty (dirty iff `dirty >= event`).
-    dirty: u64,
-    /// Capacity minus frozen flows minus fixed flows of `S`.
-    residual: f64,
-    /// Level at which it saturated in this round, or -1 if it did not.
-    sat_level: f64,
-    /// Fastest frozen flow crossing it.
-    max_frozen: f64,
-    /// Flows of `S` crossing it and not yet fixed.
+    /// Flows of `S` crossing it, and those not yet fixed.
+    s_count: u32,
     unfixed: u32,
-    /// Invalidates stale heap entries.
+    /// Invalidates stale share entries in the heap.
     version: u32,
+    /// Whether an overtaking trigger (rule (i)) was queued.
+    trigger: bool,
+    /// Whether a valid share entry is in the heap, and its key. Shares only need re-queueing when
+    /// they drop below it: an entry whose share has grown is re-evaluated when it pops.
+    queued: bool,
+    queued_key: f64,
+    /// Cached fastest frozen flow, valid while `scanned_at == s_count` (flows joining since then
+    /// were all slower, so the maximum stands).
+    max_frozen: f64,
+    scanned_at: u32,
+    /// Sum and maximum of the pre-event rates of the flows of `S` crossing it.
+    s_old_sum: f64,
+    max_s_old: f64,
+    /// Sum of the levels of its fixed flows of `S`.
+    fixed_sum: f64,
+    /// Level at which it saturated, or -1 if it has not.
+    sat_level: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
 struct FlowScratch {
-    /// Round in which the flow is in `S`.
+    /// Event in which the flow is in `S`.
     in_s: u64,
-    /// Round in which the flow was fixed.
+    /// Event in which the flow was fixed.
     fixed: u64,
     new_rate: f64,
 }
 
+/// A heap entry: a resource's share, or a rule-(i) trigger at the level where flows of `S` on
+/// the resource would overtake its fastest frozen flows.
+///
+/// 16 bytes, because heap operations are a third of the solver's time. A share entry's level is
+/// recomputed when it pops; a trigger's level is its key.
 #[derive(Clone, Copy, Debug)]
-struct Share {
-    /// Ordering key: the share, biased for boundary resources.
+struct Entry {
+    /// Ordering key: the level, biased for shares of resources with frozen flows.
     key: f64,
-    share: f64,
     res: u32,
+    /// The resource's share version, or `TRIGGER`.
     version: u32,
 }
 
-impl PartialEq for Share {
+/// `Entry::version` of a trigger. Share versions restart at every first touch of a resource in
+/// an event and stay far below it.
+const TRIGGER: u32 = u32::MAX;
+
+impl PartialEq for Entry {
     fn eq(&self, other: &Self) -> bool {
         self.cmp(other) == Ordering::Equal
     }
 }
-impl Eq for Share {}
-impl PartialOrd for Share {
+impl Eq for Entry {}
+impl PartialOrd for Entry {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
-impl Ord for Share {
+impl Ord for Entry {
     fn cmp(&self, other: &Self) -> Ordering {
         self.key.total_cmp(&other.key).then(self.res.cmp(&other.res)).then(self.version.cmp(&other.version))
     }
@@ -107,10 +144,16 @@ pub(crate) struct Scratch {
     stamp: u64,
     res: Vec<ResScratch>,
     flows: Vec<FlowScratch>,
-    dirty: Vec<u32>,
+    /// Flows the caller asks to re-solve (filled before `resolve`).
+    pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
-    touched: Vec<u32>,
-    heap: BinaryHeap<Reverse<Share>>,
+    heap: BinaryHeap<Reverse<Entry>>,
+    /// Flows that had to join but could not (see `Fill::join_frozen`).
+    deferred: Vec<u32>,
+    /// Counters for `SolverStats`.
+    pub(crate) refills: u64,
+    pub(crate) pushes: u64,
+    pub(crate) scans: u64,
 }
 
 impl Scratch {
@@ -119,10 +162,13 @@ impl Scratch {
             stamp: 0,
             res: vec![ResScratch::default(); resources],
             flows: Vec::new(),
-            dirty: Vec::new(),
+            seeds: Vec::new(),
             s: Vec::new(),
-            touched: Vec::new(),
             heap: BinaryHeap::new(),
+            deferred: Vec::new(),
+            refills: 0,
+            pushes: 0,
+            scans: 0,
         }
     }
 
@@ -131,43 +177,370 @@ impl Scratch {
     }
 }
 
-impl Network {
-    /// Re-solves rates after the flows on `seeds` (a path) changed, at `now_ns`, and applies them.
-    pub(crate) fn resolve(&mut self, now_ns: u64, seeds: &[u32]) {
-        self.stats.solves += 1;
-        let event = self.scratch.stamp + 1;
-        let tolerance = match self.solver {
-            Solver::Full => {
-                self.mark_all_dirty(event);
-                None
-            }
-            Solver::Incremental { tolerance } => {
-                self.scratch.dirty.clear();
-                for &r in seeds {
-                    self.mark_dirty(r, event);
-                }
-                Some(tolerance.max(0.0))
-            }
-        };
-        if self.scratch.dirty.is_empty() {
+/// One progressive filling over `S`, growing `S` as rules (i) and (ii) fire.
+struct Fill<'a> {
+    resources: &'a [Resource],
+    flows: &'a [Flow],
+    sc: &'a mut Scratch,
+    event: u64,
+    /// Whether other flows stay frozen (incremental) or every flow is in `S` (full).
+    incremental: bool,
+    tol: f64,
+    eps: f64,
+    level: f64,
+}
+
+impl Fill<'_> {
+    fn frozen_here(&self, r: usize) -> bool {
+        self.sc.res[r].s_count as usize != self.resources[r].flows.len()
+    }
+
+    /// Capacity left for the unfixed flows of `S`. Frozen flows take their current rates, read off
+    /// the load sum; a resource with every flow in `S` uses its exact capacity.
+    fn residual(&self, r: usize) -> f64 {
+        let (res, rs) = (&self.resources[r], &self.sc.res[r]);
+        let base = if self.frozen_here(r) { res.capacity - (res.load - rs.s_old_sum) } else { res.capacity };
+        base - rs.fixed_sum
+    }
+
+    fn was_saturated(&self, r: usize) -> bool {
+        let res = &self.resources[r];
+        res.load >= res.capacity * (1.0 - self.eps)
+    }
+
+    /// Current share of `r` and its ordering key.
+    fn share(&self, r: usize) -> (f64, f64) {
+        let level = self.residual(r).max(0.0) / f64::from(self.sc.res[r].unfixed);
+        let key = if self.frozen_here(r) { level * (1.0 + BOUNDARY_BIAS) } else { level };
+        (level, key)
+    }
+
+    /// Keeps the invariant: every resource with unfixed flows has a valid heap entry whose key is
+    /// at most its current share key.
+    fn requeue(&mut self, r: usize) {
+        if self.sc.res[r].unfixed == 0 {
             return;
         }
-        loop {
-            self.fill_round(event);
-            self.stats.rounds += 1;
-            self.stats.flows_resolved += self.scratch.s.len() as u64;
-            match tolerance {
-                Some(tol) if self.widen(event, tol) => continue,
-                _ => break,
+        let (_, key) = self.share(r);
+        let rs = &mut self.sc.res[r];
+        if rs.queued && rs.queued_key <= key {
+            return;
+        }
+        rs.queued = true;
+        rs.queued_key = key;
+        rs.version += 1;
+        let version = rs.version;
+        self.sc.heap.push(Reverse(Entry { key, res: r as u32, version }));
+        self.sc.pushes += 1;
+    }
+
+    /// A frozen flow crossing a resource that already saturated in this fill cannot join: it is
+    /// held there (rule (ii) would have pulled it in had it been faster than that level).
+    fn blocked(&self, f: u32) -> bool {
+        self.flows[f as usize].path().iter().any(|&r| {
+            let rs = &self.sc.res[r as usize];
+            rs.seen == self.event && rs.sat_level >= 0.0
+        })
+    }
+
+    /// Moves flow `f` into `S`, unfixed at the current level.
+    fn join(&mut self, f: u32) {
+        let fs = &mut self.sc.flows[f as usize];
+        if fs.in_s == self.event {
+            return;
+        }
+        fs.in_s = self.event;
+        self.sc.s.push(f);
+        let flow = &self.flows[f as usize];
+        let rate = flow.rate;
+        for &r in flow.path() {
+            let r = r as usize;
+            if !self.resources[r].limited() {
+                continue;
+            }
+            let rs = &mut self.sc.res[r];
+            let first = rs.seen != self.event;
+            if first {
+                *rs = ResScratch { seen: self.event, sat_level: -1.0, ..ResScratch::default() };
+            } else if rs.scanned_at == rs.s_count && rate < rs.max_frozen {
+                rs.scanned_at += 1; // a slower flow left the frozen set: the cached maximum stands
+            }
+            rs.s_count += 1;
+            rs.unfixed += 1;
+            rs.s_old_sum += rate;
+            rs.max_s_old = rs.max_s_old.max(rate);
+            self.requeue(r);
+            // Rule (i), overtaking: if frozen flows may be bottlenecked here, a trigger at the level
+            // where S would pass them. (Whether they are is checked again when it pops: more flows
+            // of S may have joined.)
+            if self.incremental && first && self.frozen_here(r) && self.was_saturated(r) {
+                let max_frozen = self.max_frozen(r);
+                if max_frozen >= rate * (1.0 - self.eps) {
+                    self.sc.res[r].trigger = true;
+                    self.push_trigger(r, max_frozen * (1.0 + SATURATION_EPS));
+                }
             }
         }
+    }
+
+    fn push_trigger(&mut self, r: usize, level: f64) {
+        self.sc.heap.push(Reverse(Entry { key: level, res: r as u32, version: TRIGGER }));
+        self.sc.pushes += 1;
+    }
+
+    /// Fastest frozen flow on `r` (cached; see `ResScratch::max_frozen`).
+    fn max_frozen(&mut self, r: usize) -> f64 {
+        let rs = &self.sc.res[r];
+        if rs.scanned_at == rs.s_count && rs.scanned_at > 0 {
+            return rs.max_frozen;
+        }
+        // Usually the fastest flow on the resource is frozen: find it in the contiguous rates and
+        // check only it; otherwise filter the whole list.
+        self.sc.scans += 1;
+        let res = &self.resources[r];
+        let mut max = 0.0;
+        let mut arg = None;
+        for (i, &x) in res.rates.iter().enumerate() {
+            if x > max {
+                max = x;
+                arg = Some(i);
+            }
+        }
+        let frozen = |i: usize| self.sc.flows[res.flows[i] as usize].in_s != self.event;
+        if !arg.is_some_and(frozen) {
+            max = (0..res.flows.len()).filter(|&i| frozen(i)).map(|i| res.rates[i]).fold(0.0, f64::max);
+        }
+        let rs = &mut self.sc.res[r];
+        rs.max_frozen = max;
+        rs.scanned_at = rs.s_count;
+        max
+    }
+
+    /// Joins the frozen flows on `r` running at least at `min_rate` (strictly above if `strict`).
+    fn join_frozen(&mut self, r: usize, min_rate: f64, strict: bool) -> bool {
+        let resources = self.resources;
+        let mut joined = false;
+        let res = &resources[r];
+        for (&f, &rate) in res.flows.iter().zip(&res.rates) {
+            let fast = if strict { rate > min_rate } else { rate >= min_rate };
+            if fast && self.sc.flows[f as usize].in_s != self.event {
+                if self.blocked(f) {
+                    // It should move but is counted at its old rate on a resource that already
+                    // saturated: the fill is redone with it in S from the start.
+                    self.sc.deferred.push(f);
+                } else {
+                    self.join(f);
+                    joined = true;
+                }
+            }
+        }
+        joined
+    }
+
+    /// The frozen flows bottlenecked at `r` (it was saturated and they were its fastest flows),
+    /// if any: their rate and the threshold to join them.
+    fn frozen_bottleneck(&mut self, r: usize) -> Option<(f64, f64)> {
+        let max_frozen = self.max_frozen(r);
+        let top = max_frozen.max(self.sc.res[r].max_s_old);
+        (max_frozen > 0.0 && max_frozen >= top * (1.0 - self.eps))
+            .then_some((max_frozen, top * (1.0 - self.eps)))
+    }
+
+    /// `r` saturates at the current level: fix its unfixed flows of `S`.
+    fn saturate(&mut self, r: usize) {
+        let level = self.level;
+        let rs = &mut self.sc.res[r];
+        rs.sat_level = level;
+        rs.unfixed = 0;
+        let resources = self.resources;
+        for &f in &resources[r].flows {
+            let fs = &mut self.sc.flows[f as usize];
+            if fs.in_s != self.event || fs.fixed == self.event {
+                continue;
+            }
+            fs.fixed = self.event;
+            fs.new_rate = level;
+            for &r2 in self.flows[f as usize].path() {
+                let r2 = r2 as usize;
+                if !resources[r2].limited() {
+                    continue;
+                }
+                self.sc.res[r2].fixed_sum += level;
+                if r2 == r {
+                    continue;
+                }
+                self.sc.res[r2].unfixed -= 1;
+                if self.sc.res[r2].unfixed > 0 {
+                    self.requeue(r2);
+                } else {
+                    self.drained(r2);
+                }
+            }
+        }
+    }
+
+    /// Every flow of `S` on `r` was fixed elsewhere. Rule (i), slack: frozen flows bottlenecked at
+    /// `r` may use what is left.
+    fn drained(&mut self, r: usize) {
+        if !self.incremental || !self.frozen_here(r) || !self.was_saturated(r) {
+            return;
+        }
+        let slack = self.residual(r);
+        if slack <= self.tol * self.sc.res[r].max_s_old {
+            return;
+        }
+        if let Some((max_frozen, min_rate)) = self.frozen_bottleneck(r)
+            && slack > self.tol * max_frozen
+        {
+            self.join_frozen(r, min_rate, false);
+        }
+    }
+
+    fn run(&mut self) {
+        while let Some(Reverse(e)) = self.sc.heap.pop() {
+            let r = e.res as usize;
+            let trigger = e.version == TRIGGER;
+            let current = !trigger && e.version == self.sc.res[r].version;
+            if current {
+                self.sc.res[r].queued = false;
+            }
+            if self.sc.res[r].unfixed == 0 {
+                continue;
+            }
+            if trigger {
+                let Some((max_frozen, min_rate)) = self.frozen_bottleneck(r) else { continue };
+                let threshold = max_frozen * (1.0 + SATURATION_EPS);
+                if e.key < threshold {
+                    self.push_trigger(r, threshold);
+                    continue;
+                }
+                self.level = self.level.max(e.key);
+                self.join_frozen(r, min_rate, false);
+                continue;
+            }
+            if !current {
+                continue;
+            }
+            let (share, key) = self.share(r);
+            if key > e.key {
+                // The share grew since it was queued: not the minimum any more, maybe.
+                self.requeue(r);
+                continue;
+            }
+            // Levels popped are non-decreasing in exact arithmetic; keep it so under rounding.
+            let level = self.level.max(share);
+            self.level = level;
+            // Rule (ii): no frozen flow may be faster than the level this resource would hold its
+            // flows of S at. The ones that are join, and the resource is re-queued.
+            if self.incremental
+                && self.frozen_here(r)
+                && self.max_frozen(r) > level * (1.0 + self.tol)
+                && self.join_frozen(r, level * (1.0 + self.tol), true)
+            {
+                continue;
+            }
+            self.saturate(r);
+        }
+    }
+}
+
+impl Network {
+    /// Relative slack under which a resource counts as saturated for the current solver.
+    fn saturation_eps(&self) -> f64 {
+        match self.solver {
+            Solver::Full => SATURATION_EPS,
+            Solver::Incremental { tolerance } => (2.0 * tolerance).max(SATURATION_EPS),
+        }
+    }
+
+    /// Seeds the re-solve after flow `slot` is removed: on each resource of its path, the flows
+    /// that may have shared its bottleneck there (as fast as the fastest, the ended flow included)
+    /// may speed up. Call before unlinking the flow.
+    pub(crate) fn seed_removal(&mut self, slot: usize) {
+        let eps = self.saturation_eps();
+        self.scratch.seeds.clear();
+        let f = &self.flows[slot];
+        for &r in f.path() {
+            let res = &self.resources[r as usize];
+            // Not gated on the resource being saturated: one left with slack by earlier
+            // tolerance cuts may be the only bottleneck of its fastest flows.
+            if !res.limited() {
+                continue;
+            }
+            let max = res.rates.iter().copied().fold(0.0, f64::max);
+            for (&g, &rate) in res.flows.iter().zip(&res.rates) {
+                if g as usize != slot && rate >= max * (1.0 - eps) {
+                    self.scratch.seeds.push(g);
+                }
+            }
+        }
+    }
+
+    /// Runs one fill: over every active flow (`all`), or from `scratch.seeds` outward.
+    fn fill(&mut self, all: bool) {
+        let eps = self.saturation_eps();
+        let tol = match self.solver {
+            Solver::Full => 0.0,
+            Solver::Incremental { tolerance } => tolerance.max(0.0),
+        };
+        let Network { resources, flows, scratch, .. } = self;
+        let mut seeds = std::mem::take(&mut scratch.seeds);
+        scratch.deferred.clear();
+        loop {
+            scratch.stamp += 1;
+            scratch.s.clear();
+            scratch.heap.clear();
+            let mut fill = Fill {
+                resources,
+                flows,
+                event: scratch.stamp,
+                sc: scratch,
+                incremental: !all,
+                tol,
+                eps,
+                level: 0.0,
+            };
+            if all {
+                for (slot, f) in flows.iter().enumerate() {
+                    if f.state == State::Active {
+                        fill.join(slot as u32);
+                    }
+                }
+            } else {
+                for &f in &seeds {
+                    fill.join(f);
+                }
+            }
+            fill.run();
+            if scratch.deferred.is_empty() {
+                break;
+            }
+            // Rare: start again from everything re-solved so far plus the deferred flows. S only
+            // grows, so this ends.
+            scratch.refills += 1;
+            seeds.clear();
+            seeds.extend_from_slice(&scratch.s);
+            seeds.append(&mut scratch.deferred);
+        }
+        scratch.seeds = seeds;
+    }
+
+    /// Re-solves rates around the flows in `scratch.seeds` at `now_ns` and applies them.
+    pub(crate) fn resolve(&mut self, now_ns: u64) {
+        self.stats.solves += 1;
+        self.fill(self.solver == Solver::Full);
+        self.stats.flows_resolved += self.scratch.s.len() as u64;
+        self.stats.heap_pushes = self.scratch.pushes;
+        self.stats.refills = self.scratch.refills;
+        self.stats.scans = self.scratch.scans;
         let s = std::mem::take(&mut self.scratch.s);
+        let event = self.scratch.stamp;
         for &f in &s {
             let slot = f as usize;
             let fs = self.scratch.flows[slot];
             // Invariant: every flow of S has a limited resource, so the fill fixed it.
-            debug_assert_eq!(fs.fixed, self.scratch.stamp, "flow left unfixed by the fill");
-            if fs.fixed == self.scratch.stamp && fs.new_rate != self.flows[slot].rate {
+            debug_assert_eq!(fs.fixed, event, "flow left unfixed by the fill");
+            if fs.fixed == event && fs.new_rate != self.flows[slot].rate {
                 self.set_rate(slot, fs.new_rate, now_ns);
             }
         }
@@ -177,163 +550,15 @@ impl Network {
     /// Exact max-min rates of the current flows by a full progressive filling, without applying
     /// them: the reference the incremental solver is measured against. Ascending by id.
     pub fn reference_rates(&mut self) -> Vec<(FlowId, f64)> {
-        let event = self.scratch.stamp + 1;
-        self.mark_all_dirty(event);
-        if !self.scratch.dirty.is_empty() {
-            self.fill_round(event);
-        }
-        let st = self.scratch.stamp;
-        let mut out: Vec<(FlowId, f64)> = self
-            .flow_ids()
+        self.fill(true);
+        let event = self.scratch.stamp;
+        self.flow_ids()
             .into_iter()
             .map(|id| {
                 let fs = self.scratch.flows[id.slot()];
-                let rate = if fs.fixed == st { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
+                let rate = if fs.fixed == event { fs.new_rate } else { self.rate(id).unwrap_or(0.0) };
                 (id, rate)
             })
-            .collect();
-        out.sort_by_key(|(id, _)| *id);
-        out
-    }
-
-    fn mark_dirty(&mut self, r: u32, event: u64) {
-        let res = &self.resources[r as usize];
-        let rs = &mut self.scratch.res[r as usize];
-        if res.limited() && !res.flows.is_empty() && rs.dirty < event {
-            rs.dirty = event;
-            self.scratch.dirty.push(r);
-        }
-    }
-
-    fn mark_all_dirty(&mut self, event: u64) {
-        self.scratch.dirty.clear();
-        for r in 0..self.resources.len() as u32 {
-            self.mark_dirty(r, event);
-        }
-    }
-
-    /// One progressive filling over the flows crossing dirty resources, leaving candidate rates in
-    /// `scratch.flows[..].new_rate`.
-    fn fill_round(&mut self, event: u64) {
-        let Network { resources, flows, scratch: sc, .. } = self;
-        sc.stamp += 1;
-        let st = sc.stamp;
-        sc.s.clear();
-        sc.touched.clear();
-
-        // S: every flow on a dirty resource.
-        for &r in &sc.dirty {
-            for &f in &resources[r as usize].flows {
-                let fs = &mut sc.flows[f as usize];
-                if fs.in_s != st {
-                    fs.in_s = st;
-                    sc.s.push(f);
-                }
-            }
-        }
-        // Resources crossed by S, with the number of S flows on each.
-        for &f in &sc.s {
-            for &r in flows[f as usize].path() {
-                let res = &resources[r as usize];
-                if !res.limited() {
-                    continue;
-                }
-                let rs = &mut sc.res[r as usize];
-                if rs.seen != st {
-                    *rs = ResScratch {
-                        seen: st,
-                        dirty: rs.dirty,
-                        residual: res.capacity,
-                        sat_level: -1.0,
-                        max_frozen: 0.0,
-                        unfixed: 0,
-                        version: 0,
-                    };
-                    sc.touched.push(r);
-                }
-                rs.unfixed += 1;
-            }
-        }
-        // Boundary resources lose the capacity of their frozen flows. (Dirty ones have none.)
-        sc.heap.clear();
-        for &r in &sc.touched {
-            let rs = &mut sc.res[r as usize];
-            let boundary = rs.dirty < event;
-            if boundary {
-                for &f in &resources[r as usize].flows {
-                    if sc.flows[f as usize].in_s != st {
-                        let rate = flows[f as usize].rate;
-                        rs.residual -= rate;
-                        rs.max_frozen = rs.max_frozen.max(rate);
-                    }
-                }
-                rs.residual = rs.residual.max(0.0);
-            }
-            let share = rs.residual / f64::from(rs.unfixed);
-            let key = if boundary { share * (1.0 + BOUNDARY_BIAS) } else { share };
-            sc.heap.push(Reverse(Share { key, share, res: r, version: 0 }));
-        }
-
-        let mut level: f64 = 0.0;
-        while let Some(Reverse(top)) = sc.heap.pop() {
-            let r = top.res as usize;
-            if top.version != sc.res[r].version || sc.res[r].unfixed == 0 {
-                continue;
-            }
-            // Shares popped are non-decreasing in exact arithmetic; keep it so under rounding.
-            level = level.max(top.share);
-            sc.res[r].sat_level = level;
-            sc.res[r].unfixed = 0;
-            for &f in &resources[r].flows {
-                let fs = &mut sc.flows[f as usize];
-                if fs.in_s != st || fs.fixed == st {
-                    continue;
-                }
-                fs.fixed = st;
-                fs.new_rate = level;
-                for &r2 in flows[f as usize].path() {
-                    let r2 = r2 as usize;
-                    if r2 == r || !resources[r2].limited() {
-                        continue;
-                    }
-                    let rs2 = &mut sc.res[r2];
-                    rs2.residual -= level;
-                    rs2.unfixed -= 1;
-                    if rs2.unfixed > 0 {
-                        rs2.version += 1;
-                        let share = rs2.residual.max(0.0) / f64::from(rs2.unfixed);
-                        let key = if rs2.dirty < event { share * (1.0 + BOUNDARY_BIAS) } else { share };
-                        sc.heap.push(Reverse(Share { key, share, res: r2 as u32, version: rs2.version }));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Marks the boundary resources that break rule (i) or (ii) dirty; true if any did.
-    fn widen(&mut self, event: u64, tol: f64) -> bool {
-        let Network { resources, flows, scratch: sc, .. } = self;
-        let st = sc.stamp;
-        let mut grew = false;
-        for &r in &sc.touched {
-            let rs = &sc.res[r as usize];
-            if rs.dirty >= event {
-                continue;
-            }
-            let mut widen = rs.sat_level >= 0.0 && rs.max_frozen > rs.sat_level * (1.0 + tol);
-            if !widen {
-                widen = resources[r as usize].flows.iter().any(|&f| {
-                    let fs = &sc.flows[f as usize];
-                    let old = flows[f as usize].rate;
-                    fs.in_s == st && (fs.new_rate - old).abs() > tol * old.max(fs.new_rate)
-                });
-            }
-            if widen {
-                sc.res[r as usize].dirty = event;
-                sc.dirty.push(r);
-                grew = true;
-            }
-        }
-        grew
+            .collect()
     }
 }
