@@ -569,3 +569,36 @@ fn same_inputs_give_identical_outputs() {
     };
     assert_eq!(run(), run());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Segments: a connection's back-to-back messages as one flow
+
+#[test]
+fn appended_segments_complete_back_to_back_without_resolving() {
+    for solver in SOLVERS {
+        let topo = TopologySpec::flat(3, 100, 100, Duration::ZERO).build().unwrap();
+        let mut net = Network::new(&topo.capacities(), solver);
+        let a = net.start_flow(T0, topo.path(0, 1).resources(), 100, 1);
+        // Segments appended: 50 B then 25 B, after the first 100 B.
+        assert!(net.append(a, 50, 2));
+        assert!(net.append(a, 25, 3));
+        let solves = net.stats().solves;
+        let t = net.next_completion().unwrap();
+        assert_eq!(t, at_secs(1.0));
+        let first = net.pop_completed(t).unwrap();
+        assert_eq!(first.token, 1);
+        assert_eq!(net.stats().solves, solves, "a segment boundary changes no rate");
+        let b = net.start_flow(at_secs(1.5), topo.path(2, 1).resources(), 50, 9);
+        assert_rate(&net, a, 50.0);
+        assert_rate(&net, b, 50.0);
+        // Segment 2: 50 B at 100 B/s from 1.0 s, done exactly when b starts.
+        let rest = drain(&mut net);
+        let tokens: Vec<u64> = rest.iter().map(|r| r.0).collect();
+        assert_eq!(tokens, vec![2, 3, 9]);
+        assert_ns(rest[0].1, 1_500_000_000);
+        // Segment 3 (25 B) at 50 B/s: done at 2.0 s; b has 25 B left then, alone at 100 B/s: 2.25 s.
+        assert_ns(rest[1].1, 2_000_000_000);
+        assert_ns(rest[2].1, 2_250_000_000);
+        assert!(!net.append(a, 1, 4), "a finished flow takes no more segments");
+    }
+}

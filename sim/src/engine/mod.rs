@@ -118,13 +118,17 @@ impl Ord for Queued {
     }
 }
 
-/// The sending side of one connection direction.
+/// The sending side of one connection direction: a FIFO, like a TCP stream.
 #[derive(Debug, Default)]
 struct Conn {
     remote: Option<End>,
-    queue: VecDeque<Message>,
-    /// The payload whose flow is in the network, and its flow.
-    in_flight: Option<(FlowId, Message)>,
+    /// Sent before the connection was established.
+    unsent: VecDeque<Message>,
+    /// In the network, in order: every payload is a segment of `flow`; a control message waits
+    /// behind the payload before it.
+    in_flight: VecDeque<Message>,
+    /// The flow carrying this direction's payloads, and its token.
+    flow: Option<(FlowId, u64)>,
     /// Deliveries on this direction never go back in time (FIFO).
     last_delivery: Instant,
     /// Closed by its node: send what is queued, then the close.
@@ -318,7 +322,7 @@ impl<'s> Engine<'s> {
             Event::Deliver { to, msg } => self.deliver(to, msg),
             Event::Closed { to } => {
                 let Some(c) = self.conns.remove(&to) else { return };
-                if let Some((flow, _)) = c.in_flight {
+                if let Some(flow) = c.flow {
                     self.cancel(flow);
                 }
                 if !c.closing {
@@ -498,8 +502,11 @@ impl<'s> Engine<'s> {
                 if blob.is_some() {
                     c.blob = blob;
                 }
-                c.queue.push_back(message);
-                self.pump(end);
+                if c.remote.is_none() {
+                    c.unsent.push_back(message);
+                } else {
+                    self.send(end, message);
+                }
             }
             Output::Close { conn } => self.close(node, conn),
             Output::Announce { id, tracker, request } => {
@@ -515,55 +522,68 @@ impl<'s> Engine<'s> {
         }
     }
 
-    /// Moves queued messages of a connection direction onto the network.
-    fn pump(&mut self, end: End) {
+    /// Puts a message on an established connection direction.
+    fn send(&mut self, end: End, msg: Message) {
         let now = self.now;
-        loop {
-            let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
-            let lat = self.latency(end.0, remote.0);
-            let c = self.conns.get_mut(&end).expect("checked above");
-            if c.in_flight.is_some() {
-                return;
-            }
-            let Some(msg) = c.queue.pop_front() else {
-                if c.closing {
-                    let at = c.last_delivery.max(now + lat);
-                    self.conns.remove(&end);
-                    self.push(at, Event::Closed { to: remote });
-                }
-                return;
-            };
-            if let Message::PiecePayload { payload, .. } = &msg {
-                let bytes = payload.len();
-                self.next_token += 1;
-                let token = self.next_token;
-                let path = self.world.net.path(end.0, remote.0);
-                let flow = self.net.start_flow(now, path.resources(), bytes, token);
-                self.flows.insert(token, end);
-                self.conns.get_mut(&end).expect("checked above").in_flight = Some((flow, msg));
-                return;
-            }
-            let at = c.last_delivery.max(now + lat);
-            c.last_delivery = at;
-            self.push(at, Event::Deliver { to: remote, msg });
-        }
-    }
-
-    fn flow_done(&mut self, token: u64) {
-        let Some(end) = self.flows.remove(&token) else { return };
-        let lat = {
-            let Some(c) = self.conns.get(&end) else { return };
-            let Some(remote) = c.remote else { return };
-            self.latency(end.0, remote.0)
-        };
-        let now = self.now;
+        let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
         let c = self.conns.get_mut(&end).expect("checked above");
-        let Some((_, msg)) = c.in_flight.take() else { return };
-        let remote = c.remote.expect("checked above");
+        if let Some((flow, token)) = c.flow {
+            // Behind the payload in flight: a payload becomes the flow's next segment.
+            if let Message::PiecePayload { payload, .. } = &msg {
+                let appended = self.net.append(flow, payload.len(), token);
+                debug_assert!(appended, "a connection's flow lives while it has payloads in flight");
+            }
+            c.in_flight.push_back(msg);
+            return;
+        }
+        if let Message::PiecePayload { payload, .. } = &msg {
+            self.next_token += 1;
+            let token = self.next_token;
+            let path = self.world.net.path(end.0, remote.0);
+            let flow = self.net.start_flow(now, path.resources(), payload.len(), token);
+            self.flows.insert(token, end);
+            let c = self.conns.get_mut(&end).expect("checked above");
+            c.flow = Some((flow, token));
+            c.in_flight.push_back(msg);
+            return;
+        }
+        let lat = self.latency(end.0, remote.0);
+        let c = self.conns.get_mut(&end).expect("checked above");
         let at = c.last_delivery.max(now + lat);
         c.last_delivery = at;
         self.push(at, Event::Deliver { to: remote, msg });
-        self.pump(end);
+    }
+
+    /// A payload segment left the network: deliver it and the control messages behind it.
+    fn flow_done(&mut self, token: u64) {
+        let Some(&end) = self.flows.get(&token) else { return };
+        let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
+        let lat = self.latency(end.0, remote.0);
+        let now = self.now;
+        let c = self.conns.get_mut(&end).expect("checked above");
+        let at = c.last_delivery.max(now + lat);
+        c.last_delivery = at;
+        let mut deliveries = Vec::new();
+        if let Some(payload) = c.in_flight.pop_front() {
+            deliveries.push(payload);
+        }
+        while c.in_flight.front().is_some_and(|m| !matches!(m, Message::PiecePayload { .. })) {
+            deliveries.push(c.in_flight.pop_front().expect("front checked"));
+        }
+        let idle = c.in_flight.is_empty();
+        if idle {
+            // The network retired the flow with its last segment.
+            c.flow = None;
+            self.flows.remove(&token);
+        }
+        let close = idle && c.closing;
+        for msg in deliveries {
+            self.push(at, Event::Deliver { to: remote, msg });
+        }
+        if close {
+            self.conns.remove(&end);
+            self.push(at, Event::Closed { to: remote });
+        }
     }
 
     fn connect(&mut self, from: End, to: u32) {
@@ -584,8 +604,13 @@ impl<'s> Engine<'s> {
         };
         let end = (to, conn);
         self.conns.insert(end, Conn { remote: Some(from), last_delivery: self.now, ..Conn::default() });
-        self.conns.get_mut(&from).expect("checked above").remote = Some(end);
-        self.pump(from);
+        let c = self.conns.get_mut(&from).expect("checked above");
+        c.remote = Some(end);
+        c.last_delivery = self.now;
+        let unsent = std::mem::take(&mut c.unsent);
+        for msg in unsent {
+            self.send(from, msg);
+        }
         self.arm(to);
     }
 
@@ -624,22 +649,26 @@ impl<'s> Engine<'s> {
         let end = (node, conn);
         let Some(c) = self.conns.get_mut(&end) else { return };
         c.closing = true;
-        let remote = c.remote;
-        if let Some(remote) = remote {
-            if let Some(rc) = self.conns.get_mut(&remote) {
-                rc.queue.clear();
-                if let Some((flow, _)) = rc.in_flight.take() {
-                    self.cancel(flow);
-                }
+        c.unsent.clear();
+        let (remote, busy) = (c.remote, c.flow.is_some());
+        let Some(remote) = remote else { return };
+        if let Some(rc) = self.conns.get_mut(&remote) {
+            rc.in_flight.clear();
+            if let Some(flow) = rc.flow.take() {
+                self.cancel(flow);
             }
         }
-        self.pump(end);
+        if !busy {
+            let lat = self.latency(node, remote.0);
+            let at = self.conns[&end].last_delivery.max(self.now + lat);
+            self.conns.remove(&end);
+            self.push(at, Event::Closed { to: remote });
+        }
     }
 
-    fn cancel(&mut self, flow: FlowId) {
-        if let Some(c) = self.net.cancel_flow(self.now, flow) {
-            self.flows.remove(&c.token);
-        }
+    fn cancel(&mut self, (flow, token): (FlowId, u64)) {
+        let _ = self.net.cancel_flow(self.now, flow);
+        self.flows.remove(&token);
     }
 
     /// The remote closed: the node learns of it.

@@ -45,6 +45,9 @@ pub(crate) struct Flow {
     pub(crate) path: [u32; MAX_PATH_LEN],
     /// `pos[i]`: index of this flow in `resources[path[i]].flows`.
     pub(crate) pos: [u32; MAX_PATH_LEN],
+    /// Segments appended behind the current one (bytes, token), sent back to back at the flow's
+    /// rate; see [`Network::append`].
+    pub(crate) queued: std::collections::VecDeque<(u64, u64)>,
 }
 
 impl Flow {
@@ -234,6 +237,7 @@ impl Network {
                     len: 0,
                     path: [0; MAX_PATH_LEN],
                     pos: [0; MAX_PATH_LEN],
+                    queued: std::collections::VecDeque::new(),
                 });
                 self.scratch.grow_flows(self.flows.len());
                 self.flows.len() - 1
@@ -265,6 +269,7 @@ impl Network {
         flow.finish_ns = now_ns;
         flow.len = len as u8;
         flow.path = res;
+        flow.queued.clear();
         self.active += 1;
 
         if bytes == 0 || !constrained {
@@ -328,11 +333,44 @@ impl Network {
         // time while this completion was due); complete it at the clock rather than go back.
         let at = finish.max(self.now_ns);
         self.now_ns = at;
-        let flow = &self.flows[slot];
+        let flow = &mut self.flows[slot];
         let done = Completed { id: flow.id, token: flow.token, bytes: flow.bytes, at: ns_to_instant(at) };
         self.completed_bytes += flow.bytes;
+        if let Some((bytes, token)) = flow.queued.pop_front() {
+            // The next segment follows on the same path: the set of flows, and so every rate, is
+            // unchanged; only this flow's finish moves.
+            flow.token = token;
+            flow.bytes = bytes;
+            flow.remaining = bytes as f64;
+            flow.updated_ns = at;
+            flow.finish_ns =
+                if flow.state == State::Active { finish_ns(at, flow.remaining, flow.rate) } else { at };
+            let (finish, id) = (flow.finish_ns, flow.id);
+            if flow.state == State::Immediate {
+                for &r in flow.path() {
+                    self.resources[r as usize].carried += bytes as f64;
+                }
+                self.moved += bytes as f64;
+            }
+            if flow.state == State::Immediate || flow.rate > 0.0 {
+                self.heap.set(slot, finish, id.0);
+            }
+            return Some(done);
+        }
         self.retire(slot, at);
         Some(done)
+    }
+
+    /// Appends a segment of `bytes` to a live flow: it is sent right after the flow's current and
+    /// already queued segments, on the same path, and completes with its own `token`. This is how a
+    /// TCP connection sends messages back to back: because the set of flows does not change when one
+    /// segment ends and the next begins, no rate is re-solved — a stream of pieces costs one solve
+    /// when it starts and one when it goes idle, not two per piece. Returns false (and does nothing)
+    /// if the flow is no longer live.
+    pub fn append(&mut self, id: FlowId, bytes: u64, token: u64) -> bool {
+        let Some(slot) = self.live_slot(id) else { return false };
+        self.flows[slot].queued.push_back((bytes, token));
+        true
     }
 
     /// Takes a flow out of the heap, its resources and the slab, then re-solves around it.
