@@ -66,6 +66,8 @@ struct InFlightAnnounce {
     attempt: usize,
     /// Whether the announce queue is waiting for this answer (a tick's announce, not an immediate one).
     from_queue: bool,
+    /// Kraken's HTTP client gives up after this; the answer is then a network error.
+    deadline: Instant,
 }
 
 #[derive(Debug)]
@@ -79,6 +81,8 @@ struct MetaInfoFetch {
     /// Set while waiting to poll again after a 202; `None` while a request is in flight.
     retry_at: Option<Instant>,
     request: u64,
+    /// When the request in flight times out (Kraken's 10 s per request).
+    deadline: Instant,
 }
 
 /// An agent's identity and collaborators.
@@ -93,7 +97,8 @@ pub struct AgentConfig {
 #[derive(Debug)]
 pub struct Agent {
     sched: Scheduler,
-    trackers: Vec<SocketAddr>,
+    /// The trackers on a rendezvous ring keyed by digest.
+    ring: crate::hrw::Ring,
     queue: AnnounceQueue,
     /// The announce ticker: one torrent per tick, rescheduled with the latest tracker interval.
     next_tick: Instant,
@@ -110,7 +115,7 @@ impl Agent {
         let interval = ms(config.scheduler.announcer.default_interval_ms);
         Agent {
             sched: Scheduler::new(now, config.scheduler, me, seed),
-            trackers: config.trackers,
+            ring: crate::hrw::Ring::new(config.trackers.iter().map(|a| a.to_string()), config.trackers.len()),
             queue: AnnounceQueue::default(),
             next_tick: now + interval,
             interval,
@@ -173,9 +178,9 @@ impl Agent {
     /// Trackers for a digest in the order the agent tries them. shoal routes by the digest's shard,
     /// as Kraken's client-side ring does, so every announce for a blob reaches the same tracker.
     fn tracker_order(&self, digest: &Digest) -> Vec<SocketAddr> {
-        // Kraken's passive ring keeps every tracker as a candidate, best first.
-        let ring = crate::hrw::Ring::new(self.trackers.iter().map(|a| a.to_string()), self.trackers.len());
-        ring.ordered(digest).iter().filter_map(|l| l.parse().ok()).collect()
+        // Kraken's passive ring keeps every tracker as a candidate, best first. Labels are the
+        // trackers' addresses; they were built from `trackers`, so they parse back.
+        self.ring.ordered(digest).iter().filter_map(|l| l.parse().ok()).collect()
     }
 
     /// Asks for a blob (Kraken's `scheduler.Download`). Completion or failure arrives as an [`Event`].
@@ -184,6 +189,10 @@ impl Agent {
             if d.is_complete() {
                 let stats = d.stats.clone();
                 self.sched.events.push_back(Event::DownloadComplete { digest, stats });
+            } else {
+                // Kraken's newTorrentEvent announces at once for a download joining a torrent.
+                let h = d.metainfo().info_hash();
+                self.announce(now, h, false);
             }
             return;
         }
@@ -209,16 +218,19 @@ impl Agent {
             backoff,
             retry_at: None,
             request: 0,
+            deadline: now,
         };
         self.fetches.insert(digest, fetch);
-        self.send_fetch(digest);
+        self.send_fetch(now, digest);
     }
 
-    fn send_fetch(&mut self, digest: Digest) {
+    fn send_fetch(&mut self, now: Instant, digest: Digest) {
         let id = self.request_id();
+        let timeout = ms(self.sched.config.metainfo_client.timeout_ms);
         let Some(f) = self.fetches.get_mut(&digest) else { return };
         f.request = id;
         f.retry_at = None;
+        f.deadline = now + timeout;
         let tracker = f.trackers[f.attempt];
         self.sched.out.push_back(Output::FetchMetaInfo {
             id,
@@ -253,15 +265,15 @@ impl Agent {
                 if now + wait - f.started > ms(cfg.give_up_after_ms) {
                     self.fail_fetch(digest, DownloadError::MetaInfoTimeout(cfg.give_up_after_ms / 1000));
                 } else {
+                    // Kraken keeps polling the tracker that answered 202.
                     f.retry_at = Some(now + wait);
-                    f.attempt = 0;
                 }
             }
             MetaInfoReply::Unreachable => {
                 let f = self.fetches.get_mut(&digest).expect("found above");
                 f.attempt += 1;
                 if f.attempt < f.trackers.len() {
-                    self.send_fetch(digest);
+                    self.send_fetch(now, digest);
                 } else {
                     self.fail_fetch(digest, DownloadError::TrackersUnreachable);
                 }
@@ -286,7 +298,7 @@ impl Agent {
             return;
         }
         self.enqueue(now, h);
-        self.announce(h, false);
+        self.announce(now, h, false);
     }
 
     /// Adds a complete blob this host already has (it seeds it; it does not announce until asked).
@@ -325,8 +337,13 @@ impl Agent {
         }
     }
 
-    fn announce(&mut self, h: InfoHash, from_queue: bool) {
-        let Some(t) = self.sched.torrents.get(&h) else { return };
+    fn announce(&mut self, now: Instant, h: InfoHash, from_queue: bool) {
+        let Some(t) = self.sched.torrents.get(&h) else {
+            if from_queue {
+                self.queue.eject(&h);
+            }
+            return;
+        };
         let digest = t.dispatcher.metainfo().digest();
         let mut peer = self.sched.me.clone();
         peer.complete = t.dispatcher.is_complete();
@@ -338,7 +355,9 @@ impl Agent {
         let id = self.request_id();
         let tracker = trackers[0];
         self.sched.out.push_back(Output::Announce { id, tracker, request: request.clone() });
-        self.announces.insert(id, InFlightAnnounce { h, request, trackers, attempt: 0, from_queue });
+        let deadline = now + ms(self.sched.config.announcer.timeout_ms);
+        self.announces
+            .insert(id, InFlightAnnounce { h, request, trackers, attempt: 0, from_queue, deadline });
     }
 
     /// The answer to an [`Output::Announce`].
@@ -354,6 +373,7 @@ impl Agent {
             Err(AnnounceError::Unreachable) if a.attempt + 1 < a.trackers.len() => {
                 // Network errors move on to the next tracker in ring order.
                 a.attempt += 1;
+                a.deadline = now + ms(self.sched.config.announcer.timeout_ms);
                 let id = self.request_id();
                 let tracker = a.trackers[a.attempt];
                 self.sched.out.push_back(Output::Announce { id, tracker, request: a.request.clone() });
@@ -430,9 +450,10 @@ impl Agent {
             t = t.min(self.next_tick);
         }
         for f in self.fetches.values() {
-            if let Some(r) = f.retry_at {
-                t = t.min(r);
-            }
+            t = t.min(f.retry_at.unwrap_or(f.deadline));
+        }
+        for a in self.announces.values() {
+            t = t.min(a.deadline);
         }
         t
     }
@@ -446,7 +467,22 @@ impl Agent {
             .map(|(d, _)| *d)
             .collect();
         for digest in due {
-            self.send_fetch(digest);
+            self.send_fetch(now, digest);
+        }
+        // Requests nobody answered in time count as network errors.
+        let lost: Vec<u64> = self
+            .fetches
+            .values()
+            .filter(|f| f.retry_at.is_none() && f.deadline <= now)
+            .map(|f| f.request)
+            .collect();
+        for id in lost {
+            self.handle_metainfo_response(now, id, MetaInfoReply::Unreachable);
+        }
+        let lost: Vec<u64> =
+            self.announces.iter().filter(|(_, a)| a.deadline <= now).map(|(id, _)| *id).collect();
+        for id in lost {
+            self.handle_announce_response(now, id, Err(AnnounceError::Unreachable));
         }
         if !self.queue.ready.is_empty() && self.next_tick <= now {
             self.next_tick = now + self.interval;
@@ -464,7 +500,7 @@ impl Agent {
                 skipped.push(h);
                 continue;
             }
-            self.announce(h, true);
+            self.announce(now, h, true);
             if one {
                 break;
             }
@@ -475,10 +511,13 @@ impl Agent {
     }
 
     /// Follows up on what the scheduler did: completed torrents leave the queue and announce complete.
-    fn after_input(&mut self, _now: Instant) {
+    fn after_input(&mut self, now: Instant) {
+        for h in std::mem::take(&mut self.sched.removed) {
+            self.queue.eject(&h);
+        }
         for h in std::mem::take(&mut self.sched.completed) {
             self.queue.eject(&h);
-            self.announce(h, false);
+            self.announce(now, h, false);
         }
     }
 

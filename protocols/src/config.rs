@@ -239,11 +239,13 @@ pub struct AnnouncerConfig {
     pub default_interval_ms: u64,
     /// A tracker interval above this is replaced by the default.
     pub max_interval_ms: u64,
+    /// An announce unanswered for this long counts as a network error (Kraken's HTTP timeout).
+    pub timeout_ms: u64,
 }
 
 impl Default for AnnouncerConfig {
     fn default() -> Self {
-        AnnouncerConfig { default_interval_ms: 5_000, max_interval_ms: 60_000 }
+        AnnouncerConfig { default_interval_ms: 5_000, max_interval_ms: 60_000, timeout_ms: 10_000 }
     }
 }
 
@@ -276,7 +278,8 @@ impl Default for MetaInfoClientConfig {
 }
 
 /// Kraken behaviours read from its code that a simulator must decide on (reference/kraken.md §11.6).
-/// Each default reproduces Kraken; setting the flag to the other value is shoal's fix.
+/// Each default reproduces Kraken, except `verify_blob_sha256`, a check shoal adds; setting a flag to
+/// its other value is shoal's fix.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Quirks {

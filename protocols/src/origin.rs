@@ -151,7 +151,9 @@ impl Origin {
             self.sched.refuse(now, conn, &hs);
             return;
         };
-        if c.metainfo.info_hash() != hs.info_hash {
+        // The scheduler has no control for this info hash (or it would have handled the handshake):
+        // create one, unless the handshake does not describe the cached blob.
+        if c.metainfo.info_hash() != hs.info_hash || hs.bitfield.len() != c.metainfo.num_pieces() {
             self.sched.refuse(now, conn, &hs);
             return;
         }
@@ -180,6 +182,7 @@ impl Origin {
             self.cache_blob(d);
         }
         self.sched.completed.clear();
+        self.sched.removed.clear();
     }
 
     #[must_use]

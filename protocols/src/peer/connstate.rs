@@ -145,7 +145,8 @@ impl ConnState {
     }
 
     pub fn blacklist(&mut self, now: Instant, h: InfoHash, peer: PeerId) {
-        if self.config.disable_blacklist {
+        // Kraken leaves an unexpired entry as it is: the 30 s count from the first failure.
+        if self.config.disable_blacklist || self.is_blacklisted(now, &h, &peer) {
             return;
         }
         self.blacklist.insert((h, peer), now + self.config.blacklist_duration());

@@ -45,6 +45,8 @@ pub enum Effect {
     Send(ConnId, Message),
     /// Close the connection to this peer.
     Close(PeerId),
+    /// Close this connection (its peer was refused before being added).
+    CloseConn(ConnId),
     /// Every piece is present and good (emitted once).
     Completed,
     /// Every piece is present but the blob's SHA-256 does not match its digest.
@@ -241,6 +243,12 @@ impl Dispatcher {
     /// A peer finished its handshake: count its pieces and ask it for some.
     pub fn add_peer(&mut self, now: Instant, rng: &mut ChaCha8Rng, new: NewPeer, fx: &mut Vec<Effect>) {
         let NewPeer { id, conn, is_origin, bitfield } = new;
+        // The scheduler checks handshakes; a bitfield of another length, or a peer already here on
+        // another connection, is refused rather than trusted.
+        if bitfield.len() != self.own.len() || self.peers.contains_key(&id) {
+            fx.push(Effect::CloseConn(conn));
+            return;
+        }
         for i in bitfield.iter_ones() {
             self.num_peers_by_piece[i as usize] += 1;
         }
@@ -331,8 +339,12 @@ impl Dispatcher {
                 if self.own.is_full() {
                     fx.push(Effect::Close(*from));
                 } else {
-                    for i in 0..self.own.len() {
-                        self.set_remote(from, i);
+                    if let Some(p) = self.peers.get_mut(from) {
+                        for i in 0..p.bitfield.len() {
+                            if p.bitfield.set(i) {
+                                self.num_peers_by_piece[i as usize] += 1;
+                            }
+                        }
                     }
                     self.request_more(now, rng, from, fx);
                 }
@@ -476,7 +488,11 @@ impl Dispatcher {
 
     /// The request watcher, every half request timeout: re-send failed requests to other peers.
     pub fn handle_watch(&mut self, now: Instant, rng: &mut ChaCha8Rng, fx: &mut Vec<Effect>) {
-        self.next_watch = now + (self.requests.timeout() / 2).max(Duration::from_millis(1));
+        // Kraken's watcher ticks every half timeout from the dispatcher's creation; keep that phase
+        // across stretches when it had nothing to do.
+        let period = (self.requests.timeout() / 2).max(Duration::from_millis(1)).as_nanos() as u64;
+        let behind = now.as_nanos().saturating_sub(self.next_watch.as_nanos());
+        self.next_watch = Instant::from_nanos(self.next_watch.as_nanos() + (behind / period + 1) * period);
         if self.peers.is_empty() || self.own.is_full() {
             return;
         }
@@ -484,14 +500,14 @@ impl Dispatcher {
         if failed.is_empty() {
             return;
         }
-        // Kraken ranges over a sync.Map, whose order is unspecified; start at a random peer.
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        let start = rand::Rng::random_range(rng, 0..ids.len());
         let allow_dup = self.in_endgame();
         for (piece, failed_peer, failure) in failed {
             if self.own.get(piece) {
                 continue;
             }
+            // Kraken ranges over a sync.Map, whose order is unspecified, once per failed request.
+            let start = rand::Rng::random_range(rng, 0..ids.len());
             for k in 0..ids.len() {
                 let id = ids[(start + k) % ids.len()];
                 // Expired and invalid requests are never re-sent to the same peer; unsent ones may be.

@@ -122,6 +122,8 @@ pub(crate) struct Scheduler {
     pub events: VecDeque<Event>,
     /// Torrents that completed since the role last looked (agents announce them).
     pub completed: Vec<InfoHash>,
+    /// Torrents removed since the role last looked (agents take them out of the announce queue).
+    pub removed: Vec<InfoHash>,
     next_preemption: Instant,
     fx: Vec<Effect>,
 }
@@ -142,6 +144,7 @@ impl Scheduler {
             out: VecDeque::new(),
             events: VecDeque::new(),
             completed: Vec::new(),
+            removed: Vec::new(),
             fx: Vec::new(),
         }
     }
@@ -349,6 +352,7 @@ impl Scheduler {
                         self.close(now, conn);
                     }
                 }
+                Effect::CloseConn(conn) => self.fail_conn(now, conn),
                 Effect::Completed => {
                     self.state.clear_blacklist(now, &h);
                     self.completed.push(h);
@@ -385,6 +389,7 @@ impl Scheduler {
             self.close(now, conn);
         }
         if let Some(t) = self.torrents.remove(&h) {
+            self.removed.push(h);
             let digest = t.dispatcher.metainfo().digest();
             self.events.push_back(Event::DownloadFailed { digest, error, stats: t.dispatcher.stats });
         }

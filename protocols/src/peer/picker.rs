@@ -45,8 +45,11 @@ pub fn picker_for(policy: PiecePolicy) -> Box<dyn PiecePicker + Send> {
     }
 }
 
-/// Kraken's `default` policy: reservoir sampling, a uniform random choice of `quota` valid
-/// candidates.
+/// Kraken's `default` policy: reservoir sampling of `quota` valid candidates. Reproduced as Kraken
+/// writes it: the k-th valid candidate past the reservoir replaces slot `rand.Intn(k)` when that is
+/// below the quota, where k counts the valid candidates before it — so the first one past a full
+/// reservoir always replaces one, a slight bias toward later pieces compared with textbook
+/// reservoir sampling (`rand.Intn(k + 1)`).
 #[derive(Debug, Default)]
 pub struct ReservoirPicker;
 
@@ -69,7 +72,7 @@ impl PiecePicker for ReservoirPicker {
             if chosen.len() < sel.quota {
                 chosen.push(i);
             } else {
-                let j = rng.random_range(0..=seen);
+                let j = rng.random_range(0..seen);
                 if j < sel.quota {
                     chosen[j] = i;
                 }
@@ -197,7 +200,7 @@ mod tests {
     }
 
     #[test]
-    fn reservoir_is_uniform_and_respects_quota_and_validity() {
+    fn reservoir_respects_quota_and_validity() {
         let remote = Bitfield::full(10);
         let own = Bitfield::new(10);
         let mut rng = ChaCha8Rng::seed_from_u64(7);
@@ -211,7 +214,8 @@ mod tests {
             }
         }
         assert_eq!(hits[9], 0);
-        // 10_000 picks over 9 valid pieces: about 1111 each.
-        assert!(hits[..9].iter().all(|&h| (950..1300).contains(&h)), "{hits:?}");
+        // Every valid piece is chosen sometimes; Kraken's sampling leans toward later pieces.
+        assert!(hits[..9].iter().all(|&h| h > 500), "{hits:?}");
+        assert!(hits[8] > hits[0], "{hits:?}");
     }
 }

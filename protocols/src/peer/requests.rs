@@ -53,8 +53,9 @@ impl Requests {
         self.timeout
     }
 
+    /// Kraken: expired once `now` is *after* sent + timeout.
     fn live(&self, r: &Request, now: Instant) -> bool {
-        r.status == Status::Pending && now < r.sent_at + self.timeout
+        r.status == Status::Pending && now <= r.sent_at + self.timeout
     }
 
     /// Whether piece `i` may be requested from `peer`: no live request for it to this peer, and, unless

@@ -153,11 +153,15 @@ impl Swarm {
             Node::Agent(i) => self.agents[i].poll_timeout(),
             Node::Origin(i) => self.origins[i].poll_timeout(),
         };
-        if t == Instant::FAR_FUTURE || self.timers.get(&node) == Some(&t) {
+        if t == Instant::FAR_FUTURE {
+            return;
+        }
+        let t = t.max(self.now);
+        if self.timers.get(&node) == Some(&t) {
             return;
         }
         self.timers.insert(node, t);
-        self.push(t.max(self.now), Delivery::Timer { node });
+        self.push(t, Delivery::Timer { node });
     }
 
     fn drain(&mut self, node: Node) {

@@ -319,3 +319,97 @@ fn cross_dial_fix_lets_the_lower_id_accept() {
     assert!(swarm.run_until(Duration::from_secs(1), |s| s.completed().len() == 2));
     assert_eq!(swarm.dials.len(), 2);
 }
+
+#[test]
+fn origin_refuses_a_handshake_of_the_wrong_length_and_keeps_serving() {
+    use shoal_protocols::Handshake;
+    use shoal_protocols::origin::Origin;
+    use shoal_protocols::peer::Output;
+
+    let (digest, mi) = blob("len", 8 * MIB, MIB);
+    let cfg = OriginConfig { piece_lengths: PieceLengths::fixed(MIB), ..Default::default() };
+    let backend = BTreeMap::from([(digest, BlobContent::Synthetic { size: mi.length() })]);
+    let mut o = Origin::new(Instant::ZERO, SchedulerConfig::default(), cfg, origin_addr(0), backend, 1);
+    let hs = |id: u8, pieces: u32| {
+        Message::Bitfield(Box::new(Handshake {
+            peer_id: PeerId::from_raw([id; 20]),
+            info_hash: mi.info_hash(),
+            digest,
+            bitfield: Bitfield::full(pieces),
+            remote_bitfields: BTreeMap::new(),
+            namespace: "ns".into(),
+        }))
+    };
+    let now = Instant::ZERO;
+    let good = o.handle_accept(now, agent_addr(0));
+    o.handle_message(now, good, hs(1, mi.num_pieces()));
+    let bad = o.handle_accept(now, agent_addr(1));
+    o.handle_message(now, bad, hs(2, mi.num_pieces() + 6));
+    let out: Vec<Output> = std::iter::from_fn(|| o.poll_output()).collect();
+    assert!(out.contains(&Output::Close { conn: bad }), "{out:?}");
+    o.handle_message(now, good, Message::PieceRequest { index: 0, offset: 0, length: MIB });
+    let out: Vec<Output> = std::iter::from_fn(|| o.poll_output()).collect();
+    assert!(
+        out.iter().any(
+            |x| matches!(x, Output::Send { conn, message: Message::PiecePayload { .. } } if *conn == good)
+        ),
+        "the first peer is still served: {out:?}"
+    );
+}
+
+#[test]
+fn unanswered_metainfo_and_announce_requests_time_out_to_the_next_tracker() {
+    use shoal_protocols::agent::{Agent, AgentConfig};
+    use shoal_protocols::peer::Output;
+
+    let trackers = vec![tracker_addr(), std::net::SocketAddr::from(([127, 3, 0, 2], 8000))];
+    let cfg = AgentConfig { scheduler: SchedulerConfig::agent_base_yaml(), trackers };
+    let mut a = Agent::new(Instant::ZERO, cfg, agent_addr(0), 1);
+    let (digest, mi) = blob("lost", 4 * MIB, MIB);
+    a.handle_download(Instant::ZERO, "ns", digest);
+    let first = match a.poll_output() {
+        Some(Output::FetchMetaInfo { tracker, .. }) => tracker,
+        other => panic!("{other:?}"),
+    };
+    // Nobody answers: after Kraken's 10 s request timeout the next tracker is asked.
+    let t = a.poll_timeout();
+    assert_eq!(t, Instant::ZERO + Duration::from_secs(10));
+    a.handle_timeout(t);
+    let (id, second) = match a.poll_output() {
+        Some(Output::FetchMetaInfo { id, tracker, .. }) => (id, tracker),
+        other => panic!("{other:?}"),
+    };
+    assert_ne!(first, second);
+    a.handle_metainfo_response(t, id, shoal_protocols::announce::MetaInfoReply::Ready(mi));
+    let announce_to = match a.poll_output() {
+        Some(Output::Announce { tracker, .. }) => tracker,
+        other => panic!("{other:?}"),
+    };
+    // Unanswered, the announce goes to the next tracker after 10 s.
+    a.handle_timeout(t + Duration::from_secs(10));
+    let out: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Announce { tracker, .. } if *tracker != announce_to)),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn a_download_failed_by_the_leecher_tti_announces_again_when_retried() {
+    let (digest, mi) = blob("retry", 4 * MIB, MIB);
+    let mut swarm = Swarm::new(Box::new(|_, _| Err(AnnounceError::NoPeers)));
+    let a = swarm.add_agent(SchedulerConfig::agent_base_yaml(), 2);
+    swarm.agents[a].add_partial(swarm.now, "ns", mi.clone(), Bitfield::new(mi.num_pieces()));
+    assert!(swarm.run_until(Duration::from_secs(400), |s| !s.failed().is_empty()));
+    // Retried with fresh metainfo, the torrent is announced on every tick again.
+    let counter = std::rc::Rc::new(std::cell::Cell::new(0));
+    let c = counter.clone();
+    swarm.tracker = Box::new(move |_, _| {
+        c.set(c.get() + 1);
+        Err(AnnounceError::NoPeers)
+    });
+    swarm.agents[a].add_partial(swarm.now, "ns", mi.clone(), Bitfield::new(mi.num_pieces()));
+    swarm.run_until(Duration::from_secs(60), |_| false);
+    assert!(counter.get() >= 10, "only {} announces in 60 s", counter.get());
+    let _ = digest;
+}

@@ -402,11 +402,17 @@ impl<'s> Engine<'s> {
         } else {
             self.world.origins[(node - self.agents()) as usize].poll_timeout()
         };
-        if t == Instant::FAR_FUTURE || self.armed[node as usize] == t {
+        if t == Instant::FAR_FUTURE {
+            return;
+        }
+        // A deadline already past is due now; the armed time must be the event's own time, or the
+        // timer event would not recognise itself and the node would never be woken again.
+        let t = t.max(self.now);
+        if self.armed[node as usize] == t {
             return;
         }
         self.armed[node as usize] = t;
-        self.push(t.max(self.now), Event::Timer { node });
+        self.push(t, Event::Timer { node });
     }
 
     /// Carries out everything a node asked for after an input.
@@ -490,7 +496,6 @@ impl<'s> Engine<'s> {
             }
             Output::Send { conn, message } => {
                 let end = (node, conn);
-                self.metrics.message_sent(message.kind(), message.wire_len());
                 let blob = match &message {
                     Message::Bitfield(hs) => self.world.blob_by_digest.get(&hs.digest).copied(),
                     _ => None,
@@ -502,6 +507,8 @@ impl<'s> Engine<'s> {
                 if blob.is_some() {
                     c.blob = blob;
                 }
+                self.metrics.message_sent(message.kind(), message.wire_len());
+                let c = self.conns.get_mut(&end).expect("looked up above");
                 if c.remote.is_none() {
                     c.unsent.push_back(message);
                 } else {
