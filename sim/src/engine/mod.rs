@@ -37,26 +37,20 @@ type Map<K, V> = HashMap<K, V, BuildHasherDefault<std::collections::hash_map::De
 /// One end of a connection: network node and the node's connection handle.
 type End = (u32, ConnId);
 
+/// Queue entries are moved on every heap operation: the frequent kinds are kept small and the
+/// control-plane ones, rare and large, are boxed.
 #[derive(Debug)]
 enum Event {
-    Timer {
-        node: u32,
-    },
-    Connect {
-        from: End,
-        to: u32,
-    },
-    Deliver {
-        to: End,
-        msg: Message,
-    },
-    Closed {
-        to: End,
-    },
-    Pull {
-        host: u32,
-        image: u32,
-    },
+    Control(Box<Control>),
+    Timer { node: u32 },
+    Connect { from: End, to: u32 },
+    Deliver { to: End, msg: Message },
+    Closed { to: End },
+    Pull { host: u32, image: u32 },
+}
+
+#[derive(Debug)]
+enum Control {
     Announce {
         agent: u32,
         id: u64,
@@ -330,17 +324,24 @@ impl<'s> Engine<'s> {
                 }
             }
             Event::Pull { host, image } => self.pull(host, image),
-            Event::Announce { agent, id, tracker, request } => {
+            Event::Control(c) => self.control(*c),
+        }
+    }
+
+    fn control(&mut self, c: Control) {
+        let now = self.now;
+        match c {
+            Control::Announce { agent, id, tracker, request } => {
                 self.metrics.announces += 1;
                 let result = self.world.trackers[tracker].handle_announce(now, &request);
                 let at = now + self.tracker_latency(agent);
-                self.push(at, Event::AnnounceReply { agent, id, result });
+                self.push(at, Event::Control(Box::new(Control::AnnounceReply { agent, id, result })));
             }
-            Event::AnnounceReply { agent, id, result } => {
+            Control::AnnounceReply { agent, id, result } => {
                 self.world.agents[agent as usize].handle_announce_response(now, id, result);
                 self.drain(agent);
             }
-            Event::MetaInfoRequest { agent, id, tracker, namespace, digest } => {
+            Control::MetaInfoRequest { agent, id, tracker, namespace, digest } => {
                 self.metrics.metainfo_requests += 1;
                 self.next_request += 1;
                 let rid = self.next_request;
@@ -348,19 +349,28 @@ impl<'s> Engine<'s> {
                 self.world.trackers[tracker].handle_metainfo_request(now, rid, &namespace, digest);
                 self.drain_tracker(tracker);
             }
-            Event::OriginMetaInfo { tracker, origin, namespace, digest } => {
+            Control::OriginMetaInfo { tracker, origin, namespace, digest } => {
                 let o = (origin - self.agents()) as usize;
                 let reply = self.world.origins[o].handle_metainfo_request(now, &namespace, digest);
                 self.drain(origin);
                 let at = now + self.tracker_latency(origin);
-                self.push(at, Event::OriginMetaInfoReply { tracker, origin, namespace, digest, reply });
+                self.push(
+                    at,
+                    Event::Control(Box::new(Control::OriginMetaInfoReply {
+                        tracker,
+                        origin,
+                        namespace,
+                        digest,
+                        reply,
+                    })),
+                );
             }
-            Event::OriginMetaInfoReply { tracker, origin, namespace, digest, reply } => {
+            Control::OriginMetaInfoReply { tracker, origin, namespace, digest, reply } => {
                 let addr = world::origin_addr((origin - self.agents()) as usize);
                 self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
                 self.drain_tracker(tracker);
             }
-            Event::MetaInfoReply { agent, id, reply } => {
+            Control::MetaInfoReply { agent, id, reply } => {
                 self.world.agents[agent as usize].handle_metainfo_response(now, id, reply);
                 self.drain(agent);
             }
@@ -441,12 +451,20 @@ impl<'s> Engine<'s> {
                 TrackerOutput::FetchMetaInfo { origin, namespace, digest } => {
                     let Some(&node) = self.world.addrs.get(&origin) else { continue };
                     let at = self.now + self.tracker_latency(node);
-                    self.push(at, Event::OriginMetaInfo { tracker, origin: node, namespace, digest });
+                    self.push(
+                        at,
+                        Event::Control(Box::new(Control::OriginMetaInfo {
+                            tracker,
+                            origin: node,
+                            namespace,
+                            digest,
+                        })),
+                    );
                 }
                 TrackerOutput::MetaInfo { request_id, reply } => {
                     let Some((agent, id)) = self.metainfo_requests.remove(&request_id) else { continue };
                     let at = self.now + self.tracker_latency(agent);
-                    self.push(at, Event::MetaInfoReply { agent, id, reply });
+                    self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, reply })));
                 }
             }
         }
@@ -519,12 +537,24 @@ impl<'s> Engine<'s> {
             Output::Announce { id, tracker, request } => {
                 let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
                 let at = now + self.tracker_latency(node);
-                self.push(at, Event::Announce { agent: node, id, tracker: t, request });
+                self.push(
+                    at,
+                    Event::Control(Box::new(Control::Announce { agent: node, id, tracker: t, request })),
+                );
             }
             Output::FetchMetaInfo { id, tracker, namespace, digest } => {
                 let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
                 let at = now + self.tracker_latency(node);
-                self.push(at, Event::MetaInfoRequest { agent: node, id, tracker: t, namespace, digest });
+                self.push(
+                    at,
+                    Event::Control(Box::new(Control::MetaInfoRequest {
+                        agent: node,
+                        id,
+                        tracker: t,
+                        namespace,
+                        digest,
+                    })),
+                );
             }
         }
     }

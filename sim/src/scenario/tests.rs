@@ -92,7 +92,7 @@ fn kraken_2600_resolves_to_the_benchmark() {
         s.topology
             .hosts
             .iter()
-            .all(|h| h.upload_bytes_per_s == 300_000_000 && h.download_bytes_per_s == 300_000_000)
+            .all(|h| h.upload_bytes_per_s == 1_250_000_000 && h.download_bytes_per_s == 300_000_000)
     );
     assert_eq!(s.origins.len(), 5);
     assert_eq!(s.origins[0].upload_bytes_per_s, 1_250_000_000);
@@ -255,10 +255,18 @@ fn overrides_apply_before_validation() {
     assert!(e.starts_with("override `topology.pods.latency_ms=1`: topology.pods: missing field"), "{e}");
 }
 
+/// kraken-2600 read symmetrically: 300 MB/s up as well as down, as reference/simulation.md §3.2 does.
+fn symmetric() -> Vec<(String, String)> {
+    vec![
+        ("topology.upload_bytes_per_s".into(), "300MB/s".into()),
+        ("protocol.agent.conn.bandwidth.egress_bits_per_s".into(), "300MB/s".into()),
+    ]
+}
+
 #[test]
 fn kraken_bound_numbers() {
     // reference/simulation.md §3.2.
-    let s = Scenario::load(scenarios_dir().join("kraken-2600.toml"), &[]).unwrap();
+    let s = Scenario::load(scenarios_dir().join("kraken-2600.toml"), &symmetric()).unwrap();
     let b = s.lower_bound();
     let t = |n: &str| b.term(n).unwrap().seconds;
     assert!((t("origin upload") - 0.48).abs() < 1e-9);
@@ -271,9 +279,9 @@ fn kraken_bound_numbers() {
         (2600, 3_000_000_000, 7_800_000_000_000)
     );
 
-    let s10 =
-        Scenario::load(scenarios_dir().join("kraken-2600.toml"), &[("origins.count".into(), "10".into())])
-            .unwrap();
+    let mut sets = symmetric();
+    sets.push(("origins.count".into(), "10".into()));
+    let s10 = Scenario::load(scenarios_dir().join("kraken-2600.toml"), &sets).unwrap();
     let b = s10.lower_bound();
     assert!((b.term("origin upload").unwrap().seconds - 0.24).abs() < 1e-9);
     assert!((b.term("aggregate upload").unwrap().seconds - 9.84).abs() < 0.005);
@@ -289,7 +297,12 @@ fn kraken_bound_numbers() {
 #[test]
 fn rack_cut_bound_example() {
     // 65 racks × 40 hosts behind 4 GB/s: 40·3 / (4 + 12) = 7.5 s; one copy in: 3 / 4 = 0.75 s.
-    let sets = [("topology.racks.hosts_per_rack", "40"), ("topology.racks.uplink_bytes_per_s", "4GB/s")];
+    let sets = [
+        ("topology.racks.hosts_per_rack", "40"),
+        ("topology.racks.uplink_bytes_per_s", "4GB/s"),
+        ("topology.upload_bytes_per_s", "300MB/s"),
+        ("protocol.agent.conn.bandwidth.egress_bits_per_s", "300MB/s"),
+    ];
     let text = std::fs::read_to_string(scenarios_dir().join("kraken-2600.toml")).unwrap();
     let b = load_set(&text, &sets).unwrap().lower_bound();
     let cut = b.terms.iter().find(|t| t.name.starts_with("rack cut")).unwrap();
@@ -302,6 +315,8 @@ fn rack_cut_bound_example() {
     let sets = [
         sets[0],
         sets[1],
+        sets[2],
+        sets[3],
         ("origins.placement", "{ rack = 0 }"),
         ("topology.racks.uplink_bytes_per_s", "1GB/s"),
     ];
