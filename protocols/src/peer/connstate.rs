@@ -97,10 +97,10 @@ impl ConnState {
     }
 
     pub fn delete_pending(&mut self, h: &InfoHash, peer: &PeerId) {
-        if let Some(t) = self.torrents.get_mut(h) {
-            if t.pending.remove(peer) {
-                self.total -= 1;
-            }
+        if let Some(t) = self.torrents.get_mut(h)
+            && t.pending.remove(peer)
+        {
+            self.total -= 1;
         }
     }
 
@@ -115,10 +115,10 @@ impl ConnState {
     }
 
     pub fn delete_active(&mut self, h: &InfoHash, peer: &PeerId) {
-        if let Some(t) = self.torrents.get_mut(h) {
-            if t.active.remove(peer) {
-                self.total -= 1;
-            }
+        if let Some(t) = self.torrents.get_mut(h)
+            && t.active.remove(peer)
+        {
+            self.total -= 1;
         }
     }
 

@@ -269,10 +269,10 @@ impl Dispatcher {
 
     /// Sets a bit of a peer's bitfield, keeping the rarity counters in step.
     fn set_remote(&mut self, id: &PeerId, i: PieceIndex) {
-        if let Some(p) = self.peers.get_mut(id) {
-            if p.bitfield.set(i) {
-                self.num_peers_by_piece[i as usize] += 1;
-            }
+        if let Some(p) = self.peers.get_mut(id)
+            && p.bitfield.set(i)
+        {
+            self.num_peers_by_piece[i as usize] += 1;
         }
     }
 

@@ -199,10 +199,10 @@ impl Swarm {
             Output::Send { conn, mut message } => {
                 let Some(link) = self.links.get(&(node, conn)).filter(|l| !l.closed) else { return };
                 let to = link.remote.map(|r| r.0);
-                if let (Some(tamper), Some(to)) = (self.tamper.as_mut(), to) {
-                    if !tamper(node, to, &mut message) {
-                        return;
-                    }
+                if let (Some(tamper), Some(to)) = (self.tamper.as_mut(), to)
+                    && !tamper(node, to, &mut message)
+                {
+                    return;
                 }
                 // Payloads queue on the sender's uplink, one at a time at `rate`; every message then
                 // pays the latency, and a connection delivers in order.
@@ -385,10 +385,10 @@ pub fn real_tracker(origins: Vec<PeerInfo>, config: TrackerConfig, seed: u64) ->
 /// Flips the CRC tag of every payload `from` sends.
 pub fn corrupt_from(bad: Node) -> Tamper {
     Box::new(move |from, _to, msg| {
-        if from == bad {
-            if let Message::PiecePayload { payload: Payload::Tagged { tag, .. }, .. } = msg {
-                *tag ^= 1;
-            }
+        if from == bad
+            && let Message::PiecePayload { payload: Payload::Tagged { tag, .. }, .. } = msg
+        {
+            *tag ^= 1;
         }
         true
     })

@@ -282,7 +282,7 @@ impl<'s> Engine<'s> {
                 let Reverse(q) = self.queue.pop().expect("peeked above");
                 self.handle(q.event);
             }
-            if self.events % 65_536 == 0 {
+            if self.events.is_multiple_of(65_536) {
                 let done =
                     self.metrics.images.iter().flatten().filter(|i| i.missing == 0 || i.failed).count();
                 let now = self.now.as_secs_f64();
@@ -656,10 +656,10 @@ impl<'s> Engine<'s> {
         if c.closing {
             return;
         }
-        if let Message::Bitfield(hs) = &msg {
-            if let Some(&b) = self.world.blob_by_digest.get(&hs.digest) {
-                c.blob = Some(b);
-            }
+        if let Message::Bitfield(hs) = &msg
+            && let Some(&b) = self.world.blob_by_digest.get(&hs.digest)
+        {
+            c.blob = Some(b);
         }
         let (blob, from) = (c.blob, c.remote.map(|r| r.0));
         if let (Message::PiecePayload { payload, .. }, Some(from)) = (&msg, from) {

@@ -129,7 +129,7 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let slot = (x % 64) as usize;
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 h.remove(slot);
                 model.remove(&slot);
             } else {

@@ -242,7 +242,7 @@ impl Topology {
     }
 
     pub fn resource_kind(&self, r: ResourceId) -> ResourceKind {
-        let mut kind = if r.0 % 2 == 0 {
+        let mut kind = if r.0.is_multiple_of(2) {
             ResourceKind::HostUpload(r.0 / 2)
         } else {
             ResourceKind::HostDownload(r.0 / 2)
@@ -251,7 +251,7 @@ impl Topology {
             let base = self.level_base[level.index()];
             if r.0 >= base {
                 let group = (r.0 - base) / 2;
-                kind = if (r.0 - base) % 2 == 0 {
+                kind = if (r.0 - base).is_multiple_of(2) {
                     ResourceKind::Uplink(level, group)
                 } else {
                     ResourceKind::Downlink(level, group)
