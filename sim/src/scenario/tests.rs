@@ -356,11 +356,3 @@ fn absurd_values_are_refused_or_saturate_never_panic() {
     let e = err(&MINIMAL.replace("image = \"b\"", "image = \"b\"\npullers = 11"));
     assert!(e.contains("workload.pulls.0.pullers: must be \"all\" or between 1 and the 10 hosts"), "{e}");
 }
-
-#[test]
-#[ignore = "prints the bound table; run with --ignored --nocapture"]
-fn print_kraken_bound() {
-    for f in ["kraken-2600.toml", "racks-2600.toml"] {
-        println!("{}\n", Scenario::load(scenarios_dir().join(f), &[]).unwrap().lower_bound());
-    }
-}

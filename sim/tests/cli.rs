@@ -1,0 +1,89 @@
+//! The `shoal` command as a user meets it: help, the bound, errors that say what to fix, a run.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shoal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .expect("the shoal binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn bound_prints_every_term_and_the_binding_one() {
+    let out = shoal(&["bound", "scenarios/kraken-2600.toml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for want in ["origin upload", "host download", "aggregate upload", "<- binds", "T_min", "10.000"] {
+        assert!(s.contains(want), "missing {want:?} in:\n{s}");
+    }
+}
+
+#[test]
+fn bad_input_is_refused_with_file_field_and_exit_code_2() {
+    let out = shoal(&["run", "scenarios/nope.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("scenarios/nope.toml"), "{}", text(&out.stderr));
+
+    let out = shoal(&["bound", "scenarios/smoke-40.toml", "--set", "topology.upload_bytes_per_s=300MB/z"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("topology.upload_bytes_per_s") && err.contains("MB/z"), "{err}");
+
+    let dir = std::env::temp_dir().join(format!("shoal-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[topology]\nhosts = 4\nuplod_bytes_per_s = 1\n").unwrap();
+    let out = shoal(&["run", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml:4") && err.contains("uplod_bytes_per_s"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn run_prints_seed_and_replay_and_writes_outputs() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("shoal-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--seed",
+        "7",
+        "--set",
+        "topology.hosts=8",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("seed=7"), "{err}");
+    assert!(
+        err.contains("replay: shoal run scenarios/smoke-40.toml --seed 7 --set topology.hosts=8"),
+        "{err}"
+    );
+    for f in ["downloads.csv", "timeseries.csv", "summary.json", "perf.json"] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["hosts"], 8);
+    assert_eq!(summary["host_images"]["completed"], 8);
+}
+
+#[test]
+fn help_explains_each_command() {
+    let out = shoal(&["run", "--help"]);
+    let s = text(&out.stdout);
+    for want in ["--seed", "--out", "--set", "KEY=VALUE", "results/<scenario>-<seed>/"] {
+        assert!(s.contains(want), "missing {want:?} in run --help:\n{s}");
+    }
+}
