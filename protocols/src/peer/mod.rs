@@ -68,7 +68,7 @@ pub enum DownloadError {
     Removed,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Copy, Debug)]
 enum Phase {
     /// We dialled and sent our handshake; waiting for the reply.
     Opening {
@@ -218,7 +218,7 @@ impl Scheduler {
     /// Handles a message. Returns the handshake of an accepted connection for a torrent this node has
     /// no control for: the role decides to [`Scheduler::accept_handshake`] or [`Scheduler::close`].
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) -> Option<UnknownTorrent> {
-        let phase = self.conns.get(&conn)?.phase.clone();
+        let phase = self.conns.get(&conn)?.phase;
         match (phase, msg) {
             (Phase::Opening { h, expected, is_origin }, Message::Bitfield(hs)) => {
                 let n = self.torrents.get(&h).map(|t| t.dispatcher.metainfo().num_pieces());

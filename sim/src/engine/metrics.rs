@@ -8,6 +8,9 @@ use shoal_protocols::{Instant, MessageKind};
 
 use crate::net::Locality;
 
+/// Names of [`Metrics::bytes_by_locality`]'s entries, in summary.json.
+pub const LOCALITIES: [&str; 6] = ["origins", "same_host", "same_rack", "same_pod", "same_zone", "elsewhere"];
+
 /// Where a payload came from, relative to the host that received it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Source {
@@ -48,7 +51,8 @@ pub struct Metrics {
     pub index: BTreeMap<(u32, u32), usize>,
     /// Per host: when its image pull started and how many layers are still missing.
     pub images: Vec<Option<ImageRecord>>,
-    pub bytes_by_locality: BTreeMap<&'static str, u64>,
+    /// Indexed like [`LOCALITIES`].
+    pub bytes_by_locality: [u64; 6],
     pub origin_egress: u64,
     pub messages: BTreeMap<MessageKind, (u64, u64)>,
     pub announces: u64,
@@ -87,14 +91,14 @@ impl Metrics {
         bytes: u64,
     ) {
         let key = match source {
-            Source::Origin => "origins",
-            Source::Peer(Locality::Host) => "same_host",
-            Source::Peer(Locality::Rack) => "same_rack",
-            Source::Peer(Locality::Pod) => "same_pod",
-            Source::Peer(Locality::Zone) => "same_zone",
-            Source::Peer(Locality::Global) => "elsewhere",
+            Source::Origin => 0,
+            Source::Peer(Locality::Host) => 1,
+            Source::Peer(Locality::Rack) => 2,
+            Source::Peer(Locality::Pod) => 3,
+            Source::Peer(Locality::Zone) => 4,
+            Source::Peer(Locality::Global) => 5,
         };
-        *self.bytes_by_locality.entry(key).or_default() += bytes;
+        self.bytes_by_locality[key] += bytes;
         let b = self.bucket(at);
         b.0 += bytes;
         if source == Source::Origin {

@@ -150,7 +150,12 @@ impl Engine<'_> {
                 terms: bound.terms.iter().map(TermSummary::from).collect(),
             },
             origin_egress_bytes: m.origin_egress,
-            bytes_by_locality: m.bytes_by_locality.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            bytes_by_locality: super::metrics::LOCALITIES
+                .iter()
+                .zip(m.bytes_by_locality)
+                .filter(|(_, v)| *v > 0)
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
             messages,
             announces: m.announces,
             metainfo_requests: m.metainfo_requests,
