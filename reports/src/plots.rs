@@ -196,12 +196,13 @@ fn cdf<DB: DrawingBackend>(
 ) -> DrawResult<DB> {
     let longest =
         cdfs.iter().filter_map(|c| c.sorted.last().copied()).fold(lower_bound_s.unwrap_or(0.0), f64::max);
+    let x_end = headroom(longest);
     let mut chart = ChartBuilder::on(root)
         .caption(title, caption())
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d(0.0..headroom(longest), 0.0..1.02)?;
+        .build_cartesian_2d(0.0..x_end, 0.0..1.02)?;
     chart
         .configure_mesh()
         .x_desc("image completion per host (s)")
@@ -215,10 +216,13 @@ fn cdf<DB: DrawingBackend>(
     for (i, c) in cdfs.iter().enumerate() {
         let n = c.total.max(1) as f64;
         let mut points = Vec::with_capacity(2 * c.sorted.len() + 1);
-        points.push((0.0, 0.0));
         for (k, t) in c.sorted.iter().enumerate() {
             points.push((*t, k as f64 / n));
             points.push((*t, (k + 1) as f64 / n));
+        }
+        // Hosts that never completed keep the curve below 100 % to the right edge.
+        if c.sorted.len() < c.total {
+            points.push((x_end, c.sorted.len() as f64 / n));
         }
         let col = color(i);
         let label = if c.sorted.len() < c.total {

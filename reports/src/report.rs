@@ -57,7 +57,7 @@ pub fn charts(run: &Run) -> Vec<Chart> {
         .collect();
     let hosts = stats::host_completion(&run.downloads);
     let cdf = Cdf {
-        label: "hosts".into(),
+        label: "image completion".into(),
         total: hosts.len(),
         sorted: stats::sorted_complete(hosts.values().copied()),
     };
