@@ -1,5 +1,6 @@
-//! `shoal`: run scenarios, print their lower bound. All logic lives in the `shoal_sim` library; this
-//! is argument parsing and error-to-exit-code mapping.
+//! `shoal`: run scenarios, print their lower bound, render reports and compare runs. All logic lives
+//! in the `shoal_sim` and `shoal_reports` libraries; this is argument parsing and error-to-exit-code
+//! mapping.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,7 +24,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run a scenario and write downloads.csv, timeseries.csv, summary.json and perf.json.
+    /// Run a scenario and write downloads.csv, timeseries.csv, summary.json and perf.json, then its
+    /// report (report.html, report.md and PNG figures) unless --no-report.
     ///
     /// Prints the seed and the exact command that replays the run. The same scenario, seed and
     /// build give byte-identical outputs (all but perf.json).
@@ -51,6 +53,31 @@ enum Command {
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
+        /// Do not write the report (report.html, report.md, figures) after the run.
+        #[arg(long)]
+        no_report: bool,
+    },
+    /// Render the report of each run folder in place: report.html (self-contained), report.md and
+    /// its PNG figures.
+    ///
+    /// Reads only downloads.csv, timeseries.csv and summary.json, so runs produced elsewhere in the
+    /// same format (docs/outputs.md) render too.
+    Report {
+        /// Run folders, each holding downloads.csv, timeseries.csv and summary.json.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
+    /// Compare runs: overlaid CDFs of per-host image completion and a table of p50, p99, p99.9,
+    /// max, origin egress and efficiency, each with its ratio to the first run.
+    ///
+    /// Writes compare.html (self-contained), compare.md and compare-cdf.png.
+    Compare {
+        /// Run folders; the first is the baseline.
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "results/compare")]
+        out: PathBuf,
     },
     /// Print the physical lower bound of a scenario, term by term.
     Bound {
@@ -89,7 +116,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             print!("{}", s.lower_bound());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, out, mut sets, engine, interval_ms, solver, quiet } => {
+        Command::Report { dirs } => {
+            for dir in &dirs {
+                let r = shoal_reports::render(dir)?;
+                println!("{}", r.html.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { dirs, out } => {
+            let c = shoal_reports::compare(&dirs, &out)?;
+            if !c.comparison.same_scenario() {
+                eprintln!("note: the runs are of different scenarios");
+            }
+            println!("{}", c.html.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { scenario, seed, out, mut sets, engine, interval_ms, solver, quiet, no_report } => {
             if let Some(seed) = seed {
                 sets.push(format!("seed={seed}"));
             }
@@ -169,6 +211,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 report.perf.peak_rss_bytes.map_or(0, |b| b >> 20)
             );
             println!("outputs in {}", out.display());
+            if !no_report {
+                let r = shoal_reports::render(&out)?;
+                println!("report in {}", r.html.display());
+            }
             if sm.failed_downloads + sm.unfinished_downloads > 0 {
                 eprintln!(
                     "{} downloads failed, {} unfinished at the time limit",

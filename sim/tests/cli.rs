@@ -1,4 +1,5 @@
-//! The `shoal` command as a user meets it: help, the bound, errors that say what to fix, a run.
+//! The `shoal` command as a user meets it: help, the bound, errors that say what to fix, a run, its
+//! report and comparisons.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -77,6 +78,45 @@ fn run_prints_seed_and_replay_and_writes_outputs() {
     assert_eq!(summary["seed"], 7);
     assert_eq!(summary["hosts"], 8);
     assert_eq!(summary["host_images"]["completed"], 8);
+    for f in ["report.html", "report.md", "host-completion-cdf.png"] {
+        assert!(dir.join(f).is_file(), "{f} missing: the run writes its report");
+    }
+
+    // `report` re-renders in place; `compare` writes its table and figure elsewhere.
+    std::fs::remove_file(dir.join("report.html")).unwrap();
+    let out = shoal(&["report", dir.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("report.html").is_file());
+    let cmp = dir.join("compare");
+    let d = dir.to_str().unwrap();
+    let out = shoal(&["compare", d, d, "--out", cmp.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let md = std::fs::read_to_string(cmp.join("compare.md")).unwrap();
+    assert!(md.contains("× first") && md.contains("1.000"), "{md}");
+    assert!(cmp.join("compare.html").is_file() && cmp.join("compare-cdf.png").is_file());
+}
+
+#[test]
+fn no_report_skips_the_report_and_report_names_a_missing_file() {
+    let dir: PathBuf = std::env::temp_dir().join(format!("shoal-cli-noreport-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_str().unwrap();
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--set",
+        "topology.hosts=4",
+        "-q",
+        "--no-report",
+        "--out",
+        d,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.join("summary.json").is_file() && !dir.join("report.html").exists());
+    std::fs::remove_file(dir.join("timeseries.csv")).unwrap();
+    let out = shoal(&["report", d]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("timeseries.csv"), "{}", text(&out.stderr));
 }
 
 #[test]
@@ -86,4 +126,11 @@ fn help_explains_each_command() {
     for want in ["--seed", "--out", "--set", "KEY=VALUE", "results/<scenario>-<seed>/"] {
         assert!(s.contains(want), "missing {want:?} in run --help:\n{s}");
     }
+    assert!(s.contains("--no-report"), "{s}");
+    let s = text(&shoal(&["--help"]).stdout);
+    for want in ["report", "compare"] {
+        assert!(s.contains(want), "missing {want:?} in --help:\n{s}");
+    }
+    let s = text(&shoal(&["compare", "--help"]).stdout);
+    assert!(s.contains("--out") && s.contains("ratio to the first run"), "{s}");
 }
