@@ -103,9 +103,10 @@ pub fn localities(s: &Summary) -> Vec<(String, u64)> {
     v
 }
 
-/// The command that replays the run.
+/// The command that replays the run: summary.json's own `replay`, or for older summaries without
+/// it, the scenario file and seed.
 pub fn replay(s: &Summary) -> String {
-    format!("shoal run {} --seed {}", s.source, s.seed)
+    s.replay.clone().unwrap_or_else(|| format!("shoal run {} --seed {}", s.source, s.seed))
 }
 
 pub(crate) fn secs(v: Option<f64>) -> String {
@@ -240,7 +241,7 @@ pub(crate) fn inline_svg(svg: &str) -> String {
     svg.replace(" xmlns=\"http://www.w3.org/2000/svg\"", "")
 }
 
-const REPLAY_NOTE: &str = "summary.json records the scenario file and seed; `--set` overrides, if the run had any, must be added by hand.";
+const REPLAY_NOTE: &str = "Same scenario, seed and build give byte-identical outputs (all but perf.json).";
 
 fn markdown_report(s: &Summary) -> String {
     let mut md = format!("# shoal report: {} (seed {})\n\n", s.scenario, s.seed);

@@ -127,6 +127,9 @@ pub struct Summary {
     pub bytes_by_locality: BTreeMap<String, u64>,
     #[serde(default)]
     pub reference: Option<Reference>,
+    /// The exact command that replays the run, overrides included (absent in older summaries).
+    #[serde(default)]
+    pub replay: Option<String>,
 }
 
 /// A run folder, read and checked.

@@ -137,10 +137,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let s = Scenario::load_with_sets(&scenario, &sets)?;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("results/{}-{}", s.name, s.seed)));
-            let mut replay = format!("shoal run {} --seed {}", scenario.display(), s.seed);
-            for set in sets.iter().filter(|x| !x.starts_with("seed=")) {
-                replay.push_str(&format!(" --set {set}"));
-            }
+            let mut replay = s.replay_command();
             if solver == SolverKind::Full {
                 replay.push_str(" --solver full");
             }

@@ -76,6 +76,7 @@ fn run_prints_seed_and_replay_and_writes_outputs() {
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["seed"], 7);
+    assert_eq!(summary["replay"], "shoal run scenarios/smoke-40.toml --seed 7 --set topology.hosts=8");
     assert_eq!(summary["hosts"], 8);
     assert_eq!(summary["host_images"]["completed"], 8);
     for f in ["report.html", "report.md", "host-completion-cdf.png"] {

@@ -72,6 +72,8 @@ pub struct Summary {
     pub metainfo_requests: u64,
     /// Published numbers for the same workload, from the scenario's `[reference]`.
     pub reference: Option<crate::scenario::Reference>,
+    /// The command that replays this run.
+    pub replay: String,
 }
 
 /// perf.json: how the run went on this machine; never compared byte for byte.
@@ -160,6 +162,11 @@ impl Engine<'_> {
             announces: m.announces,
             metainfo_requests: m.metainfo_requests,
             reference: s.reference.clone(),
+            replay: if matches!(self.net.solver(), crate::net::Solver::Full) {
+                s.replay_command() + " --solver full"
+            } else {
+                s.replay_command()
+            },
         };
         let pieces = m.messages.get(&shoal_protocols::MessageKind::PiecePayload).map_or(0, |c| c.0);
         let stats = self.net.stats();

@@ -52,6 +52,8 @@ pub struct Scenario {
     pub protocol: Protocol,
     /// Published numbers for this workload, if the scenario replays a measurement.
     pub reference: Option<Reference>,
+    /// The `key=value` overrides it was loaded with, in order.
+    pub overrides: Vec<(String, String)>,
 }
 
 /// Published per-host image completion times the scenario replays (`[reference]`), reported beside
@@ -232,7 +234,18 @@ impl Scenario {
             locator.overrides.push((path, written));
         }
         let raw: raw::RawScenario = overrides::deserialize_at(doc, &[]).map_err(|e| locator.error(e))?;
-        resolve::resolve(raw, source).map_err(|e| locator.error(e))
+        let mut s = resolve::resolve(raw, source).map_err(|e| locator.error(e))?;
+        s.overrides = overrides.to_vec();
+        Ok(s)
+    }
+
+    /// The `shoal run` command that replays this scenario: its file, seed and every other override.
+    pub fn replay_command(&self) -> String {
+        let mut cmd = format!("shoal run {} --seed {}", self.source, self.seed);
+        for (k, v) in self.overrides.iter().filter(|(k, _)| k != "seed") {
+            cmd.push_str(&format!(" --set {k}={v}"));
+        }
+        cmd
     }
 
     /// The physical lower bound on the time to finish every pull (see [`LowerBound`]).

@@ -298,6 +298,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         trackers,
         workload,
         protocol,
+        overrides: Vec::new(),
         reference: raw.reference.map(|r| Reference {
             source: r.source,
             p50_s: r.p50_s,
