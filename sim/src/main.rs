@@ -1,6 +1,6 @@
-//! `shoal`: run scenarios, print their lower bound, render reports and compare runs. All logic lives
-//! in the `shoal_sim` and `shoal_reports` libraries; this is argument parsing and error-to-exit-code
-//! mapping.
+//! `shoal`: run scenarios, print their lower bound, render reports, compare runs and gate on
+//! baselines. All logic lives in the `shoal_sim` and `shoal_reports` libraries; this is argument
+//! parsing and error-to-exit-code mapping.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::gate::{self, GateConfig, GateOptions};
 use shoal_sim::net::Solver;
 use shoal_sim::scenario::Scenario;
 
@@ -79,6 +80,30 @@ enum Command {
         #[arg(long, default_value = "results/compare")]
         out: PathBuf,
     },
+    /// Regression gate: run the pinned scenarios of the gate config and compare their deterministic
+    /// metrics with the committed baselines.
+    ///
+    /// Prints a Markdown table (scenario, metric, baseline, now, change) sorted by the size of the
+    /// change on stdout, progress on stderr. Exit status: 0 pass, 1 a metric regressed beyond its
+    /// tolerance, 2 bad input (config, scenario or missing baseline). Simulator speed is reported
+    /// as an advisory ratio and never fails the gate.
+    Gate {
+        /// Rewrite the baselines from this run (a deliberate change of behaviour).
+        #[arg(long)]
+        bless: bool,
+        /// The gate configuration.
+        #[arg(long, default_value = "bench/gate.toml")]
+        config: PathBuf,
+        /// Only this scenario of the config (repeatable).
+        #[arg(long = "scenario", value_name = "NAME")]
+        only: Vec<String>,
+        /// Extra override for every scenario, to see what a change does to the gate (not with --bless).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        /// Skip the advisory speed measurement.
+        #[arg(long)]
+        no_speed: bool,
+    },
     /// Print the physical lower bound of a scenario, term by term.
     Bound {
         scenario: PathBuf,
@@ -111,6 +136,13 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Gate { bless, config, only, sets, no_speed } => {
+            let config = GateConfig::load(&config)?;
+            let options = GateOptions { bless, only, extra_sets: sets, speed: !no_speed };
+            let report = gate::run(&config, &options, &mut |line| eprintln!("{line}"))?;
+            print!("{}", report.markdown());
+            Ok(if report.passed() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Bound { scenario, sets } => {
             let s = Scenario::load_with_sets(&scenario, &sets)?;
             print!("{}", s.lower_bound());

@@ -1,0 +1,86 @@
+//! The network model's rate update under churn: a 300-host flat topology (Kraken's benchmark links:
+//! 10 Gbit/s up, 300 MB/s down) with a fixed number of concurrent 4 MiB flows between random hosts;
+//! every step pops the next completion and starts a replacement, so each step re-solves max-min rates
+//! twice. Throughput: completions (with their replacement start) per second.
+
+use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_sim::net::{Network, Solver, Topology, TopologySpec};
+use std::hint::black_box;
+use std::time::Duration;
+
+const HOSTS: usize = 300;
+const PIECE: u64 = 4 << 20;
+/// Completions per benchmark iteration.
+const STEPS: u64 = 1_000;
+
+struct Churn {
+    topo: Topology,
+    net: Network,
+    rng: ChaCha8Rng,
+    next_token: u64,
+}
+
+impl Churn {
+    fn new(concurrent: usize, solver: Solver) -> Self {
+        let topo = TopologySpec::flat(HOSTS, 1_250_000_000, 300_000_000, Duration::from_micros(200))
+            .build()
+            .expect("valid topology");
+        let net = Network::new(&topo.capacities(), solver);
+        let mut c = Churn { topo, net, rng: ChaCha8Rng::seed_from_u64(3), next_token: 0 };
+        let now = c.net.now();
+        for _ in 0..concurrent {
+            c.start(now);
+        }
+        c
+    }
+
+    fn start(&mut self, now: shoal_sim::net::Instant) {
+        let src = self.rng.random_range(0..HOSTS as u32);
+        let dst = (src + self.rng.random_range(1..HOSTS as u32)) % HOSTS as u32;
+        let path = self.topo.path(src, dst);
+        self.next_token += 1;
+        self.net.start_flow(now, path.resources(), PIECE, self.next_token);
+    }
+
+    fn step(&mut self) -> u64 {
+        let at = self.net.next_completion().expect("flows are active");
+        let done = self.net.pop_completed(at).expect("due");
+        self.start(at);
+        done.token
+    }
+}
+
+fn net(c: &mut Criterion) {
+    let mut group = c.benchmark_group("net_churn");
+    group.sampling_mode(SamplingMode::Flat).sample_size(10);
+    group.throughput(Throughput::Elements(STEPS));
+    for (solver_name, solver, flows) in [
+        ("incremental", Solver::default(), &[300usize, 3_000][..]),
+        // The exact reference solver, at the smaller load only: it re-solves every flow per event.
+        ("full", Solver::Full, &[300][..]),
+    ] {
+        for &concurrent in flows {
+            let mut churn = Churn::new(concurrent, solver);
+            group.bench_function(
+                BenchmarkId::new(solver_name, format!("{HOSTS}hosts/{concurrent}flows")),
+                |b| {
+                    b.iter(|| {
+                        for _ in 0..STEPS {
+                            black_box(churn.step());
+                        }
+                    })
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    targets = net
+}
+criterion_main!(benches);

@@ -1,0 +1,105 @@
+//! The regression gate against the committed baselines (`bench/gate.toml`, `bench/baselines/`):
+//! an unperturbed run passes, a perturbed protocol parameter that makes p99 worse fails, and the
+//! `shoal gate` command maps that to its exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use shoal_sim::gate::{self, GateConfig, GateOptions, Verdict};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn config() -> GateConfig {
+    GateConfig::load(&repo().join("bench/gate.toml")).expect("the committed gate config loads")
+}
+
+fn shoal(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shoal")).args(args).current_dir(repo()).output().expect("shoal runs")
+}
+
+#[test]
+fn unperturbed_runs_pass_the_committed_baselines_exactly() {
+    let report = gate::run(&config(), &GateOptions::default(), &mut |_| {}).expect("gate runs");
+    assert_eq!(report.scenarios, 2);
+    assert!(report.passed(), "{}", report.markdown());
+    // Deterministic: not merely within tolerance, identical.
+    for r in &report.rows {
+        assert_eq!((r.baseline, r.change, r.verdict), (r.now, 0.0, Verdict::Ok), "{r:?}");
+    }
+    assert!(report.rows.iter().any(|r| r.metric == "host_images.p99"));
+}
+
+#[test]
+fn pipeline_limit_of_1_makes_p99_worse_and_fails_the_gate() {
+    let options = GateOptions {
+        only: vec!["kraken-200".into()],
+        extra_sets: vec!["protocol.agent.dispatch.pipeline_limit=1".into()],
+        ..GateOptions::default()
+    };
+    let report = gate::run(&config(), &options, &mut |_| {}).expect("gate runs");
+    assert!(!report.passed(), "{}", report.markdown());
+    let p99 = report.rows.iter().find(|r| r.metric == "host_images.p99").expect("p99 row");
+    assert_eq!(p99.verdict, Verdict::Regression, "{p99:?}");
+    assert!(p99.now > p99.baseline);
+    // The biggest change heads the table.
+    assert_eq!(report.rows[0].verdict, Verdict::Regression);
+    let md = report.markdown();
+    assert!(md.contains("**FAIL**") && md.contains("| kraken-200 | host_images.p99 |"), "{md}");
+}
+
+#[test]
+fn cli_exits_1_on_regression_0_on_pass_2_on_bad_input() {
+    // Slower origins on the small scenario: image pulls take twice as long.
+    let out = shoal(&[
+        "gate",
+        "--no-speed",
+        "--scenario",
+        "smoke-40",
+        "--set",
+        "origins.upload_bytes_per_s=1Gbit/s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("| smoke-40 | host_images.p99 |") && md.contains("**regression**"), "{md}");
+
+    let out = shoal(&["gate", "--no-speed", "--scenario", "smoke-40"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("**PASS**"));
+
+    for args in [
+        &["gate", "--config", "bench/nope.toml"][..],
+        &["gate", "--scenario", "nope"][..],
+        &["gate", "--bless", "--set", "seed=2"][..],
+    ] {
+        let out = shoal(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+#[test]
+fn bless_writes_baselines_that_the_next_run_passes_and_stale_ones_are_refused() {
+    let dir = std::env::temp_dir().join(format!("shoal-gate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let smoke = repo().join("scenarios/smoke-40.toml");
+    let write = |set: &str| {
+        let text = format!(
+            "baselines = \"b\"\n[[scenario]]\nname = \"s\"\npath = {:?}\nset = [{set}]\n",
+            smoke.display().to_string()
+        );
+        std::fs::write(dir.join("gate.toml"), text).unwrap();
+        GateConfig::load(&dir.join("gate.toml")).unwrap()
+    };
+    let c = write("");
+    let err = gate::run(&c, &GateOptions::default(), &mut |_| {}).expect_err("no baseline yet");
+    assert!(err.to_string().contains("--bless"), "{err}");
+    let blessed = gate::run(&c, &GateOptions { bless: true, ..GateOptions::default() }, &mut |_| {}).unwrap();
+    assert_eq!(blessed.blessed, vec![dir.join("b/s.json")]);
+    assert!(gate::run(&c, &GateOptions::default(), &mut |_| {}).unwrap().passed());
+    // The config now pins other settings than the baseline was blessed with: refused, not compared.
+    let c = write("\"seed=2\"");
+    let err = gate::run(&c, &GateOptions::default(), &mut |_| {}).expect_err("stale baseline");
+    assert!(err.to_string().contains("re-bless"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
