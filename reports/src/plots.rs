@@ -57,6 +57,8 @@ pub enum Chart {
     },
     /// Payload bytes by where they came from.
     Bars { title: String, bars: Vec<(String, u64)> },
+    /// Rack uplink utilisation over time: the least, median and most loaded rack per interval.
+    Racks { title: String, time_s: Vec<f64>, min: Vec<f64>, median: Vec<f64>, max: Vec<f64>, racks: usize },
 }
 
 impl Chart {
@@ -90,6 +92,13 @@ impl Chart {
                 timeseries(root, title, time_s, throughput, origin_egress, active)
             }
             Chart::Bars { title, bars: b } => bars(root, title, b),
+            Chart::Racks { title, time_s, min, median, max, racks: n } => racks(
+                root,
+                title,
+                time_s,
+                [("most loaded rack", max), ("median rack", median), ("least loaded rack", min)],
+                *n,
+            ),
         };
         r.map_err(|e| e.to_string())
     }
@@ -185,6 +194,44 @@ fn histogram<DB: DrawingBackend>(
         let x0 = i as f64 * bucket_s;
         Rectangle::new([(x0, 0.0), (x0 + bucket_s, *n as f64)], BLACK.mix(0.6).stroke_width(1))
     }))?;
+    legend_box(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+fn racks<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    time_s: &[f64],
+    series: [(&str, &Vec<f64>); 3],
+    n: usize,
+) -> DrawResult<DB> {
+    let t_max = headroom(time_s.last().copied().unwrap_or(0.0)) / 1.08;
+    let t_max = if t_max > 0.0 { t_max } else { 1.0 };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, caption())
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..t_max, 0.0..1.1)?;
+    chart
+        .configure_mesh()
+        .x_desc("time since start (s)")
+        .x_label_formatter(&tick)
+        .y_desc(format!("rack uplink utilisation ({n} racks)"))
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    for (i, (label, ys)) in series.into_iter().enumerate() {
+        let col = color(i);
+        chart
+            .draw_series(LineSeries::new(
+                time_s.iter().zip(ys.iter()).map(|(t, y)| (*t, *y)),
+                col.stroke_width(2),
+            ))?
+            .label(label)
+            .legend(line_legend(col));
+    }
     legend_box(&mut chart, SeriesLabelPosition::UpperRight)
 }
 

@@ -12,11 +12,13 @@ use crate::{Error, stats, write};
 pub const BUCKET_S: f64 = 2.0;
 
 /// The figures of a report, by file stem.
-pub const FIGURES: [(&str, &str); 4] = [
+pub const FIGURES: [(&str, &str); 5] = [
     ("blob-download-histogram", "Per-blob download time"),
     ("host-completion-cdf", "Per-host image completion"),
     ("timeseries", "Throughput, origin egress and downloads in progress"),
     ("bytes-by-locality", "Bytes by locality"),
+    // Only for topologies with racks (racks.csv).
+    ("rack-uplinks", "Rack uplink utilisation"),
 ];
 
 /// What `render` wrote.
@@ -39,13 +41,13 @@ pub fn render(dir: &Path) -> Result<Rendered, Error> {
         pngs.push(png);
     }
     let markdown = dir.join("report.md");
-    write(&markdown, markdown_report(&run.summary))?;
+    write(&markdown, markdown_report(&run.summary, charts.len()))?;
     let html = dir.join("report.html");
     write(&html, html_report(&run.summary, &svgs))?;
     Ok(Rendered { html, markdown, pngs })
 }
 
-/// The four figures of a run, in the order of `FIGURES`.
+/// The figures of a run, in the order of `FIGURES`: four, and a fifth where the topology has racks.
 pub fn charts(run: &Run) -> Vec<Chart> {
     let s = &run.summary;
     let name = format!("{} (seed {})", s.scenario, s.seed);
@@ -71,7 +73,7 @@ pub fn charts(run: &Run) -> Vec<Chart> {
             if dt > 0.0 { r.origin_egress_bytes as f64 / dt } else { 0.0 }
         })
         .collect();
-    vec![
+    let mut charts = vec![
         Chart::Histogram { title: format!("Per-blob download time: {name}"), durations, bucket_s: BUCKET_S },
         Chart::Cdf {
             title: format!("Per-host image completion: {name}"),
@@ -86,7 +88,39 @@ pub fn charts(run: &Run) -> Vec<Chart> {
             active: run.timeseries.iter().map(|r| r.downloads_active).collect(),
         },
         Chart::Bars { title: format!("Payload bytes by locality: {name}"), bars: localities(s) },
-    ]
+    ];
+    if let Some(rows) = &run.racks {
+        charts.push(rack_chart(rows, &name));
+    }
+    charts
+}
+
+/// Per interval, the least, median and most utilised rack uplink (unlimited links are skipped).
+fn rack_chart(rows: &[crate::schema::RackInterval], name: &str) -> Chart {
+    let mut by_time: std::collections::BTreeMap<u64, Vec<f64>> = std::collections::BTreeMap::new();
+    let mut racks = std::collections::BTreeSet::new();
+    for r in rows {
+        racks.insert(r.rack);
+        if let Some(u) = r.uplink_utilisation {
+            by_time.entry((r.time_s * 1e6).round() as u64).or_default().push(u);
+        }
+    }
+    let (mut time_s, mut min, mut median, mut max) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (t, mut v) in by_time {
+        v.sort_by(f64::total_cmp);
+        time_s.push(t as f64 / 1e6);
+        min.push(v[0]);
+        median.push(v[v.len() / 2]);
+        max.push(v[v.len() - 1]);
+    }
+    Chart::Racks {
+        title: format!("Rack uplink utilisation: {name}"),
+        time_s,
+        min,
+        median,
+        max,
+        racks: racks.len(),
+    }
 }
 
 /// `bytes_by_locality` from nearest to farthest, then anything else the file names.
@@ -243,7 +277,7 @@ pub(crate) fn inline_svg(svg: &str) -> String {
 
 const REPLAY_NOTE: &str = "Same scenario, seed and build give byte-identical outputs (all but perf.json).";
 
-fn markdown_report(s: &Summary) -> String {
+fn markdown_report(s: &Summary, figures: usize) -> String {
     let mut md = format!("# shoal report: {} (seed {})\n\n", s.scenario, s.seed);
     md += &markdown_table(&overview(s));
     let _ = write!(md, "\nReplay:\n\n    {}\n\n({REPLAY_NOTE})\n\n", replay(s));
@@ -253,7 +287,7 @@ fn markdown_report(s: &Summary) -> String {
     md += "## Lower bound\n\n";
     md += &markdown_table(&bound_terms(s));
     md += "\n## Figures\n\n";
-    for (stem, caption) in FIGURES {
+    for (stem, caption) in FIGURES.iter().take(figures) {
         let _ = writeln!(md, "### {caption}\n\n![{caption}]({stem}.png)\n");
     }
     md

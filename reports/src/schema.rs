@@ -132,6 +132,18 @@ pub struct Summary {
     pub replay: Option<String>,
 }
 
+/// One row of racks.csv: a rack's link traffic over one interval (written only for topologies with
+/// racks). Utilisation is empty for an unlimited link.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct RackInterval {
+    pub time_s: f64,
+    pub rack: u32,
+    pub uplink_bytes: f64,
+    pub uplink_utilisation: Option<f64>,
+    pub downlink_bytes: f64,
+    pub downlink_utilisation: Option<f64>,
+}
+
 /// A run folder, read and checked.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -139,6 +151,8 @@ pub struct Run {
     pub downloads: Vec<Download>,
     pub timeseries: Vec<Interval>,
     pub summary: Summary,
+    /// racks.csv, when the topology has racks.
+    pub racks: Option<Vec<RackInterval>>,
 }
 
 impl Run {
@@ -149,6 +163,10 @@ impl Run {
             downloads: read_csv(&dir.join("downloads.csv"))?,
             timeseries: read_csv(&dir.join("timeseries.csv"))?,
             summary: read_json(&dir.join("summary.json"))?,
+            racks: {
+                let path = dir.join("racks.csv");
+                if path.exists() { Some(read_csv(&path)?) } else { None }
+            },
         })
     }
 

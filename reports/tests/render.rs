@@ -34,20 +34,23 @@ fn png_size(path: &Path) -> (u32, u32) {
 fn report_renders_from_fixture() {
     let dir = fixture_copy("render");
     let r = render(&dir).unwrap();
-    assert_eq!(r.pngs.len(), FIGURES.len());
+    // No racks in the smoke scenario: every figure but the rack one.
+    let figures = &FIGURES[..FIGURES.len() - 1];
+    assert_eq!(r.pngs.len(), figures.len());
     for png in &r.pngs {
         assert!(fs::metadata(png).unwrap().len() > 0);
         assert_eq!(png_size(png), shoal_reports::plots::SIZE, "{}", png.display());
     }
     let md = fs::read_to_string(&r.markdown).unwrap();
-    for (stem, _) in FIGURES {
+    for (stem, _) in figures {
         assert!(md.contains(&format!("]({stem}.png)")), "report.md lacks {stem}.png");
     }
+    assert!(!md.contains("rack-uplinks.png"));
     assert!(md.contains("shoal run scenarios/smoke-40.toml --seed 1"));
     assert!(md.contains("| host images | 40 | 40 | 1.536 | 5.514 |"), "{md}");
     assert!(md.contains("1.024 s (host download)"));
     let html = fs::read_to_string(&r.html).unwrap();
-    assert_eq!(html.matches("<svg").count(), FIGURES.len());
+    assert_eq!(html.matches("<svg").count(), figures.len());
     assert!(html.contains("shoal run scenarios/smoke-40.toml --seed 1"));
 }
 
@@ -199,4 +202,27 @@ fn compare_writes_overlaid_cdfs_and_flags_different_scenarios() {
     assert_eq!(external_references(&html), Vec::<String>::new());
     let Chart::Cdf { cdfs, .. } = c.comparison.chart() else { panic!("not a CDF") };
     assert_eq!(cdfs.len(), 2);
+}
+
+#[test]
+fn rack_topologies_get_the_rack_uplink_figure() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/racks-80");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reports-tests").join("racks");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    for f in ["downloads.csv", "timeseries.csv", "summary.json", "racks.csv"] {
+        fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let r = render(&dir).unwrap();
+    assert_eq!(r.pngs.len(), FIGURES.len());
+    let last = r.pngs.last().unwrap();
+    assert!(last.ends_with("rack-uplinks.png"));
+    assert_eq!(png_size(last), shoal_reports::plots::SIZE);
+    let html = fs::read_to_string(&r.html).unwrap();
+    assert!(html.contains("rack uplink utilisation (2 racks)"), "the axis names the racks");
+    assert!(html.contains("most loaded rack") && html.contains("median rack"));
+    // A malformed racks.csv is refused, naming it.
+    fs::write(dir.join("racks.csv"), "time_s,rack,uplink_bytes,uplink_utilisation,downlink_bytes,downlink_utilisation\n1.0,x,1,0.5,1,0.5\n").unwrap();
+    let e = render(&dir).unwrap_err().to_string();
+    assert!(e.contains("racks.csv") && e.contains("rack"), "{e}");
 }

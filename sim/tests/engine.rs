@@ -82,3 +82,26 @@ fn one_host_one_origin_takes_size_over_rate_plus_latencies() {
     assert!(t >= transfer, "{t} < {transfer}");
     assert!(t <= transfer + 0.012, "{t} is more than a dozen latencies over {transfer}");
 }
+
+#[test]
+fn racks_csv_reports_uplinks_never_over_capacity() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/racks-2600.toml");
+    let s = Scenario::load_with_sets(path, &["topology.hosts=80".to_string()]).expect("racks scenario loads");
+    let dir = tmp("racks");
+    run_to(&s, &dir);
+    let text = std::fs::read_to_string(dir.join("racks.csv")).expect("racks.csv written for racks");
+    let mut busy = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        for u in [f[3], f[5]] {
+            let u: f64 = u.parse().unwrap();
+            assert!(u <= 1.0 + 1e-6, "a rack link above its capacity: {line}");
+            busy += usize::from(u > 0.9);
+        }
+    }
+    assert!(busy > 0, "4:1 oversubscribed uplinks must saturate at some point");
+    // Flat topologies have no racks and no racks.csv.
+    let flat = tmp("flat");
+    run_to(&scenario(&[]), &flat);
+    assert!(!flat.join("racks.csv").exists());
+}

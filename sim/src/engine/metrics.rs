@@ -60,6 +60,18 @@ pub struct Metrics {
     /// Payload bytes delivered and origin egress, per time-series interval.
     pub series: Vec<(u64, u64)>,
     pub interval: Duration,
+    /// Per rack, cumulative (uplink, downlink) bytes at the last sample.
+    pub racks: Vec<(f64, f64)>,
+    pub rack_samples: Vec<RackSample>,
+}
+
+/// One rack's link traffic over one time-series interval.
+#[derive(Clone, Copy, Debug)]
+pub struct RackSample {
+    pub at: Instant,
+    pub rack: u32,
+    pub up_bytes: f64,
+    pub down_bytes: f64,
 }
 
 #[derive(Clone, Debug)]

@@ -65,11 +65,26 @@ type End = (u32, ConnId);
 #[derive(Debug)]
 enum Event {
     Control(Box<Control>),
-    Timer { node: u32 },
-    Connect { from: End, to: u32 },
-    Deliver { to: End, msg: Message },
-    Closed { to: End },
-    Pull { host: u32, image: u32 },
+    Timer {
+        node: u32,
+    },
+    Connect {
+        from: End,
+        to: u32,
+    },
+    Deliver {
+        to: End,
+        msg: Message,
+    },
+    Closed {
+        to: End,
+    },
+    Pull {
+        host: u32,
+        image: u32,
+    },
+    /// Samples rack link utilisation at the end of a time-series interval (racks only).
+    Sample,
 }
 
 #[derive(Debug)]
@@ -240,6 +255,11 @@ impl<'s> Engine<'s> {
         for n in 0..nodes as u32 {
             e.arm(n);
         }
+        if let Some(racks) = &scenario.topology.racks {
+            e.metrics.racks = vec![(0.0, 0.0); racks.groups.len()];
+            let at = Instant::ZERO + e.options.interval;
+            e.push(at, Event::Sample);
+        }
         Ok(e)
     }
 
@@ -347,6 +367,7 @@ impl<'s> Engine<'s> {
                 }
             }
             Event::Pull { host, image } => self.pull(host, image),
+            Event::Sample => self.sample(),
             Event::Control(c) => self.control(*c),
         }
     }
@@ -398,6 +419,24 @@ impl<'s> Engine<'s> {
                 self.drain(agent);
             }
         }
+    }
+
+    /// Records each rack's uplink and downlink bytes over the interval just ended.
+    fn sample(&mut self) {
+        use crate::net::Level;
+        let now = self.now;
+        for r in 0..self.metrics.racks.len() {
+            let up = self.net.bytes_carried(self.world.net.uplink(Level::Rack, r as u32), now);
+            let down = self.net.bytes_carried(self.world.net.downlink(Level::Rack, r as u32), now);
+            let (up0, down0) = std::mem::replace(&mut self.metrics.racks[r], (up, down));
+            self.metrics.rack_samples.push(metrics::RackSample {
+                at: now,
+                rack: r as u32,
+                up_bytes: (up - up0).max(0.0),
+                down_bytes: (down - down0).max(0.0),
+            });
+        }
+        self.push(now + self.options.interval, Event::Sample);
     }
 
     fn pull(&mut self, host: u32, image: u32) {

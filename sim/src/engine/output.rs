@@ -195,12 +195,48 @@ impl Engine<'_> {
         fs::create_dir_all(dir)?;
         write_downloads(dir, self.scenario, &self.metrics)?;
         write_timeseries(dir, &self.metrics, self.now)?;
+        if self.scenario.topology.racks.is_some() {
+            self.write_racks(dir)?;
+        }
         let mut summary = serde_json::to_string_pretty(&report.summary).map_err(io::Error::other)?;
         summary.push('\n');
         fs::write(dir.join("summary.json"), summary)?;
         let mut perf = serde_json::to_string_pretty(&report.perf).map_err(io::Error::other)?;
         perf.push('\n');
         fs::write(dir.join("perf.json"), perf)
+    }
+}
+
+impl Engine<'_> {
+    /// racks.csv: per interval and rack, the bytes over its uplink and downlink and their share of
+    /// the link's capacity (empty where the link is unlimited).
+    fn write_racks(&self, dir: &Path) -> io::Result<()> {
+        use crate::net::Level;
+        let mut w = csv::Writer::from_path(dir.join("racks.csv"))?;
+        w.write_record([
+            "time_s",
+            "rack",
+            "uplink_bytes",
+            "uplink_utilisation",
+            "downlink_bytes",
+            "downlink_utilisation",
+        ])?;
+        let secs = self.metrics.interval.as_secs_f64();
+        for s in &self.metrics.rack_samples {
+            let up_cap = self.net.capacity(self.world.net.uplink(Level::Rack, s.rack));
+            let down_cap = self.net.capacity(self.world.net.downlink(Level::Rack, s.rack));
+            let util =
+                |b: f64, c: Option<f64>| c.map(|c| format!("{:.6}", b / (c * secs))).unwrap_or_default();
+            w.write_record([
+                format!("{:.6}", s.at.as_secs_f64()),
+                s.rack.to_string(),
+                format!("{:.0}", s.up_bytes),
+                util(s.up_bytes, up_cap),
+                format!("{:.0}", s.down_bytes),
+                util(s.down_bytes, down_cap),
+            ])?;
+        }
+        w.flush()
     }
 }
 
