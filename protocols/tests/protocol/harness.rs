@@ -2,7 +2,7 @@
 //! and a tracker exchange messages through one event queue ordered by (time, sequence). Every node
 //! sends payloads one at a time at a fixed upload rate, every message pays a fixed latency and each
 //! connection delivers in order — all these tests need; the flow-level network model of the
-//! discrete-event engine lives in shoal-sim.
+//! discrete-event engine lives in shoal-sim. Set `HARNESS_TRACE=1` to print every node output.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
