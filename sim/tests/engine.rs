@@ -105,3 +105,49 @@ fn racks_csv_reports_uplinks_never_over_capacity() {
     run_to(&scenario(&[]), &flat);
     assert!(!flat.join("racks.csv").exists());
 }
+
+#[test]
+fn a_host_pulling_two_images_shares_their_common_layer() {
+    let text = r#"
+name = "two-images"
+[topology]
+hosts = 6
+upload_bytes_per_s = "1Gbit/s"
+download_bytes_per_s = "1Gbit/s"
+latency_ms = 0.2
+latency_jitter_ms = 0.1
+[origins]
+count = 1
+upload_bytes_per_s = "10Gbit/s"
+download_bytes_per_s = "10Gbit/s"
+[[workload.blobs]]
+name = "base"
+size = "32MB"
+[[workload.blobs]]
+name = "app-a"
+size = "8MB"
+[[workload.blobs]]
+name = "app-b"
+size = "8MB"
+[[workload.images]]
+name = "a"
+layers = ["base", "app-a"]
+[[workload.images]]
+name = "b"
+layers = ["base", "app-b"]
+[[workload.pulls]]
+image = "a"
+[[workload.pulls]]
+image = "b"
+start_s = 5.0
+"#;
+    let s = Scenario::from_toml(text, "two-images.toml", &[]).expect("scenario loads");
+    let r = run_to(&s, &tmp("two-images"));
+    let sm = &r.summary;
+    // 6 hosts × 2 images; 6 × 3 distinct blobs (the shared base is downloaded once per host).
+    assert_eq!((sm.host_images.count, sm.host_images.completed), (12, 12));
+    assert_eq!((sm.blob_downloads.count, sm.blob_downloads.completed), (18, 18));
+    // The second image, pulled at 5 s when its base layer is already there, only waits for app-b.
+    assert!(sm.host_images.p50.unwrap() < 1.0, "{:?}", sm.host_images);
+    assert!(sm.sim_time_s < 10.0, "the run ends when the last pull is done, not at the time limit");
+}

@@ -50,7 +50,10 @@ pub struct Metrics {
     /// (host, blob) → index into `downloads`.
     pub index: BTreeMap<(u32, u32), usize>,
     /// Per host: when its image pull started and how many layers are still missing.
-    pub images: Vec<Option<ImageRecord>>,
+    /// One record per image pull (a host may pull several images).
+    pub images: Vec<ImageRecord>,
+    /// Per host, its image pulls (indices into `images`).
+    pub host_pulls: Vec<Vec<usize>>,
     /// Indexed like [`LOCALITIES`].
     pub bytes_by_locality: [u64; 6],
     pub origin_egress: u64,
@@ -77,14 +80,21 @@ pub struct RackSample {
 #[derive(Clone, Debug)]
 pub struct ImageRecord {
     pub start: Instant,
-    pub missing: usize,
+    /// Layers (blob indices) not yet downloaded.
+    pub missing: Vec<u32>,
     pub end: Option<Instant>,
     pub failed: bool,
 }
 
+impl ImageRecord {
+    pub fn finished(&self) -> bool {
+        self.end.is_some() || self.failed
+    }
+}
+
 impl Metrics {
     pub fn new(hosts: usize, interval: Duration) -> Self {
-        Metrics { images: vec![None; hosts], interval, ..Metrics::default() }
+        Metrics { host_pulls: vec![Vec::new(); hosts], interval, ..Metrics::default() }
     }
 
     fn bucket(&mut self, at: Instant) -> &mut (u64, u64) {

@@ -326,14 +326,13 @@ impl<'s> Engine<'s> {
                 self.handle(q.event);
             }
             if self.events.is_multiple_of(65_536) {
-                let done =
-                    self.metrics.images.iter().flatten().filter(|i| i.missing == 0 || i.failed).count();
+                let done = self.metrics.images.iter().filter(|i| i.finished()).count();
                 let now = self.now.as_secs_f64();
                 if let Some(p) = self.options.progress.as_mut() {
                     p(now, done, total);
                 }
             }
-            if self.pending_downloads == 0 && self.metrics.images.iter().flatten().count() == total {
+            if self.pending_downloads == 0 && self.metrics.images.len() == total {
                 break;
             }
         }
@@ -443,16 +442,20 @@ impl<'s> Engine<'s> {
         let img = &self.scenario.workload.images[image as usize];
         let namespace = img.name.clone();
         let layers = img.layers.clone();
-        if self.metrics.images[host as usize].is_some() {
-            return; // a host pulls its image once; later pulls of it are no-ops
-        }
-        self.metrics.images[host as usize] =
-            Some(metrics::ImageRecord { start: self.now, missing: layers.len(), end: None, failed: false });
+        let mut record =
+            metrics::ImageRecord { start: self.now, missing: Vec::new(), end: None, failed: false };
         for b in layers {
             let key = (host, b as u32);
-            if self.metrics.index.contains_key(&key) {
+            // A layer this host already pulled for another image is shared, as on a real host.
+            if let Some(&i) = self.metrics.index.get(&key) {
+                let d = &self.metrics.downloads[i];
+                record.failed |= d.failed.is_some();
+                if d.end.is_none() && d.failed.is_none() {
+                    record.missing.push(b as u32);
+                }
                 continue;
             }
+            record.missing.push(b as u32);
             self.metrics.index.insert(key, self.metrics.downloads.len());
             self.metrics.downloads.push(DownloadRecord {
                 host,
@@ -464,6 +467,11 @@ impl<'s> Engine<'s> {
             let digest = self.scenario.workload.blobs[b].digest;
             self.world.agents[host as usize].handle_download(self.now, &namespace, digest);
         }
+        if record.missing.is_empty() && !record.failed {
+            record.end = Some(self.now);
+        }
+        self.metrics.host_pulls[host as usize].push(self.metrics.images.len());
+        self.metrics.images.push(record);
         self.drain(host);
     }
 
@@ -551,11 +559,14 @@ impl<'s> Engine<'s> {
             Some(e) => d.failed = Some(e),
         }
         self.pending_downloads -= 1;
-        if let Some(img) = self.metrics.images[host as usize].as_mut() {
-            img.missing = img.missing.saturating_sub(1);
-            img.failed |= failed;
-            if img.missing == 0 && !img.failed {
-                img.end = Some(self.now);
+        for &p in &self.metrics.host_pulls[host as usize] {
+            let img = &mut self.metrics.images[p];
+            if let Some(k) = img.missing.iter().position(|&m| m == blob) {
+                img.missing.swap_remove(k);
+                img.failed |= failed;
+                if img.missing.is_empty() && !img.failed {
+                    img.end = Some(self.now);
+                }
             }
         }
     }

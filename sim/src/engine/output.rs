@@ -114,7 +114,7 @@ impl Engine<'_> {
         let m = &self.metrics;
         let blob_times = m.downloads.iter().map(|d| d.end.map(|e| (e - d.start).as_secs_f64())).collect();
         let image_times: Vec<Option<f64>> =
-            m.images.iter().flatten().map(|i| i.end.map(|e| (e - i.start).as_secs_f64())).collect();
+            m.images.iter().map(|i| i.end.map(|e| (e - i.start).as_secs_f64())).collect();
         let host_images = Percentiles::of(image_times);
         let bound = s.lower_bound();
         let t_min = bound.t_min_s();
@@ -292,8 +292,7 @@ fn write_timeseries(dir: &Path, m: &Metrics, end: Instant) -> io::Result<()> {
     let buckets = (end.as_nanos() / step + 1) as usize;
     let mut starts: Vec<u64> = m.downloads.iter().map(|d| d.start.as_nanos()).collect();
     let mut ends: Vec<u64> = m.downloads.iter().filter_map(|d| d.end.map(Instant::as_nanos)).collect();
-    let mut image_ends: Vec<u64> =
-        m.images.iter().flatten().filter_map(|i| i.end.map(Instant::as_nanos)).collect();
+    let mut image_ends: Vec<u64> = m.images.iter().filter_map(|i| i.end.map(Instant::as_nanos)).collect();
     starts.sort_unstable();
     ends.sort_unstable();
     image_ends.sort_unstable();
