@@ -19,6 +19,8 @@ pub struct Row {
     pub label: String,
     pub scenario: String,
     pub seed: u64,
+    /// The run's `--set` overrides, from summary.json's `replay` (absent in older summaries).
+    pub settings: Option<String>,
     /// In the order of `METRICS`; `None` where the run did not finish (or has no efficiency).
     pub values: [Option<f64>; 7],
 }
@@ -51,6 +53,7 @@ impl Comparison {
                     label: label.clone(),
                     scenario: s.scenario.clone(),
                     seed: s.seed,
+                    settings: s.replay.as_deref().map(settings_of),
                     values: [
                         h.p50,
                         h.p99,
@@ -93,8 +96,27 @@ impl Comparison {
         (base != 0.0).then(|| v / base)
     }
 
+    /// Whether the runs of one scenario were run with different `--set` overrides.
+    pub fn different_settings(&self) -> bool {
+        self.rows.iter().any(|r| r.settings.is_some() && r.settings != self.rows[0].settings)
+    }
+
     fn note(&self) -> String {
-        if self.same_scenario() {
+        if self.same_scenario() && self.different_settings() {
+            let runs: Vec<String> = self
+                .rows
+                .iter()
+                .map(|r| {
+                    let set = r.settings.as_deref().filter(|s| !s.is_empty()).unwrap_or("no overrides");
+                    format!("{}: `{}`", r.label, set)
+                })
+                .collect();
+            format!(
+                "All runs are of scenario `{}`, **with different settings** ({}). Ratios are to the first run.",
+                self.rows[0].scenario,
+                runs.join("; ")
+            )
+        } else if self.same_scenario() {
             format!("All runs are of scenario `{}`. Ratios are to the first run.", self.rows[0].scenario)
         } else {
             let names: Vec<&str> = self.rows.iter().map(|r| r.scenario.as_str()).collect();
@@ -178,4 +200,23 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<Compared, Error> {
     let html = out.join("compare.html");
     write(&html, comparison.html(&svg))?;
     Ok(Compared { comparison, html, markdown, png })
+}
+
+/// The `--set` part of a replay command (`shoal run FILE --seed N --set a=b …` → `--set a=b …`).
+fn settings_of(replay: &str) -> String {
+    replay.find(" --set ").map_or(String::new(), |i| replay[i + 1..].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::settings_of;
+
+    #[test]
+    fn settings_are_the_set_overrides_of_the_replay_command() {
+        assert_eq!(settings_of("shoal run s.toml --seed 1"), "");
+        assert_eq!(
+            settings_of("shoal run s.toml --seed 1 --set origins.count=2 --set a=b"),
+            "--set origins.count=2 --set a=b"
+        );
+    }
 }

@@ -226,3 +226,29 @@ fn rack_topologies_get_the_rack_uplink_figure() {
     let e = render(&dir).unwrap_err().to_string();
     assert!(e.contains("racks.csv") && e.contains("rack"), "{e}");
 }
+
+#[test]
+fn compare_says_when_runs_of_one_scenario_differ_in_settings() {
+    let set_replay = |dir: &Path, replay: &str| {
+        let summary = dir.join("summary.json");
+        let text = fs::read_to_string(&summary).unwrap();
+        fs::write(
+            &summary,
+            text.replacen("\"seed\": 1,", &format!("\"seed\": 1,\n  \"replay\": \"{replay}\","), 1),
+        )
+        .unwrap();
+    };
+    let a = fixture_copy("settings-a");
+    let b = fixture_copy("settings-b");
+    set_replay(&a, "shoal run scenarios/smoke-40.toml --seed 1");
+    set_replay(&b, "shoal run scenarios/smoke-40.toml --seed 1 --set origins.count=2");
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reports-tests").join("settings-out");
+    let c = compare(&[a.clone(), b], &out).unwrap();
+    assert!(c.comparison.same_scenario() && c.comparison.different_settings());
+    let md = fs::read_to_string(&c.markdown).unwrap();
+    assert!(md.contains("with different settings") && md.contains("`--set origins.count=2`"), "{md}");
+    assert!(md.contains("settings-a: `no overrides`"), "{md}");
+    // The same settings: no such note.
+    let c = compare(&[a.clone(), a], &out).unwrap();
+    assert!(!c.comparison.different_settings());
+}
