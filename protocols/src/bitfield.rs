@@ -78,34 +78,13 @@ impl Bitfield {
 
     /// Present pieces, ascending.
     pub fn iter_ones(&self) -> impl Iterator<Item = PieceIndex> + '_ {
-        self.words.iter().enumerate().flat_map(|(wi, &w)| {
-            let mut w = w;
-            std::iter::from_fn(move || {
-                if w == 0 {
-                    return None;
-                }
-                let bit = w.trailing_zeros();
-                w &= w - 1;
-                Some(wi as u32 * 64 + bit)
-            })
-        })
+        self.words.iter().enumerate().flat_map(|(wi, &w)| word_ones(wi, w))
     }
 
     /// Pieces present here and absent in `other`, ascending. Both must have the same length.
     pub fn iter_missing_from<'a>(&'a self, other: &'a Bitfield) -> impl Iterator<Item = PieceIndex> + 'a {
-        self.words.iter().zip(other.words.iter().chain(std::iter::repeat(&0))).enumerate().flat_map(
-            |(wi, (&a, &b))| {
-                let mut w = a & !b;
-                std::iter::from_fn(move || {
-                    if w == 0 {
-                        return None;
-                    }
-                    let bit = w.trailing_zeros();
-                    w &= w - 1;
-                    Some(wi as u32 * 64 + bit)
-                })
-            },
-        )
+        let theirs = other.words.iter().chain(std::iter::repeat(&0));
+        self.words.iter().zip(theirs).enumerate().flat_map(|(wi, (&a, &b))| word_ones(wi, a & !b))
     }
 
     /// Encoded size in bytes: 8 + 8·⌈N/64⌉.
@@ -146,6 +125,18 @@ impl Bitfield {
         let ones = words.iter().map(|w| w.count_ones()).sum();
         Ok(Bitfield { len, words, ones })
     }
+}
+
+/// The set bits of word `wi`, as piece indices, ascending.
+fn word_ones(wi: usize, mut w: u64) -> impl Iterator<Item = PieceIndex> {
+    std::iter::from_fn(move || {
+        if w == 0 {
+            return None;
+        }
+        let bit = w.trailing_zeros();
+        w &= w - 1;
+        Some(wi as u32 * 64 + bit)
+    })
 }
 
 fn words_for(len: u32) -> usize {
