@@ -325,6 +325,26 @@ impl Default for Quirks {
     }
 }
 
+/// Which distribution protocol every node runs (`protocol.policy` in a scenario). Each policy is a
+/// configuration of the same agent, origin and tracker state machines, so every engine runs every
+/// policy unchanged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Kraken's agent, origin and tracker as configured by the other `[protocol.*]` tables.
+    #[default]
+    Kraken,
+}
+
+impl Policy {
+    /// The name used in scenario files and outputs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Kraken => "kraken",
+        }
+    }
+}
+
 /// How the tracker orders its handout.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -164,6 +164,7 @@ fn overview(s: &Summary) -> Table {
         vec!["scenario".into(), format!("{} ({})", s.scenario, s.source)],
         vec!["seed".into(), s.seed.to_string()],
         vec!["engine".into(), s.engine.clone()],
+        vec!["policy".into(), s.policy.clone()],
         vec!["hosts / origins / trackers".into(), format!("{} / {} / {}", s.hosts, s.origins, s.trackers)],
         vec!["simulated time".into(), format!("{:.3} s", s.sim_time_s)],
         vec![

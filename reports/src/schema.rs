@@ -113,6 +113,9 @@ pub struct Summary {
     pub source: String,
     pub seed: u64,
     pub engine: String,
+    /// `protocol.policy`; absent in results written before policies existed.
+    #[serde(default = "default_policy")]
+    pub policy: String,
     pub hosts: usize,
     pub origins: usize,
     pub trackers: usize,
@@ -222,4 +225,8 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, Error> 
             msg: e.inner().to_string(),
         }
     })
+}
+
+fn default_policy() -> String {
+    "kraken".to_string()
 }

@@ -54,6 +54,8 @@ pub struct Summary {
     pub source: String,
     pub seed: u64,
     pub engine: String,
+    /// `protocol.policy` of the scenario.
+    pub policy: String,
     pub hosts: usize,
     pub origins: usize,
     pub trackers: usize,
@@ -129,6 +131,7 @@ impl Engine<'_> {
             source: s.source.clone(),
             seed: s.seed,
             engine: engine.to_string(),
+            policy: s.protocol.policy.name().to_string(),
             hosts: s.topology.hosts.len(),
             origins: s.origins.len(),
             trackers: s.trackers,

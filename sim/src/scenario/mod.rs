@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal_protocols::Digest;
-use shoal_protocols::config::{OriginConfig, SchedulerConfig, TrackerConfig};
+use shoal_protocols::config::{OriginConfig, Policy, SchedulerConfig, TrackerConfig};
 
 pub use bound::{BoundTerm, LowerBound};
 pub use error::{Location, ScenarioError};
@@ -186,9 +186,11 @@ pub struct Pull {
     pub group: usize,
 }
 
-/// Kraken's configuration for each role.
+/// The distribution policy and Kraken's configuration for each role.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Protocol {
+    /// `protocol.policy`: which protocol the nodes run.
+    pub policy: Policy,
     pub agent: SchedulerConfig,
     pub origin_scheduler: SchedulerConfig,
     pub tracker: TrackerConfig,

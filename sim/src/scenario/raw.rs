@@ -302,6 +302,8 @@ impl<'de> Deserialize<'de> for RawArrival {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProtocol {
+    #[serde(default)]
+    pub policy: shoal_protocols::config::Policy,
     pub agent: Option<toml::Table>,
     pub origin_scheduler: Option<toml::Table>,
     pub tracker: Option<toml::Table>,

@@ -121,6 +121,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     let max_sim_time = seconds(raw.limits.max_sim_time_s, &["limits", "max_sim_time_s"], false)?;
 
     let protocol = Protocol {
+        policy: raw.protocol.policy,
         agent: protocol::scheduler(raw.protocol.agent, &["protocol", "agent"], Role::Agent)?,
         origin_scheduler: protocol::scheduler(
             raw.protocol.origin_scheduler,

@@ -53,6 +53,7 @@ fn minimal_defaults() {
     assert_eq!(s.workload.pulls.len(), 10);
     assert_eq!(s.protocol.agent.dispatch.piece_request_policy, PiecePolicy::RarestFirst, "base_yaml");
     assert_eq!(s.protocol.origin.piece_lengths.select(1 << 30), 4 << 20);
+    assert_eq!(s.protocol.policy, Policy::Kraken);
 }
 
 #[test]
@@ -212,6 +213,8 @@ fn error_messages_name_file_line_and_field() {
         e.contains("topology.racks.oversubscription: give uplink_bytes_per_s or oversubscription, not both"),
         "{e}"
     );
+    let e = err(&(MINIMAL.to_string() + "[protocol]\npolicy = \"gossip\"\n"));
+    assert!(e.starts_with("x.toml:18:1: protocol.policy: unknown variant `gossip`"), "{e}");
     let e = err(&MINIMAL.replace("hosts = 10\n", ""));
     assert!(e.starts_with("x.toml:3:2: topology: missing field `hosts`"), "{e}");
     let e = err("name = \"t\"\ntopology = [");
