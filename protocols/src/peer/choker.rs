@@ -221,10 +221,13 @@ impl Choker {
             self.optimistic.clear();
         }
         let peers = &self.peers;
-        self.optimistic.retain(|id| peers.get(id).is_some_and(|p| p.peer_interested) && !regular.contains(id));
+        self.optimistic
+            .retain(|id| peers.get(id).is_some_and(|p| p.peer_interested) && !regular.contains(id));
         let mut pool: Vec<PeerId> = ids
             .iter()
-            .filter(|id| self.peers[*id].peer_interested && !regular.contains(id) && !self.optimistic.contains(id))
+            .filter(|id| {
+                self.peers[*id].peer_interested && !regular.contains(id) && !self.optimistic.contains(id)
+            })
             .copied()
             .collect();
         while self.optimistic.len() < self.config.optimistic_slots && !pool.is_empty() {
@@ -365,7 +368,7 @@ mod tests {
         // Rotation at 30, 60, 90 and 120 s only: within each 30 s period the optimistic peer stays.
         for (k, w) in history.windows(2).enumerate() {
             let t = (k as u64 + 2) * 10;
-            if t % 30 != 0 {
+            if !t.is_multiple_of(30) {
                 assert_eq!(w[0], w[1], "moved at {t} s");
             }
         }

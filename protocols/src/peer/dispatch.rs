@@ -752,15 +752,17 @@ mod tests {
         let mut rng = ChaCha8Rng::seed_from_u64(2);
         let mi = MetaInfo::synthetic(crate::Digest::of(b"bt"), 4 << 20, 1 << 20).unwrap();
         let cfg = DispatchConfig::default();
-        let mut d = Dispatcher::leecher(now, mi, &cfg, &Quirks::default(), picker_for(cfg.piece_request_policy))
-            .with_bittorrent(now, &BitTorrentConfig::default());
+        let mut d =
+            Dispatcher::leecher(now, mi, &cfg, &Quirks::default(), picker_for(cfg.piece_request_policy))
+                .with_bittorrent(now, &BitTorrentConfig::default());
         let mut fx = Vec::new();
         let new = NewPeer { id: peer(1), conn: ConnId(1), is_origin: true, bitfield: Bitfield::full(4) };
         d.add_peer(now, &mut rng, new, &mut fx);
         assert_eq!(fx, vec![Effect::Send(ConnId(1), Message::Interested)], "interested, no request yet");
         fx.clear();
         d.handle_message(now, &mut rng, &peer(1), Message::Unchoke, &mut fx);
-        let requests = fx.iter().filter(|e| matches!(e, Effect::Send(_, Message::PieceRequest { .. }))).count();
+        let requests =
+            fx.iter().filter(|e| matches!(e, Effect::Send(_, Message::PieceRequest { .. }))).count();
         assert_eq!(requests, cfg.origin_pipeline_limit.min(4));
         fx.clear();
         // CHOKE discards the requests: the table forgets them.

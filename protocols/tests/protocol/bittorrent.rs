@@ -85,7 +85,11 @@ fn choked_peers_are_never_served() {
             }
             Message::PiecePayload { .. } => {
                 payloads += 1;
-                assert_eq!(unchoked.get(&(*from, *to)), Some(&true), "{from:?} served {to:?} while choking it");
+                assert_eq!(
+                    unchoked.get(&(*from, *to)),
+                    Some(&true),
+                    "{from:?} served {to:?} while choking it"
+                );
             }
             _ => {}
         }
