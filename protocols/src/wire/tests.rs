@@ -403,6 +403,10 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             message
         }),
         Just(Message::Complete),
+        Just(Message::Choke),
+        Just(Message::Unchoke),
+        Just(Message::Interested),
+        Just(Message::NotInterested),
     ]
 }
 
