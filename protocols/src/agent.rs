@@ -18,7 +18,6 @@ use crate::config::SchedulerConfig;
 use crate::message::Message;
 use crate::metainfo::MetaInfo;
 use crate::peer::dispatch::Dispatcher;
-use crate::peer::picker::picker_for;
 use crate::peer::{ConnId, DownloadError, Event, Output, Scheduler};
 use crate::time::{Instant, ms};
 use crate::types::{Digest, InfoHash, PeerId, PeerInfo};
@@ -314,9 +313,7 @@ impl Agent {
     /// Starts downloading a torrent of which this host already has some pieces (simulated content),
     /// skipping the metainfo fetch.
     pub fn add_partial(&mut self, now: Instant, namespace: &str, metainfo: MetaInfo, have: Bitfield) {
-        let picker = picker_for(self.sched.config.dispatch.piece_request_policy);
-        let cfg = &self.sched.config;
-        let d = Dispatcher::partial(now, metainfo, have, &cfg.dispatch, &cfg.quirks, picker);
+        let d = self.sched.new_partial(now, metainfo, have);
         self.start_torrent(now, namespace.to_owned(), d);
     }
 
@@ -407,6 +404,12 @@ impl Agent {
                 || self.sched.state.is_blacklisted(now, &h, &peer.peer_id)
             {
                 continue;
+            }
+            // BitTorrent stops initiating connections at `max_initiate`.
+            if let Some(bt) = &self.sched.config.bittorrent
+                && self.sched.state.num_open(&h) >= bt.max_initiate
+            {
+                break;
             }
             match self.sched.dial(now, h, peer) {
                 Ok(()) => {}

@@ -33,6 +33,11 @@ pub struct SchedulerConfig {
     pub announcer: AnnouncerConfig,
     pub metainfo_client: MetaInfoClientConfig,
     pub quirks: Quirks,
+    /// The BitTorrent classic peer behaviour (choking, interest, piece order, endgame), set by
+    /// [`BitTorrentConfig::apply_scheduler`] under `protocol.policy = "bittorrent"`; `None` runs Kraken's.
+    /// Not read from scenario tables: `[protocol.bittorrent]` holds its values.
+    #[serde(skip)]
+    pub bittorrent: Option<BitTorrentConfig>,
 }
 
 impl Default for SchedulerConfig {
@@ -50,6 +55,7 @@ impl Default for SchedulerConfig {
             announcer: AnnouncerConfig::default(),
             metainfo_client: MetaInfoClientConfig::default(),
             quirks: Quirks::default(),
+            bittorrent: None,
         }
     }
 }
@@ -334,6 +340,11 @@ pub enum Policy {
     /// Kraken's agent, origin and tracker as configured by the other `[protocol.*]` tables.
     #[default]
     Kraken,
+    /// BitTorrent classic (BEP 3 and Cohen's reference client): tit-for-tat choking, random first
+    /// pieces then rarest-first, endgame when every missing piece is requested, a random 50-peer
+    /// handout. The same nodes with [`BitTorrentConfig`] applied; see protocols/README.md.
+    #[serde(rename = "bittorrent")]
+    BitTorrent,
 }
 
 impl Policy {
@@ -341,7 +352,91 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::Kraken => "kraken",
+            Policy::BitTorrent => "bittorrent",
         }
+    }
+}
+
+/// BitTorrent classic's parameters (`[protocol.bittorrent]`), with the defaults of BEP 3 and Cohen's
+/// reference client (reference/peers.md §9, §11 item 3).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BitTorrentConfig {
+    /// Peers the tracker hands out per announce (the tracker's `numwant`), chosen at random.
+    pub numwant: usize,
+    /// An agent stops dialling a torrent's peers once it has this many connections (pending plus
+    /// active) to it.
+    pub max_initiate: usize,
+    /// Connections per torrent, dialled plus accepted; further incoming handshakes are refused. The
+    /// reference client has no cap; shoal uses BitTorrent mainline's `max_allow_in` of 80.
+    pub max_connections: usize,
+    /// Interested peers unchoked for their rate (tit-for-tat).
+    pub unchoke_slots: usize,
+    /// Interested peers unchoked at random on top, whatever their rate.
+    pub optimistic_slots: usize,
+    /// How often the regular unchoke set is recomputed.
+    pub rechoke_interval_ms: u64,
+    /// How often the optimistic unchoke moves to another peer.
+    pub optimistic_rotate_ms: u64,
+    /// The window over which transfer rates are measured.
+    pub rate_window_ms: u64,
+    /// A leecher that received no piece from a peer for this long (since it connected) treats it as
+    /// snubbed: the peer can be unchoked only optimistically.
+    pub snub_timeout_ms: u64,
+    /// Pieces are chosen at random until this many are held, then rarest-first.
+    pub random_first_cutoff: u32,
+    /// A connection with no piece sent or received for this long is closed (BitTornado's `timeout`).
+    /// Replaces Kraken's `conn_tti_ms`, which would close choked connections after 30 s.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for BitTorrentConfig {
+    fn default() -> Self {
+        BitTorrentConfig {
+            numwant: 50,
+            max_initiate: 40,
+            max_connections: 80,
+            unchoke_slots: 4,
+            optimistic_slots: 1,
+            rechoke_interval_ms: 10_000,
+            optimistic_rotate_ms: 30_000,
+            rate_window_ms: 20_000,
+            snub_timeout_ms: 60_000,
+            random_first_cutoff: 2,
+            idle_timeout_ms: 300_000,
+        }
+    }
+}
+
+impl BitTorrentConfig {
+    /// Makes an agent's or origin's scheduler configuration run BitTorrent: choking and the piece
+    /// order come from `self`, connection limits are BitTorrent's. Everything else (pipelining, request
+    /// timeouts, bandwidth, blacklist) stays as given.
+    pub fn apply_scheduler(&self, s: &mut SchedulerConfig) {
+        s.conn_state.max_open_conn = self.max_connections.max(1);
+        s.conn_state.max_mutual_conn = None;
+        s.conn_tti_ms = self.idle_timeout_ms;
+        s.bittorrent = Some(self.clone());
+    }
+
+    /// Makes a tracker hand out `numwant` random peers (the owning origins still come on top: they are
+    /// the initial seeds and never announce).
+    pub fn apply_tracker(&self, t: &mut TrackerConfig) {
+        t.announce_limit = self.numwant;
+        t.handout_policy = HandoutPolicy::Default;
+    }
+
+    pub fn rechoke_interval(&self) -> Duration {
+        ms(self.rechoke_interval_ms.max(1))
+    }
+    pub fn optimistic_rotate(&self) -> Duration {
+        ms(self.optimistic_rotate_ms.max(1))
+    }
+    pub fn rate_window(&self) -> Duration {
+        ms(self.rate_window_ms.max(1))
+    }
+    pub fn snub_timeout(&self) -> Duration {
+        ms(self.snub_timeout_ms)
     }
 }
 

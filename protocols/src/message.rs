@@ -85,6 +85,15 @@ pub enum Message {
     Error { index: PieceIndex, code: ErrorCode, message: String },
     /// COMPLETE: the sender has every piece.
     Complete,
+    /// CHOKE (shoal extension, BitTorrent policy): the sender will not serve the receiver's requests;
+    /// requests not yet answered are dropped.
+    Choke,
+    /// UNCHOKE (shoal extension, BitTorrent policy): the sender now serves the receiver's requests.
+    Unchoke,
+    /// INTERESTED (shoal extension, BitTorrent policy): the receiver has a piece the sender lacks.
+    Interested,
+    /// NOT_INTERESTED (shoal extension, BitTorrent policy): the receiver has nothing the sender lacks.
+    NotInterested,
 }
 
 impl Message {
@@ -98,11 +107,16 @@ impl Message {
             Message::CancelPiece { .. } => MessageKind::CancelPiece,
             Message::Error { .. } => MessageKind::Error,
             Message::Complete => MessageKind::Complete,
+            Message::Choke => MessageKind::Choke,
+            Message::Unchoke => MessageKind::Unchoke,
+            Message::Interested => MessageKind::Interested,
+            Message::NotInterested => MessageKind::NotInterested,
         }
     }
 }
 
-/// The message type, Kraken's `p2p.Message.Type` enum values.
+/// The message type, Kraken's `p2p.Message.Type` enum values (0–6), then shoal's extensions for the
+/// BitTorrent policy (7–10), which Kraken peers do not know and never receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MessageKind {
     Bitfield = 0,
@@ -112,10 +126,15 @@ pub enum MessageKind {
     CancelPiece = 4,
     Error = 5,
     Complete = 6,
+    Choke = 7,
+    Unchoke = 8,
+    Interested = 9,
+    NotInterested = 10,
 }
 
 impl MessageKind {
-    pub const ALL: [MessageKind; 7] = [
+    /// Indexed by the type value.
+    pub const ALL: [MessageKind; 11] = [
         MessageKind::Bitfield,
         MessageKind::PieceRequest,
         MessageKind::PiecePayload,
@@ -123,6 +142,10 @@ impl MessageKind {
         MessageKind::CancelPiece,
         MessageKind::Error,
         MessageKind::Complete,
+        MessageKind::Choke,
+        MessageKind::Unchoke,
+        MessageKind::Interested,
+        MessageKind::NotInterested,
     ];
 
     pub fn name(self) -> &'static str {
@@ -134,6 +157,10 @@ impl MessageKind {
             MessageKind::CancelPiece => "cancel_piece",
             MessageKind::Error => "error",
             MessageKind::Complete => "complete",
+            MessageKind::Choke => "choke",
+            MessageKind::Unchoke => "unchoke",
+            MessageKind::Interested => "interested",
+            MessageKind::NotInterested => "not_interested",
         }
     }
 }

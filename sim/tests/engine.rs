@@ -151,3 +151,33 @@ start_s = 5.0
     assert!(sm.host_images.p50.unwrap() < 1.0, "{:?}", sm.host_images);
     assert!(sm.sim_time_s < 10.0, "the run ends when the last pull is done, not at the time limit");
 }
+
+#[test]
+fn the_bittorrent_policy_completes_and_counts_its_messages() {
+    let s = scenario(&["protocol.policy=bittorrent", "protocol.origin.piece_length=1MiB"]);
+    let (a, b) = (tmp("bt-a"), tmp("bt-b"));
+    let r = run_to(&s, &a);
+    let sm = &r.summary;
+    assert_eq!(sm.policy, "bittorrent");
+    assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0);
+    assert_eq!(sm.host_images.completed, s.topology.hosts.len());
+    assert!(sm.host_images.max.unwrap() >= s.lower_bound().t_min_s());
+    for kind in ["unchoke", "interested", "not_interested"] {
+        assert!(sm.messages.get(kind).is_some_and(|m| m.count > 0 && m.bytes > 0), "no {kind} messages");
+    }
+    // The origin's 4 + 1 unchoke slots: peers did most of the serving.
+    let total = 2 * 64_000_000u64 * s.topology.hosts.len() as u64;
+    assert!(sm.origin_egress_bytes < total / 2, "origin sent {} of {total} bytes", sm.origin_egress_bytes);
+    // Deterministic like every policy.
+    run_to(&s, &b);
+    for f in ["downloads.csv", "summary.json"] {
+        assert!(std::fs::read(a.join(f)).unwrap() == std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    // The same scenario under Kraken sends none of them.
+    let k = run_to(&scenario(&["protocol.origin.piece_length=1MiB"]), &tmp("bt-k"));
+    assert!(
+        ["choke", "unchoke", "interested", "not_interested"]
+            .iter()
+            .all(|n| !k.summary.messages.contains_key(*n))
+    );
+}

@@ -13,10 +13,11 @@ use rand_chacha::ChaCha8Rng;
 use sha2::{Digest as _, Sha256};
 
 use super::ConnId;
-use super::picker::{PiecePicker, Selection};
+use super::choker::{ChokeChange, Choker};
+use super::picker::{BitTorrentPicker, PiecePicker, Selection};
 use super::requests::{Failure, Requests, Status};
 use crate::bitfield::Bitfield;
-use crate::config::{DispatchConfig, Quirks};
+use crate::config::{BitTorrentConfig, DispatchConfig, Quirks};
 use crate::message::{ErrorCode, Message, Payload};
 use crate::metainfo::MetaInfo;
 use crate::time::Instant;
@@ -96,6 +97,10 @@ pub struct Dispatcher {
     requests: Requests,
     picker: Box<dyn PiecePicker + Send>,
     completed: bool,
+    /// BitTorrent's choking and interest; `None` under Kraken's policy.
+    choker: Option<Choker>,
+    /// A peer holding an unchoke slot left: rechoke after the scheduler removes it.
+    rechoke_pending: bool,
     pub stats: DownloadStats,
     pub last_write: Instant,
     pub last_read: Instant,
@@ -167,6 +172,8 @@ impl Dispatcher {
             num_peers_by_piece: vec![0; n as usize],
             requests: Requests::new(n, timeout),
             picker,
+            choker: None,
+            rechoke_pending: false,
             stats: DownloadStats::default(),
             last_write: now,
             last_read: now,
@@ -174,6 +181,18 @@ impl Dispatcher {
             next_watch: now + timeout / 2,
             metainfo,
         }
+    }
+
+    /// Runs BitTorrent classic on this torrent: choking, interest, its piece order and its endgame.
+    pub fn with_bittorrent(mut self, now: Instant, config: &BitTorrentConfig) -> Self {
+        self.picker = Box::new(BitTorrentPicker::new(config.random_first_cutoff));
+        self.choker = Some(Choker::new(now, config.clone()));
+        self
+    }
+
+    /// The choker, under the BitTorrent policy.
+    pub fn choker(&self) -> Option<&Choker> {
+        self.choker.as_ref()
     }
 
     pub fn metainfo(&self) -> &MetaInfo {
@@ -231,9 +250,76 @@ impl Dispatcher {
         self.next_watch
     }
 
-    fn in_endgame(&self) -> bool {
-        !self.config.disable_endgame
-            && self.own.len() - self.own.count_ones() <= self.config.endgame_threshold()
+    fn in_endgame(&self, now: Instant) -> bool {
+        if self.config.disable_endgame {
+            return false;
+        }
+        if self.choker.is_some() {
+            return self.all_requested(now);
+        }
+        self.own.len() - self.own.count_ones() <= self.config.endgame_threshold()
+    }
+
+    /// BitTorrent's endgame condition: every missing piece has a live request.
+    fn all_requested(&self, now: Instant) -> bool {
+        let missing = (self.own.len() - self.own.count_ones()) as usize;
+        if missing == 0 || missing > self.requests.num_entries() {
+            return false;
+        }
+        (0..self.own.len()).filter(|&i| !self.own.get(i)).all(|i| self.requests.live_for_piece(now, i) > 0)
+    }
+
+    /// BitTorrent: tells `id` whether it has a piece we lack, when that changed.
+    fn update_interest(&mut self, id: &PeerId, fx: &mut Vec<Effect>) {
+        let (Some(c), Some(p)) = (self.choker.as_mut(), self.peers.get(id)) else { return };
+        let want = p.bitfield.iter_missing_from(&self.own).next().is_some();
+        let Some(pc) = c.peer_mut(id) else { return };
+        if pc.am_interested != want {
+            pc.am_interested = want;
+            fx.push(Effect::Send(p.conn, if want { Message::Interested } else { Message::NotInterested }));
+        }
+    }
+
+    /// BitTorrent: sends the choke changes a rechoke decided.
+    fn send_choke_changes(&mut self, changes: Vec<ChokeChange>, fx: &mut Vec<Effect>) {
+        for ch in changes {
+            let (id, msg) = match ch {
+                ChokeChange::Choke(id) => (id, Message::Choke),
+                ChokeChange::Unchoke(id) => (id, Message::Unchoke),
+            };
+            if let Some(p) = self.peers.get(&id) {
+                fx.push(Effect::Send(p.conn, msg));
+            }
+        }
+    }
+
+    /// BitTorrent: recomputes the unchoke set now, keeping the optimistic unchoke.
+    fn rechoke_now(&mut self, now: Instant, rng: &mut ChaCha8Rng, fx: &mut Vec<Effect>) {
+        let seeding = self.own.is_full();
+        let Some(c) = self.choker.as_mut() else { return };
+        let changes = c.rechoke(now, rng, seeding, false);
+        self.send_choke_changes(changes, fx);
+    }
+
+    /// The next periodic rechoke, under the BitTorrent policy.
+    pub fn next_rechoke(&self) -> Option<Instant> {
+        self.choker.as_ref().map(Choker::next_tick)
+    }
+
+    /// The periodic rechoke (BitTorrent), and one owed because an unchoked peer left.
+    pub fn handle_rechoke(&mut self, now: Instant, rng: &mut ChaCha8Rng, fx: &mut Vec<Effect>) {
+        let seeding = self.own.is_full();
+        let Some(c) = self.choker.as_mut() else { return };
+        let mut changes = c.tick(now, rng, seeding);
+        if std::mem::take(&mut self.rechoke_pending) && changes.is_empty() {
+            changes = c.rechoke(now, rng, seeding, false);
+        }
+        self.send_choke_changes(changes, fx);
+    }
+
+    /// Whether a peer that left owes a rechoke ([`Dispatcher::handle_rechoke`]).
+    pub fn rechoke_pending(&self) -> bool {
+        self.rechoke_pending
     }
 
     fn pipeline_limit(&self, is_origin: bool) -> usize {
@@ -254,6 +340,11 @@ impl Dispatcher {
         }
         let peer = Peer { conn, bitfield, is_origin, last_good_piece_received: None, last_piece_sent: None };
         self.peers.insert(id, peer);
+        if let Some(c) = self.choker.as_mut() {
+            // Connections start choked both ways; say whether we want anything.
+            c.add_peer(now, id);
+            self.update_interest(&id, fx);
+        }
         self.request_more(now, rng, &id, fx);
     }
 
@@ -264,6 +355,11 @@ impl Dispatcher {
                 self.num_peers_by_piece[i as usize] -= 1;
             }
             self.requests.clear_peer(id);
+        }
+        if let Some(c) = self.choker.as_mut()
+            && c.remove_peer(id)
+        {
+            self.rechoke_pending = true;
         }
     }
 
@@ -279,11 +375,14 @@ impl Dispatcher {
     /// Kraken's `maybeRequestMorePieces`: fill the peer's pipeline with pieces the policy chooses.
     fn request_more(&mut self, now: Instant, rng: &mut ChaCha8Rng, id: &PeerId, fx: &mut Vec<Effect>) {
         let Some(peer) = self.peers.get(id) else { return };
+        if self.choker.as_ref().is_some_and(|c| !c.may_request(id)) {
+            return;
+        }
         let quota = self.pipeline_limit(peer.is_origin).saturating_sub(self.requests.live_to(now, id));
         if quota == 0 || self.own.is_full() {
             return;
         }
-        let allow_dup = self.in_endgame();
+        let allow_dup = self.in_endgame(now);
         let sel = Selection {
             remote: &peer.bitfield,
             own: &self.own,
@@ -325,6 +424,8 @@ impl Dispatcher {
             return;
         }
         match msg {
+            // BitTorrent: a choked peer's requests are dropped (it forgets them when the CHOKE arrives).
+            Message::PieceRequest { .. } if self.choker.as_ref().is_some_and(|c| !c.serves(from)) => {}
             Message::PieceRequest { index, offset, length } => {
                 self.serve(now, from, index, offset, length, fx)
             }
@@ -332,6 +433,9 @@ impl Dispatcher {
             Message::AnnouncePiece { index } => {
                 if index < self.own.len() {
                     self.set_remote(from, index);
+                    if !self.own.get(index) {
+                        self.update_interest(from, fx);
+                    }
                     self.request_more(now, rng, from, fx);
                 }
             }
@@ -346,12 +450,49 @@ impl Dispatcher {
                             }
                         }
                     }
+                    self.update_interest(from, fx);
                     self.request_more(now, rng, from, fx);
                 }
             }
             Message::Error { index, .. } => self.requests.mark(from, index, Status::Invalid),
-            // After the handshake a BITFIELD is unexpected and ignored; CANCEL_PIECE is a no-op.
+            // After the handshake a BITFIELD is unexpected and ignored; CANCEL_PIECE is a no-op (shoal
+            // serves a request when it arrives, so there is never a queued one to cancel).
             Message::Bitfield(_) | Message::CancelPiece { .. } => {}
+            Message::Choke => {
+                let Some(c) = self.choker.as_mut() else { return };
+                if let Some(p) = c.peer_mut(from) {
+                    p.peer_choking = true;
+                }
+                // BEP 3: requests to a peer that chokes us are discarded; ask the others for them.
+                self.requests.clear_peer(from);
+                let others: Vec<PeerId> = self.peers.keys().filter(|id| *id != from).copied().collect();
+                for id in others {
+                    self.request_more(now, rng, &id, fx);
+                }
+            }
+            Message::Unchoke => {
+                let Some(c) = self.choker.as_mut() else { return };
+                if let Some(p) = c.peer_mut(from) {
+                    p.peer_choking = false;
+                }
+                self.request_more(now, rng, from, fx);
+            }
+            Message::Interested => {
+                let Some(c) = self.choker.as_mut() else { return };
+                let Some(p) = c.peer_mut(from) else { return };
+                p.peer_interested = true;
+                if p.am_choking && c.has_free_slot() {
+                    self.rechoke_now(now, rng, fx);
+                }
+            }
+            Message::NotInterested => {
+                let Some(c) = self.choker.as_mut() else { return };
+                let Some(p) = c.peer_mut(from) else { return };
+                p.peer_interested = false;
+                if !p.am_choking {
+                    self.rechoke_now(now, rng, fx);
+                }
+            }
         }
     }
 
@@ -375,6 +516,9 @@ impl Dispatcher {
             return;
         }
         let payload = self.payload(i);
+        if let Some(c) = self.choker.as_mut() {
+            c.sent(now, from, payload.len());
+        }
         fx.push(Effect::Send(conn, Message::PiecePayload { index: i, offset: 0, payload }));
         self.last_read = now;
         if let Some(p) = self.peers.get_mut(from) {
@@ -417,9 +561,22 @@ impl Dispatcher {
             }
             return;
         }
+        if let Some(c) = self.choker.as_mut() {
+            c.received(now, from, payload.len());
+        }
         if self.own.get(i) {
             self.stats.duplicates += 1;
             return;
+        }
+        if self.choker.is_some() && self.in_endgame(now) {
+            // BitTorrent's endgame: cancel the duplicate requests for this piece.
+            for id in self.requests.live_peers_for(now, i) {
+                if id != *from
+                    && let Some(p) = self.peers.get(&id)
+                {
+                    fx.push(Effect::Send(p.conn, Message::CancelPiece { index: i }));
+                }
+            }
         }
         self.own.set(i);
         if let Payload::Bytes(b) = payload {
@@ -444,6 +601,14 @@ impl Dispatcher {
             self.complete(fx);
         }
         self.requests.clear_piece(i);
+        if self.choker.is_some() {
+            // Peers whose only piece we lacked was this one are no longer interesting.
+            let holders: Vec<PeerId> =
+                self.peers.iter().filter(|(_, p)| p.bitfield.get(i)).map(|(id, _)| *id).collect();
+            for id in holders {
+                self.update_interest(&id, fx);
+            }
+        }
         self.request_more(now, rng, from, fx);
         for (id, p) in &self.peers {
             if id != from {
@@ -501,7 +666,7 @@ impl Dispatcher {
             return;
         }
         let ids: Vec<PeerId> = self.peers.keys().copied().collect();
-        let allow_dup = self.in_endgame();
+        let allow_dup = self.in_endgame(now);
         for (piece, failed_peer, failure) in failed {
             if self.own.get(piece) {
                 continue;
@@ -514,6 +679,9 @@ impl Dispatcher {
                 if failure != Failure::Unsent && id == failed_peer {
                     continue;
                 }
+                if self.choker.as_ref().is_some_and(|c| !c.may_request(&id)) {
+                    continue;
+                }
                 let p = &self.peers[&id];
                 let quota = self.pipeline_limit(p.is_origin).saturating_sub(self.requests.live_to(now, &id));
                 if p.bitfield.get(piece) && quota > 0 && self.requests.valid(now, &id, piece, allow_dup) {
@@ -524,5 +692,82 @@ impl Dispatcher {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+    use crate::peer::picker::picker_for;
+
+    fn peer(i: u8) -> PeerId {
+        PeerId::from_addr(std::net::SocketAddr::from(([10, 0, 0, i], 7000)))
+    }
+
+    fn bt_seeder(now: Instant) -> Dispatcher {
+        let mi = MetaInfo::synthetic(crate::Digest::of(b"bt"), 4 << 20, 1 << 20).unwrap();
+        let cfg = DispatchConfig::default();
+        let picker = picker_for(cfg.piece_request_policy);
+        Dispatcher::seeder(now, mi, None, &cfg, &Quirks::default(), picker)
+            .with_bittorrent(now, &BitTorrentConfig::default())
+    }
+
+    fn payloads(fx: &[Effect]) -> usize {
+        fx.iter().filter(|e| matches!(e, Effect::Send(_, Message::PiecePayload { .. }))).count()
+    }
+
+    #[test]
+    fn a_choked_peers_requests_are_dropped_until_it_is_unchoked() {
+        let now = Instant::ZERO;
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let mut d = bt_seeder(now);
+        let mut fx = Vec::new();
+        let new = NewPeer { id: peer(1), conn: ConnId(1), is_origin: false, bitfield: Bitfield::new(4) };
+        d.add_peer(now, &mut rng, new, &mut fx);
+        // A seeder wants nothing: no INTERESTED, and the peer starts choked.
+        assert!(fx.is_empty(), "{fx:?}");
+        let req = Message::PieceRequest { index: 0, offset: 0, length: 1 << 20 };
+        d.handle_message(now, &mut rng, &peer(1), req.clone(), &mut fx);
+        assert!(fx.is_empty(), "a choked peer's request is dropped silently: {fx:?}");
+        // INTERESTED with a slot free: unchoked at once, then served.
+        d.handle_message(now, &mut rng, &peer(1), Message::Interested, &mut fx);
+        assert_eq!(fx, vec![Effect::Send(ConnId(1), Message::Unchoke)]);
+        fx.clear();
+        d.handle_message(now, &mut rng, &peer(1), req.clone(), &mut fx);
+        assert_eq!(payloads(&fx), 1);
+        fx.clear();
+        // NOT_INTERESTED frees the slot: choked again, and requests are dropped again.
+        d.handle_message(now, &mut rng, &peer(1), Message::NotInterested, &mut fx);
+        assert_eq!(fx, vec![Effect::Send(ConnId(1), Message::Choke)]);
+        fx.clear();
+        d.handle_message(now, &mut rng, &peer(1), req, &mut fx);
+        assert!(fx.is_empty(), "{fx:?}");
+    }
+
+    #[test]
+    fn a_leecher_requests_only_from_peers_that_unchoke_it() {
+        let now = Instant::ZERO;
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        let mi = MetaInfo::synthetic(crate::Digest::of(b"bt"), 4 << 20, 1 << 20).unwrap();
+        let cfg = DispatchConfig::default();
+        let mut d =
+            Dispatcher::leecher(now, mi, &cfg, &Quirks::default(), picker_for(cfg.piece_request_policy))
+                .with_bittorrent(now, &BitTorrentConfig::default());
+        let mut fx = Vec::new();
+        let new = NewPeer { id: peer(1), conn: ConnId(1), is_origin: true, bitfield: Bitfield::full(4) };
+        d.add_peer(now, &mut rng, new, &mut fx);
+        assert_eq!(fx, vec![Effect::Send(ConnId(1), Message::Interested)], "interested, no request yet");
+        fx.clear();
+        d.handle_message(now, &mut rng, &peer(1), Message::Unchoke, &mut fx);
+        let requests =
+            fx.iter().filter(|e| matches!(e, Effect::Send(_, Message::PieceRequest { .. }))).count();
+        assert_eq!(requests, cfg.origin_pipeline_limit.min(4));
+        fx.clear();
+        // CHOKE discards the requests: the table forgets them.
+        d.handle_message(now, &mut rng, &peer(1), Message::Choke, &mut fx);
+        assert_eq!(d.live_requests_to(now, &peer(1)), 0);
+        assert!(fx.is_empty(), "{fx:?}");
     }
 }

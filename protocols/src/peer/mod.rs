@@ -4,6 +4,7 @@
 //! [`crate::agent::Agent`] and [`crate::origin::Origin`] wrap a [`Scheduler`] with what differs between
 //! them: agents announce, fetch metainfo and dial; origins only accept, and serve blobs from a backend.
 
+pub mod choker;
 pub mod connstate;
 pub mod dispatch;
 pub mod picker;
@@ -156,7 +157,23 @@ impl Scheduler {
 
     pub fn new_leecher(&self, now: Instant, metainfo: crate::MetaInfo) -> Dispatcher {
         let picker = picker_for(self.config.dispatch.piece_request_policy);
-        Dispatcher::leecher(now, metainfo, &self.config.dispatch, &self.config.quirks, picker)
+        let d = Dispatcher::leecher(now, metainfo, &self.config.dispatch, &self.config.quirks, picker);
+        self.with_policy(now, d)
+    }
+
+    /// A leecher that starts with some pieces.
+    pub fn new_partial(&self, now: Instant, metainfo: crate::MetaInfo, have: crate::Bitfield) -> Dispatcher {
+        let picker = picker_for(self.config.dispatch.piece_request_policy);
+        let d = Dispatcher::partial(now, metainfo, have, &self.config.dispatch, &self.config.quirks, picker);
+        self.with_policy(now, d)
+    }
+
+    /// Applies the policy's per-torrent behaviour to a new dispatcher.
+    fn with_policy(&self, now: Instant, d: Dispatcher) -> Dispatcher {
+        match &self.config.bittorrent {
+            Some(bt) => d.with_bittorrent(now, bt),
+            None => d,
+        }
     }
 
     pub fn new_seeder(
@@ -166,7 +183,8 @@ impl Scheduler {
         blob: Option<bytes::Bytes>,
     ) -> Dispatcher {
         let picker = picker_for(self.config.dispatch.piece_request_policy);
-        Dispatcher::seeder(now, metainfo, blob, &self.config.dispatch, &self.config.quirks, picker)
+        let d = Dispatcher::seeder(now, metainfo, blob, &self.config.dispatch, &self.config.quirks, picker);
+        self.with_policy(now, d)
     }
 
     pub fn add_torrent(&mut self, namespace: String, dispatcher: Dispatcher) {
@@ -437,6 +455,12 @@ impl Scheduler {
                 }
                 if let Some(t) = self.torrents.get_mut(&h) {
                     t.dispatcher.remove_peer(&peer);
+                    if t.dispatcher.rechoke_pending() {
+                        // BitTorrent: an unchoke slot came free.
+                        let mut fx = Vec::new();
+                        t.dispatcher.handle_rechoke(now, &mut self.rng, &mut fx);
+                        self.apply(now, h, &mut fx);
+                    }
                 }
             }
         }
@@ -457,6 +481,11 @@ impl Scheduler {
         for tor in self.torrents.values() {
             if !tor.dispatcher.is_complete() && tor.dispatcher.num_peers() > 0 {
                 t = t.min(tor.dispatcher.next_watch());
+            }
+            if let Some(r) = tor.dispatcher.next_rechoke()
+                && tor.dispatcher.num_peers() > 0
+            {
+                t = t.min(r);
             }
         }
         t
@@ -482,6 +511,21 @@ impl Scheduler {
             let mut fx = std::mem::take(&mut self.fx);
             if let Some(t) = self.torrents.get_mut(&h) {
                 t.dispatcher.handle_watch(now, &mut self.rng, &mut fx);
+            }
+            self.apply(now, h, &mut fx);
+            self.fx = fx;
+        }
+        // BitTorrent rechokes.
+        let due: Vec<InfoHash> = self
+            .torrents
+            .iter()
+            .filter(|(_, t)| t.dispatcher.next_rechoke().is_some_and(|r| r <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for h in due {
+            let mut fx = std::mem::take(&mut self.fx);
+            if let Some(t) = self.torrents.get_mut(&h) {
+                t.dispatcher.handle_rechoke(now, &mut self.rng, &mut fx);
             }
             self.apply(now, h, &mut fx);
             self.fx = fx;

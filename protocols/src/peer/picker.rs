@@ -161,8 +161,63 @@ impl PiecePicker for RarestFirstPicker {
     }
 }
 
+/// BitTorrent classic's piece order (BEP 3, BitTornado's `PiecePicker`): uniformly random pieces until
+/// `random_first_cutoff` are held (a newcomer gets something to trade quickly), then rarest-first with a
+/// random order among equally rare pieces (unlike Kraken's heap order). Whole pieces are requested, so
+/// BitTorrent's strict priority for partly downloaded pieces has nothing to apply to.
+#[derive(Debug)]
+pub struct BitTorrentPicker {
+    random_first_cutoff: u32,
+    /// Reused between calls: (holders, shuffle key, piece).
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<(u32, u64, PieceIndex)>>,
+}
+
+impl BitTorrentPicker {
+    pub fn new(random_first_cutoff: u32) -> Self {
+        BitTorrentPicker { random_first_cutoff, heap: Default::default() }
+    }
+}
+
+impl PiecePicker for BitTorrentPicker {
+    fn select(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        sel: &Selection<'_>,
+        valid: &mut dyn FnMut(PieceIndex) -> bool,
+    ) -> Vec<PieceIndex> {
+        let mut chosen = Vec::with_capacity(sel.quota);
+        if sel.quota == 0 {
+            return chosen;
+        }
+        let random_first = sel.own.count_ones() < self.random_first_cutoff;
+        // One draw per call keys a pseudo-random permutation of piece indices (a multiply-xorshift hash),
+        // which orders equally rare pieces — every piece in random-first mode — at random.
+        let salt: u64 = rng.random();
+        let key = |i: PieceIndex| {
+            let mut x = (u64::from(i) ^ salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            x ^= x >> 29;
+            x.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        };
+        self.heap.clear();
+        for i in sel.remote.iter_missing_from(sel.own) {
+            let holders =
+                if random_first { 0 } else { sel.num_peers_by_piece.get(i as usize).copied().unwrap_or(0) };
+            self.heap.push(std::cmp::Reverse((holders, key(i), i)));
+        }
+        while chosen.len() < sel.quota {
+            let Some(std::cmp::Reverse((_, _, i))) = self.heap.pop() else { break };
+            if valid(i) {
+                chosen.push(i);
+            }
+        }
+        chosen
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use rand::SeedableRng;
 
     use super::*;
@@ -197,6 +252,40 @@ mod tests {
         let got =
             RarestFirstPicker::default().select(&mut rng, &sel(&remote, &own, &[0; 5], 5), &mut |_| true);
         assert_eq!(got, vec![0, 4, 3, 2, 1]);
+    }
+
+    #[test]
+    fn bittorrent_picks_at_random_first_then_rarest() {
+        let remote = Bitfield::full(8);
+        let counts = [5, 5, 1, 5, 2, 2, 5, 5];
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let mut p = BitTorrentPicker::new(2);
+        // Below the cutoff, rarity is ignored: over many draws every piece comes first sometimes.
+        let own = Bitfield::new(8);
+        let mut first = [0u32; 8];
+        for _ in 0..800 {
+            let got = p.select(&mut rng, &sel(&remote, &own, &counts, 1), &mut |_| true);
+            first[got[0] as usize] += 1;
+        }
+        assert!(first.iter().all(|&n| n > 40), "{first:?}");
+        // At the cutoff, the rarest piece first, then the two with 2 holders in either order.
+        let mut own = Bitfield::new(8);
+        own.set(0);
+        own.set(1);
+        let mut orders = BTreeSet::new();
+        for _ in 0..50 {
+            let got = p.select(&mut rng, &sel(&remote, &own, &counts, 3), &mut |_| true);
+            assert_eq!(got[0], 2);
+            let mut tail = got[1..].to_vec();
+            tail.sort();
+            assert_eq!(tail, vec![4, 5]);
+            orders.insert(got);
+        }
+        assert_eq!(orders.len(), 2, "equally rare pieces come in random order");
+        // Invalid pieces are skipped.
+        let got = p.select(&mut rng, &sel(&remote, &own, &counts, 2), &mut |i| i != 2);
+        assert_eq!(got.len(), 2);
+        assert!(!got.contains(&2));
     }
 
     #[test]

@@ -135,4 +135,16 @@ impl Requests {
     pub fn live_for_piece(&self, now: Instant, piece: PieceIndex) -> usize {
         self.by_piece.get(piece as usize).map_or(0, |v| v.iter().filter(|r| self.live(r, now)).count())
     }
+
+    /// Requests in the table, any status (an upper bound on the pieces with a live request).
+    pub fn num_entries(&self) -> usize {
+        self.by_peer.values().map(Vec::len).sum()
+    }
+
+    /// The peers with a live request for `piece`, in the order they were asked.
+    pub fn live_peers_for(&self, now: Instant, piece: PieceIndex) -> Vec<PeerId> {
+        self.by_piece
+            .get(piece as usize)
+            .map_or_else(Vec::new, |v| v.iter().filter(|r| self.live(r, now)).map(|r| r.peer).collect())
+    }
 }

@@ -66,7 +66,7 @@ pub(super) enum Mode {
     KrakenEquivalent,
 }
 
-/// The sub-message field a message kind travels in; `None` for COMPLETE.
+/// The sub-message field a message kind travels in; `None` for COMPLETE and shoal's extensions.
 fn sub_field(kind: MessageKind) -> Option<u32> {
     match kind {
         MessageKind::Bitfield => Some(MSG_BITFIELD),
@@ -75,7 +75,12 @@ fn sub_field(kind: MessageKind) -> Option<u32> {
         MessageKind::AnnouncePiece => Some(MSG_ANNOUNCE_PIECE),
         MessageKind::CancelPiece => Some(MSG_CANCEL_PIECE),
         MessageKind::Error => Some(MSG_ERROR),
-        MessageKind::Complete => None,
+        // Like COMPLETE, shoal's extensions are a type and nothing else.
+        MessageKind::Complete
+        | MessageKind::Choke
+        | MessageKind::Unchoke
+        | MessageKind::Interested
+        | MessageKind::NotInterested => None,
     }
 }
 
@@ -127,7 +132,11 @@ fn body_len(msg: &Message, mode: Mode) -> u64 {
                 + varint_field_len(ERR_INDEX, u64::from(*index))
                 + varint_field_len(ERR_CODE, error_code_value(*code))
         }
-        Message::Complete => 0,
+        Message::Complete
+        | Message::Choke
+        | Message::Unchoke
+        | Message::Interested
+        | Message::NotInterested => 0,
     }
 }
 
@@ -173,7 +182,12 @@ fn check_ranges(msg: &Message) -> Result<(), WireError> {
         Message::AnnouncePiece { index } | Message::CancelPiece { index } | Message::Error { index, .. } => {
             check_int32("index", u64::from(*index))
         }
-        Message::Bitfield(_) | Message::Complete => Ok(()),
+        Message::Bitfield(_)
+        | Message::Complete
+        | Message::Choke
+        | Message::Unchoke
+        | Message::Interested
+        | Message::NotInterested => Ok(()),
     }
 }
 
@@ -237,7 +251,11 @@ fn write_body(msg: &Message, out: &mut Vec<u8>) {
             put_varint_field(out, ERR_INDEX, u64::from(*index));
             put_varint_field(out, ERR_CODE, error_code_value(*code));
         }
-        Message::Complete => {}
+        Message::Complete
+        | Message::Choke
+        | Message::Unchoke
+        | Message::Interested
+        | Message::NotInterested => {}
     }
 }
 
@@ -364,6 +382,10 @@ pub(super) fn decode_header(buf: &[u8], limits: &DecoderLimits) -> Result<Decode
             Message::Error { index: non_negative("index", p.index)?, code, message: p.error.to_owned() }
         }
         MessageKind::Complete => Message::Complete,
+        MessageKind::Choke => Message::Choke,
+        MessageKind::Unchoke => Message::Unchoke,
+        MessageKind::Interested => Message::Interested,
+        MessageKind::NotInterested => Message::NotInterested,
     };
     Ok(Decoded::Message(msg))
 }

@@ -264,7 +264,7 @@ fn malformed_protobuf_is_an_error() {
         (&[0x22, 0x05, 0x10], WireError::TruncatedField { field: 4, len: 5, available: 1 }),
         (&[0xf3, 0x01, 0x08, 0x01], WireError::UnterminatedGroup(30)),
         (&[0xf4, 0x01], WireError::UnexpectedEndGroup(30)),
-        (&[0x10, 0x07], WireError::UnknownMessageType(7)),
+        (&[0x10, 0x0b], WireError::UnknownMessageType(11)),
         (&[0x10, 0x01], WireError::MissingSubMessage(MessageKind::PieceRequest)),
         (&[], WireError::MissingSubMessage(MessageKind::Bitfield)),
     ];
@@ -315,13 +315,13 @@ fn bad_handshake_fields_are_errors() {
 #[test]
 fn failure_is_sticky_and_frees_the_buffer() {
     let mut d = Decoder::default();
-    d.feed(&frame(&[0x10, 0x07]));
+    d.feed(&frame(&[0x10, 0x0b]));
     d.feed(&encode_to_vec(&Message::Complete).unwrap());
-    assert_eq!(d.next_message(), Err(WireError::UnknownMessageType(7)));
+    assert_eq!(d.next_message(), Err(WireError::UnknownMessageType(11)));
     d.feed(&encode_to_vec(&Message::Complete).unwrap());
-    assert_eq!(d.next_message(), Err(WireError::UnknownMessageType(7)));
+    assert_eq!(d.next_message(), Err(WireError::UnknownMessageType(11)));
     assert_eq!(d.buffered_len(), 0);
-    assert_eq!(d.finish(), Err(WireError::UnknownMessageType(7)));
+    assert_eq!(d.finish(), Err(WireError::UnknownMessageType(11)));
 }
 
 #[test]
@@ -403,6 +403,10 @@ fn message_strategy() -> impl Strategy<Value = Message> {
             message
         }),
         Just(Message::Complete),
+        Just(Message::Choke),
+        Just(Message::Unchoke),
+        Just(Message::Interested),
+        Just(Message::NotInterested),
     ]
 }
 
@@ -506,4 +510,28 @@ proptest! {
         let whole = decode_chunks([stream.as_slice()]);
         prop_assert_eq!(decode_chunks(split(&stream, &cuts)), whole);
     }
+}
+
+#[test]
+fn bittorrent_extensions_are_a_type_only() {
+    // shoal's CHOKE, UNCHOKE, INTERESTED and NOT_INTERESTED: types 7 to 10, no sub-message.
+    let cases = [
+        (Message::Choke, 0x07u8, MessageKind::Choke),
+        (Message::Unchoke, 0x08, MessageKind::Unchoke),
+        (Message::Interested, 0x09, MessageKind::Interested),
+        (Message::NotInterested, 0x0a, MessageKind::NotInterested),
+    ];
+    for (msg, ty, kind) in cases {
+        assert_eq!(msg.kind(), kind);
+        assert_eq!(MessageKind::ALL[ty as usize], kind);
+        let bytes = encode_to_vec(&msg).unwrap();
+        assert_eq!(bytes, [0, 0, 0, 2, 0x10, ty], "{msg:?}");
+        assert_eq!(crate::wire::encoded_len(&msg), bytes.len() as u64);
+        assert_eq!(msg.wire_len(), bytes.len() as u64);
+        assert_eq!(decode_one(&bytes), Ok(Some(msg.clone())));
+        // Unknown fields in the frame are skipped, as for every proto3 message.
+        assert_eq!(decode_one(&frame(&[0x10, ty, 0x18, 0x01])), Ok(Some(msg)));
+    }
+    let names: Vec<&str> = MessageKind::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(names[7..], ["choke", "unchoke", "interested", "not_interested"]);
 }

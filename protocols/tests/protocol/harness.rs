@@ -128,8 +128,18 @@ impl Swarm {
         blobs: BTreeMap<Digest, BlobContent>,
         seed: u64,
     ) -> usize {
+        self.add_origin_with(SchedulerConfig::origin_base_yaml(), config, blobs, seed)
+    }
+
+    /// An origin with its own scheduler configuration.
+    pub fn add_origin_with(
+        &mut self,
+        sched: SchedulerConfig,
+        config: OriginConfig,
+        blobs: BTreeMap<Digest, BlobContent>,
+        seed: u64,
+    ) -> usize {
         let i = self.origins.len();
-        let sched = SchedulerConfig::origin_base_yaml();
         self.origins.push(Origin::new(self.now, sched, config, origin_addr(i), blobs, seed));
         self.addrs.insert(origin_addr(i), Node::Origin(i));
         self.arm(Node::Origin(i));

@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use shoal_protocols::Digest;
-use shoal_protocols::config::{OriginConfig, Policy, SchedulerConfig, TrackerConfig};
+use shoal_protocols::config::{BitTorrentConfig, OriginConfig, Policy, SchedulerConfig, TrackerConfig};
 
 pub use bound::{BoundTerm, LowerBound};
 pub use error::{Location, ScenarioError};
@@ -195,6 +195,9 @@ pub struct Protocol {
     pub origin_scheduler: SchedulerConfig,
     pub tracker: TrackerConfig,
     pub origin: OriginConfig,
+    /// `[protocol.bittorrent]`: BitTorrent classic's parameters, read whatever the policy and applied to
+    /// `agent`, `origin_scheduler` and `tracker` when `policy` is [`Policy::BitTorrent`].
+    pub bittorrent: BitTorrentConfig,
 }
 
 impl Scenario {

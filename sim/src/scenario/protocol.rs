@@ -5,7 +5,7 @@
 //! protocol crate's `deny_unknown_fields` catches typos and fields given override the preset one by
 //! one (a nested table overrides field by field too).
 
-use shoal_protocols::config::{OriginConfig, SchedulerConfig, TrackerConfig};
+use shoal_protocols::config::{BitTorrentConfig, OriginConfig, SchedulerConfig, TrackerConfig};
 use shoal_protocols::metainfo::PieceLengths;
 use toml::{Table, Value};
 
@@ -60,6 +60,26 @@ pub fn tracker(table: Option<Table>, prefix: &[&str]) -> Result<TrackerConfig, F
     let mut table = table.unwrap_or_default();
     convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
     deserialize_at(Value::Table(table), prefix)
+}
+
+/// `[protocol.bittorrent]`: BitTorrent classic's parameters over their defaults.
+pub fn bittorrent(table: Option<Table>, prefix: &[&str]) -> Result<BitTorrentConfig, FieldError> {
+    let mut table = table.unwrap_or_default();
+    convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
+    let config: BitTorrentConfig = deserialize_at(Value::Table(table), prefix)?;
+    let positive = [
+        ("max_initiate", config.max_initiate as u64),
+        ("max_connections", config.max_connections as u64),
+        ("rechoke_interval_ms", config.rechoke_interval_ms),
+        ("optimistic_rotate_ms", config.optimistic_rotate_ms),
+        ("rate_window_ms", config.rate_window_ms),
+    ];
+    for (field, v) in positive {
+        if v == 0 {
+            return Err(FieldError::at(with(prefix, &[field]), "must be positive"));
+        }
+    }
+    Ok(config)
 }
 
 /// `piece_length = "4MiB"` (one length for every blob) or `piece_lengths = { "0" = "1MiB",

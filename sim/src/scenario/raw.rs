@@ -308,4 +308,5 @@ pub struct RawProtocol {
     pub origin_scheduler: Option<toml::Table>,
     pub tracker: Option<toml::Table>,
     pub origin: Option<toml::Table>,
+    pub bittorrent: Option<toml::Table>,
 }

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use shoal_protocols::Digest;
+use shoal_protocols::config::Policy;
 
 use super::Reference;
 use super::error::FieldError;
@@ -120,7 +121,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     }
     let max_sim_time = seconds(raw.limits.max_sim_time_s, &["limits", "max_sim_time_s"], false)?;
 
-    let protocol = Protocol {
+    let mut protocol = Protocol {
         policy: raw.protocol.policy,
         agent: protocol::scheduler(raw.protocol.agent, &["protocol", "agent"], Role::Agent)?,
         origin_scheduler: protocol::scheduler(
@@ -130,7 +131,16 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         )?,
         tracker: protocol::tracker(raw.protocol.tracker, &["protocol", "tracker"])?,
         origin: protocol::origin(raw.protocol.origin, &["protocol", "origin"])?,
+        bittorrent: protocol::bittorrent(raw.protocol.bittorrent, &["protocol", "bittorrent"])?,
     };
+    if protocol.policy == Policy::BitTorrent {
+        // The policy reaches every node through its configuration: choking and piece order in the
+        // schedulers of agents and origins (origins are the initial seeds), numwant in the trackers.
+        let bt = protocol.bittorrent.clone();
+        bt.apply_scheduler(&mut protocol.agent);
+        bt.apply_scheduler(&mut protocol.origin_scheduler);
+        bt.apply_tracker(&mut protocol.tracker);
+    }
 
     // Topology.
     let t = raw.topology;

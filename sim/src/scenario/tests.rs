@@ -59,7 +59,9 @@ fn minimal_defaults() {
 #[test]
 fn every_scenario_file_loads() {
     let mut n = 0;
-    for entry in std::fs::read_dir(scenarios_dir()).unwrap() {
+    let compare = scenarios_dir().join("compare");
+    let dirs = [scenarios_dir()].into_iter().chain(compare.is_dir().then_some(compare));
+    for entry in dirs.flat_map(|d| std::fs::read_dir(d).unwrap()) {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
             let s = Scenario::load(&path, &[]).unwrap_or_else(|e| panic!("{e}"));
@@ -358,4 +360,43 @@ fn absurd_values_are_refused_or_saturate_never_panic() {
     assert!(e.contains("workload.blobs.0.size: must be positive"), "{e}");
     let e = err(&MINIMAL.replace("image = \"b\"", "image = \"b\"\npullers = 11"));
     assert!(e.contains("workload.pulls.0.pullers: must be \"all\" or between 1 and the 10 hosts"), "{e}");
+}
+
+#[test]
+fn bittorrent_policy_reaches_every_role() {
+    let s = load(&(MINIMAL.to_string() + "[protocol]\npolicy = \"bittorrent\"\n")).unwrap();
+    assert_eq!(s.protocol.policy, Policy::BitTorrent);
+    assert_eq!(s.protocol.policy.name(), "bittorrent");
+    let bt = shoal_protocols::config::BitTorrentConfig::default();
+    assert_eq!(s.protocol.bittorrent, bt);
+    for sched in [&s.protocol.agent, &s.protocol.origin_scheduler] {
+        assert_eq!(sched.bittorrent.as_ref(), Some(&bt));
+        assert_eq!(sched.conn_state.max_open_conn, 80);
+    }
+    assert_eq!(s.protocol.tracker.announce_limit, 50);
+    assert_eq!(s.protocol.tracker.handout_policy, shoal_protocols::config::HandoutPolicy::Default);
+    // Kraken's configuration otherwise untouched: the agent keeps base_yaml's limiter and pipeline.
+    assert!(s.protocol.agent.conn.bandwidth.enable);
+    assert_eq!(s.protocol.agent.dispatch.pipeline_limit, 3);
+
+    let s = load_set(
+        MINIMAL,
+        &[
+            ("protocol.policy", "bittorrent"),
+            ("protocol.bittorrent.unchoke_slots", "7"),
+            ("protocol.bittorrent.numwant", "30"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.protocol.agent.bittorrent.as_ref().unwrap().unchoke_slots, 7);
+    assert_eq!(s.protocol.tracker.announce_limit, 30);
+    // Under Kraken the table is read (and checked) but not applied.
+    let s = load_set(MINIMAL, &[("protocol.bittorrent.numwant", "30")]).unwrap();
+    assert_eq!(s.protocol.agent.bittorrent, None);
+    assert_eq!(s.protocol.tracker.announce_limit, 50);
+
+    let e = err(&(MINIMAL.to_string() + "[protocol.bittorrent]\nunchoke_slot = 3\n"));
+    assert!(e.starts_with("x.toml:18:1: protocol.bittorrent.unchoke_slot: unknown field"), "{e}");
+    let e = err(&(MINIMAL.to_string() + "[protocol.bittorrent]\nrechoke_interval_ms = 0\n"));
+    assert!(e.contains("protocol.bittorrent.rechoke_interval_ms: must be positive"), "{e}");
 }
