@@ -45,7 +45,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocols::origin::BlobContent;
 use shoal_protocols::{Digest, Instant, PeerId};
@@ -53,7 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::engine::{Addresses, Metrics, RunFacts, RunReport, derive_seed, summarize, write_run_files};
 use crate::net::Topology as NetTopology;
-use crate::scenario::Scenario;
+use crate::scenario::{Place, Scenario};
 
 pub use bucket::TokenBucket;
 
@@ -144,6 +144,11 @@ pub(crate) struct Ctx {
     pub last_end: Cell<Instant>,
     /// Per network node: (upload, download) buckets.
     pub buckets: Vec<(TokenBucket, TokenBucket)>,
+    /// Whether the driver delays messages by the scenario's latency (real sockets; turmoil applies
+    /// latency itself).
+    pub emulate_latency: bool,
+    /// Draws of the scenario's latency jitter.
+    pub jitter_rng: RefCell<ChaCha8Rng>,
 }
 
 impl Ctx {
@@ -197,8 +202,34 @@ impl Ctx {
             events: Cell::new(0),
             last_end: Cell::new(Instant::ZERO),
             buckets,
+            emulate_latency: false,
+            jitter_rng: RefCell::new(ChaCha8Rng::seed_from_u64(derive_seed(s.seed, "latency", 0))),
             scenario,
         })
+    }
+
+    /// Where a network node sits; `None` is a tracker (outside every group).
+    pub fn place(&self, node: Option<u32>) -> Place {
+        let agents = self.agents();
+        match node {
+            Some(n) if n < agents => self.scenario.topology.hosts[n as usize].place,
+            Some(n) => {
+                self.scenario.origins.get((n - agents) as usize).map_or_else(Place::default, |o| o.place)
+            }
+            None => Place::default(),
+        }
+    }
+
+    /// The one-way delay the driver adds between two nodes (`None`: a tracker): the scenario's
+    /// latency plus a jitter draw when the driver emulates latency, zero otherwise.
+    pub fn one_way(&self, a: Option<u32>, b: Option<u32>) -> Duration {
+        if !self.emulate_latency {
+            return Duration::ZERO;
+        }
+        let topo = &self.scenario.topology;
+        let j = topo.latency_jitter.as_nanos() as u64;
+        let jitter = if j == 0 { 0 } else { self.jitter_rng.borrow_mut().random_range(0..j) };
+        topo.latency_between(self.place(a), self.place(b)) + Duration::from_nanos(jitter)
     }
 
     pub fn agents(&self) -> u32 {

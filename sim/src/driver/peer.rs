@@ -273,18 +273,22 @@ pub(crate) fn metainfo_reply(resp: std::io::Result<http::Response>) -> MetaInfoR
 }
 
 /// One HTTP exchange on a new connection, bounded by [`HTTP_TIMEOUT`].
+/// `one_way` is the latency the driver emulates each way (zero where the network has its own).
 pub(crate) async fn http_call<T: Transport>(
     t: &T,
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
+    one_way: (Duration, Duration),
 ) -> std::io::Result<http::Response> {
     let call = async {
+        sleep_nonzero(one_way.0).await;
         let mut s = t.connect(addr).await?;
         http::write_request(&mut s, method, &addr.to_string(), path, body).await?;
         let r = http::read_response(&mut s).await;
         let _ = s.shutdown().await;
+        sleep_nonzero(one_way.1).await;
         r
     };
     tokio::time::timeout(HTTP_TIMEOUT, call)
@@ -349,6 +353,14 @@ impl<T: Transport> NodeDriver<T> {
                 state.handle_message(now, conn, msg);
             }
             Input::Closed { conn } => {
+                if std::env::var_os("SHOAL_TRACE").is_some() {
+                    eprintln!(
+                        "{now} node {} conn {:?} closed by remote {:?}",
+                        self.node,
+                        conn,
+                        self.conns.get(&conn).map(|c| c.remote)
+                    );
+                }
                 if let Some(c) = self.conns.remove(&conn) {
                     stop(c);
                     state.handle_closed(now, conn);
@@ -416,6 +428,9 @@ impl<T: Transport> NodeDriver<T> {
     fn output(&mut self, out: Output) {
         match out {
             Output::Dial { conn, addr } => {
+                if std::env::var_os("SHOAL_TRACE").is_some() {
+                    eprintln!("node {} dials {addr} as {conn:?}", self.node);
+                }
                 self.conns.insert(
                     conn,
                     Conn { writer: None, queued: Vec::new(), reader: None, remote: None, blob: None },
@@ -438,30 +453,46 @@ impl<T: Transport> NodeDriver<T> {
                 }
             }
             Output::Close { conn } => {
+                if std::env::var_os("SHOAL_TRACE").is_some() {
+                    eprintln!(
+                        "node {} closes conn {:?} remote {:?}",
+                        self.node,
+                        conn,
+                        self.conns.get(&conn).map(|c| c.remote)
+                    );
+                }
                 if let Some(c) = self.conns.remove(&conn) {
                     stop(c);
                 }
             }
             Output::Announce { id, tracker, request } => {
                 let (t, tx) = (self.t.clone(), self.tx.clone());
+                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
                 spawn_local(async move {
-                    let result = announce(&t, tracker, &request).await;
+                    let result = announce(&t, tracker, &request, lat).await;
                     let _ = tx.send(Input::Announce { id, result });
                 });
             }
             Output::FetchMetaInfo { id, tracker, namespace, digest } => {
                 let (t, tx) = (self.t.clone(), self.tx.clone());
+                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
                 spawn_local(async move {
                     let path = format!(
                         "/namespace/{}/blobs/{}/metainfo",
                         http::percent_encode(&namespace),
                         digest.hex()
                     );
-                    let reply = metainfo_reply(http_call(&t, tracker, "GET", &path, b"").await);
+                    let reply = metainfo_reply(http_call(&t, tracker, "GET", &path, b"", lat).await);
                     let _ = tx.send(Input::MetaInfo { id, reply });
                 });
             }
         }
+    }
+}
+
+async fn sleep_nonzero(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
     }
 }
 
@@ -480,17 +511,20 @@ async fn announce<T: Transport>(
     t: &T,
     tracker: SocketAddr,
     request: &AnnounceRequest,
+    lat: (Duration, Duration),
 ) -> Result<AnnounceResponse, AnnounceError> {
     let body = serde_json::to_vec(request).map_err(|_| AnnounceError::Unreachable)?;
     let path = format!("/announce/{}", request.info_hash.hex());
-    match http_call(t, tracker, "POST", &path, &body).await {
+    match http_call(t, tracker, "POST", &path, &body, lat).await {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).map_err(|_| AnnounceError::Unreachable),
         Ok(r) if r.status == 500 => Err(AnnounceError::NoPeers),
         _ => Err(AnnounceError::Unreachable),
     }
 }
 
-/// Reads a connection: bytes pay the host's download bucket, then go through the decoder.
+/// Reads a connection: bytes pay the host's download bucket, then go through the decoder. Where
+/// the driver emulates latency, each message is handed to the node one latency after it was read,
+/// in order, by a delay line.
 async fn reader<T: Transport>(
     t: T,
     ctx: Rc<Ctx>,
@@ -500,6 +534,34 @@ async fn reader<T: Transport>(
     tx: mpsc::UnboundedSender<Input<T::Stream>>,
     limits: DecoderLimits,
 ) {
+    let (dtx, delay) = if ctx.emulate_latency {
+        let (dtx, drx) = mpsc::unbounded_channel::<(Instant, Input<T::Stream>)>();
+        (Some(dtx), Some(spawn_local(delay_line(t.clone(), drx, tx.clone()))))
+    } else {
+        (None, None)
+    };
+    // Aborting the reader must stop its delay line too.
+    struct AbortOnDrop(Option<JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            if let Some(h) = self.0.take() {
+                h.abort();
+            }
+        }
+    }
+    let mut guard = AbortOnDrop(delay);
+    let mut remote: Option<u32> = None;
+    let mut last_due = Instant::ZERO;
+    let mut send = |msg: Input<T::Stream>, remote: Option<u32>| -> bool {
+        match &dtx {
+            Some(dtx) => {
+                let due = (now(&t) + ctx.one_way(remote, Some(node))).max(last_due);
+                last_due = due;
+                dtx.send((due, msg)).is_ok()
+            }
+            None => tx.send(msg).is_ok(),
+        }
+    };
     let mut dec = Decoder::new(limits);
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -512,23 +574,43 @@ async fn reader<T: Transport>(
             tokio::time::sleep(wait).await;
         }
         dec.feed(&buf[..n]);
-        loop {
+        let failed = loop {
             match dec.next_message() {
                 Ok(Some(msg)) => {
-                    if tx.send(Input::Message { conn, msg }).is_err() {
+                    if let Message::Bitfield(hs) = &msg {
+                        remote = ctx.node_by_peer.get(&hs.peer_id).copied();
+                    }
+                    if !send(Input::Message { conn, msg }, remote) {
                         return;
                     }
                 }
-                Ok(None) => break,
+                Ok(None) => break false,
                 // Garbage, an oversized frame or a tagged payload: the connection ends here.
-                Err(_) => {
-                    let _ = tx.send(Input::Closed { conn });
-                    return;
-                }
+                Err(_) => break true,
             }
+        };
+        if failed {
+            break;
         }
     }
-    let _ = tx.send(Input::Closed { conn });
+    send(Input::Closed { conn }, remote);
+    // Ended by the stream, not aborted by the node: the delay line delivers what it holds, then
+    // ends when its queue closes.
+    drop(send);
+    guard.0.take();
+}
+
+async fn delay_line<S>(
+    t: impl Transport,
+    mut rx: mpsc::UnboundedReceiver<(Instant, Input<S>)>,
+    tx: mpsc::UnboundedSender<Input<S>>,
+) {
+    while let Some((due, input)) = rx.recv().await {
+        sleep_until(&t, due).await;
+        if tx.send(input).is_err() {
+            return;
+        }
+    }
 }
 
 /// Writes a connection: payload bytes pay the host's upload bucket, chunk by chunk.

@@ -111,7 +111,10 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             origin_http: origin_l.iter().map(|(_, h)| local_addr(h)).collect::<Result<_, _>>()?,
         };
         let limit = scenario.max_sim_time;
-        let ctx = Rc::new(Ctx::new(scenario, addrs, blobs, options.interval)?);
+        let mut ctx = Ctx::new(scenario, addrs, blobs, options.interval)?;
+        // Loopback has next to no latency: the driver adds the scenario's.
+        ctx.emulate_latency = true;
+        let ctx = Rc::new(ctx);
         let agents = ctx.agents();
         let nodes: Vec<Node> = (0..agents + ctx.scenario.origins.len() as u32)
             .map(|n| Node::build(&ctx, n, shoal_protocols::Instant::ZERO))

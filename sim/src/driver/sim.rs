@@ -70,7 +70,16 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let limit = scenario.max_sim_time;
     let latency = scenario.topology.latency;
     let jitter = scenario.topology.latency_jitter;
-    let mut sim = turmoil::Builder::new()
+    let mut builder = turmoil::Builder::new();
+    // turmoil polls hosts in insertion order each step, and its 1 ms step swallows sub-millisecond
+    // jitter: every tie (announces, dials arriving in the same step) would be broken by host index,
+    // which decides who connects to whom (a whole clique of early hosts fills every peer's
+    // connection slots). With jitter in the scenario, hosts are polled in a seeded random order
+    // instead, as the discrete-event engine breaks ties by jittered latency.
+    if !jitter.is_zero() {
+        builder.enable_random_order();
+    }
+    let mut sim = builder
         .rng_seed(derive_seed(scenario.seed, "turmoil", 0))
         .tick_duration(Duration::from_millis(1))
         .min_message_latency(latency)

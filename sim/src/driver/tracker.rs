@@ -140,7 +140,9 @@ impl<T: Transport> State<T> {
                     http::percent_encode(&namespace),
                     digest.hex()
                 );
-                metainfo_reply(http_call(&self.t, addr, "GET", &path, b"").await)
+                let o = self.ctx.node_by_peer.get(&shoal_protocols::PeerId::from_addr(origin)).copied();
+                let lat = (self.ctx.one_way(None, o), self.ctx.one_way(o, None));
+                metainfo_reply(http_call(&self.t, addr, "GET", &path, b"", lat).await)
             }
             None => MetaInfoReply::Unreachable,
         };
