@@ -353,13 +353,8 @@ impl<T: Transport> NodeDriver<T> {
                 state.handle_message(now, conn, msg);
             }
             Input::Closed { conn } => {
-                if std::env::var_os("SHOAL_TRACE").is_some() {
-                    eprintln!(
-                        "{now} node {} conn {:?} closed by remote {:?}",
-                        self.node,
-                        conn,
-                        self.conns.get(&conn).map(|c| c.remote)
-                    );
+                if trace_on() {
+                    eprintln!("{now} node {} {conn:?} closed by the remote end", self.node);
                 }
                 if let Some(c) = self.conns.remove(&conn) {
                     stop(c);
@@ -428,8 +423,8 @@ impl<T: Transport> NodeDriver<T> {
     fn output(&mut self, out: Output) {
         match out {
             Output::Dial { conn, addr } => {
-                if std::env::var_os("SHOAL_TRACE").is_some() {
-                    eprintln!("node {} dials {addr} as {conn:?}", self.node);
+                if trace_on() {
+                    eprintln!("{} node {} dials {addr} as {conn:?}", now(&self.t), self.node);
                 }
                 self.conns.insert(
                     conn,
@@ -453,13 +448,8 @@ impl<T: Transport> NodeDriver<T> {
                 }
             }
             Output::Close { conn } => {
-                if std::env::var_os("SHOAL_TRACE").is_some() {
-                    eprintln!(
-                        "node {} closes conn {:?} remote {:?}",
-                        self.node,
-                        conn,
-                        self.conns.get(&conn).map(|c| c.remote)
-                    );
+                if trace_on() {
+                    eprintln!("{} node {} closes {conn:?}", now(&self.t), self.node);
                 }
                 if let Some(c) = self.conns.remove(&conn) {
                     stop(c);
@@ -488,6 +478,12 @@ impl<T: Transport> NodeDriver<T> {
             }
         }
     }
+}
+
+/// `SHOAL_TRACE=1` prints every dial and close of the socket engines on stderr.
+fn trace_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SHOAL_TRACE").is_some())
 }
 
 async fn sleep_nonzero(d: Duration) {
@@ -595,8 +591,7 @@ async fn reader<T: Transport>(
     }
     send(Input::Closed { conn }, remote);
     // Ended by the stream, not aborted by the node: the delay line delivers what it holds, then
-    // ends when its queue closes.
-    drop(send);
+    // ends when its queue closes as this function returns.
     guard.0.take();
 }
 
