@@ -214,7 +214,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 e.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
                 report
             } else {
-                let options = DriverOptions { interval: options.interval, progress: options.progress };
+                let options = DriverOptions {
+                    interval: options.interval,
+                    progress: options.progress,
+                    ..DriverOptions::default()
+                };
                 let run = match engine {
                     EngineKind::Real => driver::real::run(s.clone(), options),
                     _ => driver::sim::run(s.clone(), options),

@@ -120,3 +120,51 @@ fn des_and_real_agree_on_the_agreement_scenario() {
     eprintln!("des {:?} real (median) {:?}", d.summary.host_images, median.summary.host_images);
     assert!(p50 <= 0.15 && p90 <= 0.15, "des vs real: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
 }
+
+fn real_with(s: &Scenario, options: DriverOptions) -> driver::DriverRun {
+    driver::real::run(s.clone(), options).expect("real run")
+}
+
+/// A peer that answers the handshake with garbage, an oversized frame or corrupt pieces is
+/// disconnected by every agent that dialled it, blacklisted (never dialled twice within the
+/// blacklist), and every download completes from the origin and the other peers.
+#[test]
+fn misbehaving_peers_are_dropped_and_blacklisted() {
+    use driver::rogue::Rogue;
+    for kind in [Rogue::Garbage, Rogue::OversizedFrame, Rogue::CorruptPieces] {
+        // Kraken tolerates corrupt pieces (it only re-requests them); shoal's fix closes the
+        // connection, which blacklists the sender.
+        let s = scenario(
+            "agree-16.toml",
+            &[
+                SMALL,
+                &["protocol.agent.quirks.tolerate_corrupt_pieces=false", "workload.pulls.0.start_s=1.5"],
+            ]
+            .concat(),
+        );
+        let run = real_with(&s, DriverOptions { rogue: Some(kind), ..DriverOptions::default() });
+        let sm = run.report(0.0).summary;
+        assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0, "{kind:?}");
+        let rogue = run.rogue.expect("rogue report");
+        assert!(!rogue.dials_by_peer.is_empty(), "{kind:?}: no agent dialled the rogue peer");
+        for (peer, dials) in &rogue.dials_by_peer {
+            assert_eq!(*dials, 1, "{kind:?}: {peer} dialled the rogue peer again despite the blacklist");
+        }
+        assert_eq!(rogue.closed_by_agent as usize, rogue.dials_by_peer.len(), "{kind:?}");
+        if kind == Rogue::CorruptPieces {
+            assert!(rogue.corrupt_pieces_sent > 0);
+        }
+    }
+}
+
+/// An agent killed mid-transfer (its task and sockets gone) does not stall the others.
+#[test]
+fn a_killed_agent_does_not_stall_the_rest() {
+    let s = scenario("agree-16.toml", SMALL);
+    let kill = Some((0, std::time::Duration::from_millis(150)));
+    let run = real_with(&s, DriverOptions { kill_agent: kill, ..DriverOptions::default() });
+    let sm = run.report(0.0).summary;
+    assert_eq!(sm.failed_downloads, 1, "the killed agent's download");
+    assert_eq!(sm.unfinished_downloads, 0);
+    assert_eq!(sm.host_images.completed, 5);
+}

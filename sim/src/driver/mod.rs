@@ -35,6 +35,7 @@ pub mod bucket;
 pub mod http;
 mod peer;
 pub mod real;
+pub mod rogue;
 pub mod sim;
 mod tracker;
 
@@ -261,6 +262,8 @@ pub struct DriverRun {
     pub end: Instant,
     pub events: u64,
     pub engine: &'static str,
+    /// What the misbehaving peer saw, when [`DriverOptions::rogue`] was set.
+    pub rogue: Option<rogue::RogueReport>,
 }
 
 impl DriverRun {
@@ -272,6 +275,7 @@ impl DriverRun {
             end,
             events: ctx.events.get(),
             engine,
+            rogue: None,
         }
     }
 
@@ -302,16 +306,24 @@ pub struct DriverOptions {
     pub interval: Duration,
     /// Called every so often with (seconds since start, image pulls finished, image pulls in all).
     pub progress: Option<crate::engine::ProgressFn>,
+    /// Adds a misbehaving peer to a `real` run (robustness tests).
+    pub rogue: Option<rogue::Rogue>,
+    /// Kills agent `host`'s task (and so its sockets) at this time into a `real` run; its unfinished
+    /// downloads are recorded as failed (`removed`). Robustness tests.
+    pub kill_agent: Option<(u32, Duration)>,
 }
 
 impl std::fmt::Debug for DriverOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DriverOptions").field("interval", &self.interval).finish_non_exhaustive()
+        f.debug_struct("DriverOptions")
+            .field("interval", &self.interval)
+            .field("rogue", &self.rogue)
+            .finish_non_exhaustive()
     }
 }
 
 impl Default for DriverOptions {
     fn default() -> Self {
-        DriverOptions { interval: Duration::from_millis(100), progress: None }
+        DriverOptions { interval: Duration::from_millis(100), progress: None, rogue: None, kill_agent: None }
     }
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{LocalSet, spawn_local};
 
 use super::peer::{Node, run_node};
+use super::rogue::{RogueReport, run_rogue};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
 use crate::engine::Addresses;
@@ -124,6 +125,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         for (i, l) in tracker_l.into_iter().enumerate() {
             spawn_local(run_tracker(t.clone(), ctx.clone(), i, l));
         }
+        let mut handles = Vec::new();
         let mut origin_l = origin_l.into_iter();
         let mut agent_l = agent_l.into_iter();
         for (n, state) in nodes.into_iter().enumerate() {
@@ -134,12 +136,41 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 let (l, h) = origin_l.next().expect("two listeners per origin");
                 (l, Some(h))
             };
-            spawn_local(run_node(t.clone(), ctx.clone(), n, state, l, http));
+            handles.push(spawn_local(run_node(t.clone(), ctx.clone(), n, state, l, http)));
+        }
+        let rogue_report = Rc::new(std::cell::RefCell::new(RogueReport::default()));
+        if let Some(kind) = options.rogue {
+            let l = t.bind(any).await.map_err(err)?;
+            let addr = local_addr(&l)?;
+            spawn_local(run_rogue(t.clone(), ctx.clone(), kind, l, addr, rogue_report.clone()));
         }
         let total = ctx.scenario.workload.pulls.len();
         let mut timed_out = false;
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some((host, at)) = options.kill_agent
+                && t.now() >= at
+                && let Some(h) = handles.get(host as usize)
+                && !h.is_finished()
+            {
+                h.abort();
+                let now = super::now(&t);
+                let mut m = ctx.metrics.borrow_mut();
+                let pending: Vec<u32> = m
+                    .downloads
+                    .iter()
+                    .filter(|d| d.host == host && d.end.is_none() && d.failed.is_none())
+                    .map(|d| d.blob)
+                    .collect();
+                for blob in pending {
+                    let ev = shoal_protocols::peer::Event::DownloadFailed {
+                        digest: ctx.blobs[blob as usize].digest,
+                        error: shoal_protocols::peer::DownloadError::Removed,
+                        stats: Default::default(),
+                    };
+                    m.download_event(host, blob, now, ev);
+                }
+            }
             if ctx.done() {
                 break;
             }
@@ -152,7 +183,11 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 p(t.now().as_secs_f64(), done, total);
             }
         }
-        Ok(DriverRun::from_ctx(&ctx, "real", timed_out))
+        let mut run = DriverRun::from_ctx(&ctx, "real", timed_out);
+        if options.rogue.is_some() {
+            run.rogue = Some(rogue_report.borrow().clone());
+        }
+        Ok(run)
     });
     // Dropping the LocalSet and the runtime cancels every task and closes every socket.
     drop(local);
