@@ -108,10 +108,22 @@ fn des_and_turmoil_agree_on_the_agreement_scenario() {
 
 /// The same against real sockets, within 15 % on the median of three runs. Wall-clock bound, so
 /// not run by default: `cargo test --release -p shoal-sim --test driver -- --ignored`.
+///
+/// Run with 20 connection slots per torrent (more than the 16 hosts), so that no handshake is
+/// refused: with Kraken's 10, whether a late host finds a free slot at a peer that has pieces
+/// depends on sub-millisecond ordering at start-up, and a refused host waits out the 30 s
+/// blacklist. The discrete-event engine shows the same cliff without jitter (p90 33.3 s); the
+/// real engine, whose start-up is slower on one shared thread, falls off it on most runs.
 #[test]
 #[ignore = "wall-clock measurement; run in release on a quiet machine"]
 fn des_and_real_agree_on_the_agreement_scenario() {
-    let s = scenario("agree-16.toml", &[]);
+    let s = scenario(
+        "agree-16.toml",
+        &[
+            "protocol.agent.conn_state.max_open_conn=20",
+            "protocol.origin_scheduler.conn_state.max_open_conn=20",
+        ],
+    );
     let d = des(&s, &tmp("agree-des2"));
     let mut runs: Vec<RunReport> = (0..3).map(|i| real(&s, &tmp(&format!("agree-real{i}")))).collect();
     runs.sort_by(|a, b| a.summary.host_images.p50.partial_cmp(&b.summary.host_images.p50).unwrap());
