@@ -165,7 +165,8 @@ fn socket_engines_run_from_the_command_line_and_print_their_replay() {
         assert!(summary.contains(&format!("\"engine\": \"{engine}\"")), "{summary}");
     }
     // Blobs too large to hold in memory are refused with a clear error.
-    let out = shoal(&["run", "scenarios/smoke-40.toml", "--engine", "real", "--set", "workload.blobs.0.size=3GB"]);
+    let out =
+        shoal(&["run", "scenarios/smoke-40.toml", "--engine", "real", "--set", "workload.blobs.0.size=3GB"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--engine des"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);

@@ -76,7 +76,15 @@ fn turmoil_runs_are_byte_identical_for_a_seed() {
 fn real_sockets_move_and_verify_real_bytes() {
     let s = scenario("agree-16.toml", SMALL);
     let dir = tmp("real");
-    let r = real(&s, &dir);
+    let run = driver::real::run(s.clone(), DriverOptions::default()).expect("real run");
+    let r = run.report(0.0);
+    run.write_outputs(&dir, &r).expect("outputs written");
+    // Every listening socket was released when the run ended: its port can be bound again.
+    let a = &run.addrs;
+    for addr in a.p2p.agents.iter().chain(&a.p2p.origins).chain(&a.p2p.trackers).chain(&a.origin_http) {
+        assert!(addr.ip().is_loopback());
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} still bound after the run: {e}"));
+    }
     let sm = &r.summary;
     assert_eq!(sm.engine, "real");
     assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0);

@@ -264,6 +264,8 @@ pub struct DriverRun {
     pub engine: &'static str,
     /// What the misbehaving peer saw, when [`DriverOptions::rogue`] was set.
     pub rogue: Option<rogue::RogueReport>,
+    /// Where the nodes listened.
+    pub addrs: NodeAddrs,
 }
 
 impl DriverRun {
@@ -276,6 +278,7 @@ impl DriverRun {
             events: ctx.events.get(),
             engine,
             rogue: None,
+            addrs: ctx.addrs.clone(),
         }
     }
 
