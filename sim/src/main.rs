@@ -9,6 +9,7 @@ use std::time::Instant as WallClock;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use shoal_sim::driver::{self, DriverOptions};
 use shoal_sim::engine::{Engine, RunOptions};
 use shoal_sim::gate::{self, GateConfig, GateOptions};
 use shoal_sim::net::Solver;
@@ -116,6 +117,10 @@ enum Command {
 enum EngineKind {
     /// The discrete-event engine: scales to thousands of hosts.
     Des,
+    /// The async driver on turmoil's simulated TCP: deterministic, tens of hosts.
+    Turmoil,
+    /// The async driver on real TCP sockets on 127.0.0.1, wall-clock time: tens of hosts.
+    Real,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -173,6 +178,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if solver == SolverKind::Full {
                 replay.push_str(" --solver full");
             }
+            match engine {
+                EngineKind::Des => {}
+                EngineKind::Turmoil => replay.push_str(" --engine turmoil"),
+                EngineKind::Real => replay.push_str(" --engine real"),
+            }
             eprintln!("seed={}", s.seed);
             eprintln!("replay: {replay}");
             let bar =
@@ -192,18 +202,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 progress: Some(Box::new(move |t, done, _| {
                     pb.set_position(done as u64);
-                    pb.set_message(format!("simulated {t:.2} s"));
+                    pb.set_message(format!("{t:.2} s"));
                 })),
             };
             let started = WallClock::now();
-            let mut e = Engine::new(&s, options).map_err(anyhow::Error::msg)?;
-            let engine_name = match engine {
-                EngineKind::Des => "des",
+            let report = if engine == EngineKind::Des {
+                let mut e = Engine::new(&s, options).map_err(anyhow::Error::msg)?;
+                e.run();
+                bar.finish_and_clear();
+                let report = e.report("des", started.elapsed().as_secs_f64());
+                e.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+                report
+            } else {
+                let options = DriverOptions {
+                    interval: options.interval,
+                    progress: options.progress,
+                    ..DriverOptions::default()
+                };
+                let run = match engine {
+                    EngineKind::Real => driver::real::run(s.clone(), options),
+                    _ => driver::sim::run(s.clone(), options),
+                }
+                .map_err(anyhow::Error::msg)?;
+                bar.finish_and_clear();
+                let report = run.report(started.elapsed().as_secs_f64());
+                run.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
+                report
             };
-            e.run();
-            bar.finish_and_clear();
-            let report = e.report(engine_name, started.elapsed().as_secs_f64());
-            e.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
             let sm = &report.summary;
             let fmt = |v: Option<f64>| v.map_or("unfinished".to_string(), |v| format!("{v:.3} s"));
             println!("{}: {} hosts, seed {}", sm.scenario, sm.hosts, sm.seed);

@@ -135,3 +135,39 @@ fn help_explains_each_command() {
     let s = text(&shoal(&["compare", "--help"]).stdout);
     assert!(s.contains("--out") && s.contains("ratio to the first run"), "{s}");
 }
+
+#[test]
+fn socket_engines_run_from_the_command_line_and_print_their_replay() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-engines-{}", std::process::id()));
+    for engine in ["turmoil", "real"] {
+        let out_dir = dir.join(engine);
+        let out = shoal(&[
+            "run",
+            "scenarios/agree-16.toml",
+            "--engine",
+            engine,
+            "--set",
+            "topology.hosts=4",
+            "--set",
+            "workload.blobs.0.size=4MiB",
+            "--set",
+            "protocol.origin.piece_length=1MiB",
+            "--quiet",
+            "--no-report",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{engine}: {}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("seed=1"), "{err}");
+        assert!(err.contains(&format!("--engine {engine}")), "replay without the engine: {err}");
+        let summary = std::fs::read_to_string(out_dir.join("summary.json")).unwrap();
+        assert!(summary.contains(&format!("\"engine\": \"{engine}\"")), "{summary}");
+    }
+    // Blobs too large to hold in memory are refused with a clear error.
+    let out =
+        shoal(&["run", "scenarios/smoke-40.toml", "--engine", "real", "--set", "workload.blobs.0.size=3GB"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--engine des"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}

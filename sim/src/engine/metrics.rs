@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
+use shoal_protocols::peer::Event as NodeEvent;
 use shoal_protocols::{Instant, MessageKind};
 
 use crate::net::Locality;
+use crate::scenario::Scenario;
 
 /// Names of [`Metrics::bytes_by_locality`]'s entries, in summary.json.
 pub const LOCALITIES: [&str; 6] = ["origins", "same_host", "same_rack", "same_pod", "same_zone", "elsewhere"];
@@ -66,6 +68,8 @@ pub struct Metrics {
     /// Per rack, cumulative (uplink, downlink) bytes at the last sample.
     pub racks: Vec<(f64, f64)>,
     pub rack_samples: Vec<RackSample>,
+    /// Blob downloads started and not yet finished or failed.
+    pub pending_downloads: usize,
 }
 
 /// One rack's link traffic over one time-series interval.
@@ -135,6 +139,72 @@ impl Metrics {
                 Source::Peer(_) => d.bytes_other_racks += bytes,
             }
         }
+    }
+
+    /// Records that `host` starts pulling `image` at `now`; returns the blobs it must ask its agent
+    /// for (layers it already has or is fetching for another image are shared, as on a real host).
+    pub fn start_pull(&mut self, s: &Scenario, host: u32, image: u32, now: Instant) -> Vec<u32> {
+        let img = &s.workload.images[image as usize];
+        let mut record = ImageRecord { start: now, missing: Vec::new(), end: None, failed: false };
+        let mut ask = Vec::new();
+        for &b in &img.layers {
+            let key = (host, b as u32);
+            if let Some(&i) = self.index.get(&key) {
+                let d = &self.downloads[i];
+                record.failed |= d.failed.is_some();
+                if d.end.is_none() && d.failed.is_none() {
+                    record.missing.push(b as u32);
+                }
+                continue;
+            }
+            record.missing.push(b as u32);
+            self.index.insert(key, self.downloads.len());
+            self.downloads.push(DownloadRecord { host, blob: b as u32, start: now, ..Default::default() });
+            self.pending_downloads += 1;
+            ask.push(b as u32);
+        }
+        if record.missing.is_empty() && !record.failed {
+            record.end = Some(now);
+        }
+        self.host_pulls[host as usize].push(self.images.len());
+        self.images.push(record);
+        ask
+    }
+
+    /// An agent reported the end of its download of `blob` (first report only).
+    pub fn download_event(&mut self, host: u32, blob: u32, now: Instant, ev: NodeEvent) {
+        let (stats, failure) = match ev {
+            NodeEvent::DownloadComplete { stats, .. } => (stats, None),
+            NodeEvent::DownloadFailed { error, stats, .. } => (stats, Some(error.to_string())),
+        };
+        let Some(&i) = self.index.get(&(host, blob)) else { return };
+        let d = &mut self.downloads[i];
+        if d.end.is_some() || d.failed.is_some() {
+            return;
+        }
+        d.pieces = stats.pieces;
+        d.duplicates = stats.duplicates;
+        let failed = failure.is_some();
+        match failure {
+            None => d.end = Some(now),
+            Some(e) => d.failed = Some(e),
+        }
+        self.pending_downloads -= 1;
+        for &p in &self.host_pulls[host as usize] {
+            let img = &mut self.images[p];
+            if let Some(k) = img.missing.iter().position(|&m| m == blob) {
+                img.missing.swap_remove(k);
+                img.failed |= failed;
+                if img.missing.is_empty() && !img.failed {
+                    img.end = Some(now);
+                }
+            }
+        }
+    }
+
+    /// Image pulls that ended (complete or failed).
+    pub fn images_finished(&self) -> usize {
+        self.images.iter().filter(|i| i.finished()).count()
     }
 
     pub fn message_sent(&mut self, kind: MessageKind, bytes: u64) {

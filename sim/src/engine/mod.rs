@@ -9,7 +9,7 @@
 
 mod metrics;
 mod output;
-mod world;
+pub(crate) mod world;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -23,13 +23,12 @@ use shoal_protocols::peer::{ConnId, Event as NodeEvent, Output};
 use shoal_protocols::tracker::TrackerOutput;
 use shoal_protocols::{Digest, Instant, Message};
 
-pub use metrics::{DownloadRecord, Metrics, Percentiles};
-pub use output::{Perf, RunReport, Summary};
-pub use world::{World, derive_seed};
+pub use metrics::{DownloadRecord, Metrics, Percentiles, Source};
+pub use output::{Perf, RunFacts, RunReport, Summary, summarize, write_run_files};
+pub use world::{Addresses, World, build_agent, build_origin, build_tracker, derive_seed};
 
 use crate::net::{FlowId, Network, Solver};
 use crate::scenario::Scenario;
-use metrics::Source;
 
 /// Lookup-only maps (never iterated where order reaches output), keyed by small integers: a
 /// multiply-rotate hash (FxHash's), deterministic and much cheaper than SipHash on the hot path.
@@ -214,7 +213,6 @@ pub struct Engine<'s> {
     /// Latency jitter; seeded from the scenario.
     rng: ChaCha8Rng,
     events: u64,
-    pending_downloads: usize,
     options: RunOptions,
 }
 
@@ -245,7 +243,6 @@ impl<'s> Engine<'s> {
             rng: ChaCha8Rng::seed_from_u64(derive_seed(scenario.seed, "network", 0)),
             world,
             events: 0,
-            pending_downloads: 0,
             options,
         };
         for pull in &scenario.workload.pulls {
@@ -332,7 +329,7 @@ impl<'s> Engine<'s> {
                     p(now, done, total);
                 }
             }
-            if self.pending_downloads == 0 && self.metrics.images.len() == total {
+            if self.metrics.pending_downloads == 0 && self.metrics.images.len() == total {
                 break;
             }
         }
@@ -439,39 +436,11 @@ impl<'s> Engine<'s> {
     }
 
     fn pull(&mut self, host: u32, image: u32) {
-        let img = &self.scenario.workload.images[image as usize];
-        let namespace = img.name.clone();
-        let layers = img.layers.clone();
-        let mut record =
-            metrics::ImageRecord { start: self.now, missing: Vec::new(), end: None, failed: false };
-        for b in layers {
-            let key = (host, b as u32);
-            // A layer this host already pulled for another image is shared, as on a real host.
-            if let Some(&i) = self.metrics.index.get(&key) {
-                let d = &self.metrics.downloads[i];
-                record.failed |= d.failed.is_some();
-                if d.end.is_none() && d.failed.is_none() {
-                    record.missing.push(b as u32);
-                }
-                continue;
-            }
-            record.missing.push(b as u32);
-            self.metrics.index.insert(key, self.metrics.downloads.len());
-            self.metrics.downloads.push(DownloadRecord {
-                host,
-                blob: b as u32,
-                start: self.now,
-                ..Default::default()
-            });
-            self.pending_downloads += 1;
-            let digest = self.scenario.workload.blobs[b].digest;
+        let namespace = self.scenario.workload.images[image as usize].name.clone();
+        for b in self.metrics.start_pull(self.scenario, host, image, self.now) {
+            let digest = self.scenario.workload.blobs[b as usize].digest;
             self.world.agents[host as usize].handle_download(self.now, &namespace, digest);
         }
-        if record.missing.is_empty() && !record.failed {
-            record.end = Some(self.now);
-        }
-        self.metrics.host_pulls[host as usize].push(self.metrics.images.len());
-        self.metrics.images.push(record);
         self.drain(host);
     }
 
@@ -541,34 +510,11 @@ impl<'s> Engine<'s> {
     }
 
     fn download_event(&mut self, host: u32, ev: NodeEvent) {
-        let (digest, stats, failure) = match ev {
-            NodeEvent::DownloadComplete { digest, stats } => (digest, stats, None),
-            NodeEvent::DownloadFailed { digest, error, stats } => (digest, stats, Some(error.to_string())),
+        let digest = match &ev {
+            NodeEvent::DownloadComplete { digest, .. } | NodeEvent::DownloadFailed { digest, .. } => *digest,
         };
         let Some(&blob) = self.world.blob_by_digest.get(&digest) else { return };
-        let Some(&i) = self.metrics.index.get(&(host, blob)) else { return };
-        let d = &mut self.metrics.downloads[i];
-        if d.end.is_some() || d.failed.is_some() {
-            return;
-        }
-        d.pieces = stats.pieces;
-        d.duplicates = stats.duplicates;
-        let failed = failure.is_some();
-        match failure {
-            None => d.end = Some(self.now),
-            Some(e) => d.failed = Some(e),
-        }
-        self.pending_downloads -= 1;
-        for &p in &self.metrics.host_pulls[host as usize] {
-            let img = &mut self.metrics.images[p];
-            if let Some(k) = img.missing.iter().position(|&m| m == blob) {
-                img.missing.swap_remove(k);
-                img.failed |= failed;
-                if img.missing.is_empty() && !img.failed {
-                    img.end = Some(self.now);
-                }
-            }
-        }
+        self.metrics.download_event(host, blob, self.now, ev);
     }
 
     fn output(&mut self, node: u32, out: Output) {

@@ -109,88 +109,140 @@ fn secs(i: Instant) -> f64 {
     round_us(i.as_secs_f64())
 }
 
+/// What any engine knows at the end of a run, for [`summarize`].
+#[derive(Debug)]
+pub struct RunFacts<'a> {
+    pub scenario: &'a Scenario,
+    pub metrics: &'a Metrics,
+    /// When the run ended (simulated or elapsed time).
+    pub now: Instant,
+    /// Events (or messages) the engine processed.
+    pub events: u64,
+    /// The exact command that replays the run.
+    pub replay: String,
+    pub solver: String,
+    pub solver_solves: u64,
+    pub solver_flows_resolved: u64,
+}
+
+/// Summarises a finished run of any engine; `wall_s` is the wall time it took.
+pub fn summarize(f: &RunFacts<'_>, engine: &str, wall_s: f64) -> RunReport {
+    let s = f.scenario;
+    let m = f.metrics;
+    let now = f.now;
+    let blob_times = m.downloads.iter().map(|d| d.end.map(|e| (e - d.start).as_secs_f64())).collect();
+    let image_times: Vec<Option<f64>> =
+        m.images.iter().map(|i| i.end.map(|e| (e - i.start).as_secs_f64())).collect();
+    let host_images = Percentiles::of(image_times);
+    let bound = s.lower_bound();
+    let t_min = bound.t_min_s();
+    let eff = |t: Option<f64>| t.filter(|t| *t > 0.0).map(|t| round_us(t_min / t));
+    let messages = m
+        .messages
+        .iter()
+        .map(|(k, (count, bytes))| (k.name().to_string(), MessageCount { count: *count, bytes: *bytes }))
+        .collect();
+    let summary = Summary {
+        scenario: s.name.clone(),
+        source: s.source.clone(),
+        seed: s.seed,
+        engine: engine.to_string(),
+        policy: s.protocol.policy.name().to_string(),
+        hosts: s.topology.hosts.len(),
+        origins: s.origins.len(),
+        trackers: s.trackers,
+        sim_time_s: secs(now),
+        blob_downloads: Percentiles::of(blob_times),
+        efficiency: Efficiency {
+            p50: eff(host_images.p50),
+            p99: eff(host_images.p99),
+            max: eff(host_images.max),
+        },
+        host_images,
+        failed_downloads: m.downloads.iter().filter(|d| d.failed.is_some()).count(),
+        unfinished_downloads: m.downloads.iter().filter(|d| d.end.is_none() && d.failed.is_none()).count(),
+        lower_bound: BoundSummary {
+            t_min_s: round_us(t_min),
+            binding_term: bound.binding_term().name.to_string(),
+            terms: bound.terms.iter().map(TermSummary::from).collect(),
+        },
+        origin_egress_bytes: m.origin_egress,
+        bytes_by_locality: super::metrics::LOCALITIES
+            .iter()
+            .zip(m.bytes_by_locality)
+            .filter(|(_, v)| *v > 0)
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        messages,
+        announces: m.announces,
+        metainfo_requests: m.metainfo_requests,
+        reference: s.reference.clone(),
+        replay: f.replay.clone(),
+    };
+    let pieces = m.messages.get(&shoal_protocols::MessageKind::PiecePayload).map_or(0, |c| c.0);
+    let wall = wall_s.max(1e-9);
+    let perf = Perf {
+        wall_s: (wall_s * 1e3).round() / 1e3,
+        events: f.events,
+        events_per_s: (f.events as f64 / wall).round(),
+        sim_time_s: secs(now),
+        speedup: ((now.as_secs_f64() / wall) * 1e3).round() / 1e3,
+        piece_transfers: pieces,
+        piece_transfers_per_s: (pieces as f64 / wall).round(),
+        peak_rss_bytes: peak_rss_bytes(),
+        solver: f.solver.clone(),
+        solver_solves: f.solver_solves,
+        solver_flows_resolved: f.solver_flows_resolved,
+        build: if cfg!(debug_assertions) { "debug" } else { "release" },
+        version: env!("CARGO_PKG_VERSION"),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    RunReport { summary, perf }
+}
+
+/// Writes downloads.csv, timeseries.csv, summary.json and perf.json into `dir` (any engine).
+pub fn write_run_files(
+    dir: &Path,
+    scenario: &Scenario,
+    metrics: &Metrics,
+    now: Instant,
+    report: &RunReport,
+) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    write_downloads(dir, scenario, metrics)?;
+    write_timeseries(dir, metrics, now)?;
+    write_json(dir, report)
+}
+
+fn write_json(dir: &Path, report: &RunReport) -> io::Result<()> {
+    let mut summary = serde_json::to_string_pretty(&report.summary).map_err(io::Error::other)?;
+    summary.push('\n');
+    fs::write(dir.join("summary.json"), summary)?;
+    let mut perf = serde_json::to_string_pretty(&report.perf).map_err(io::Error::other)?;
+    perf.push('\n');
+    fs::write(dir.join("perf.json"), perf)
+}
+
 impl Engine<'_> {
     /// Summarises a finished run; `wall_s` is the wall time it took.
     pub fn report(&self, engine: &str, wall_s: f64) -> RunReport {
-        let s = self.scenario;
-        let m = &self.metrics;
-        let blob_times = m.downloads.iter().map(|d| d.end.map(|e| (e - d.start).as_secs_f64())).collect();
-        let image_times: Vec<Option<f64>> =
-            m.images.iter().map(|i| i.end.map(|e| (e - i.start).as_secs_f64())).collect();
-        let host_images = Percentiles::of(image_times);
-        let bound = s.lower_bound();
-        let t_min = bound.t_min_s();
-        let eff = |t: Option<f64>| t.filter(|t| *t > 0.0).map(|t| round_us(t_min / t));
-        let messages = m
-            .messages
-            .iter()
-            .map(|(k, (count, bytes))| (k.name().to_string(), MessageCount { count: *count, bytes: *bytes }))
-            .collect();
-        let summary = Summary {
-            scenario: s.name.clone(),
-            source: s.source.clone(),
-            seed: s.seed,
-            engine: engine.to_string(),
-            policy: s.protocol.policy.name().to_string(),
-            hosts: s.topology.hosts.len(),
-            origins: s.origins.len(),
-            trackers: s.trackers,
-            sim_time_s: secs(self.now),
-            blob_downloads: Percentiles::of(blob_times),
-            efficiency: Efficiency {
-                p50: eff(host_images.p50),
-                p99: eff(host_images.p99),
-                max: eff(host_images.max),
-            },
-            host_images,
-            failed_downloads: m.downloads.iter().filter(|d| d.failed.is_some()).count(),
-            unfinished_downloads: m
-                .downloads
-                .iter()
-                .filter(|d| d.end.is_none() && d.failed.is_none())
-                .count(),
-            lower_bound: BoundSummary {
-                t_min_s: round_us(t_min),
-                binding_term: bound.binding_term().name.to_string(),
-                terms: bound.terms.iter().map(TermSummary::from).collect(),
-            },
-            origin_egress_bytes: m.origin_egress,
-            bytes_by_locality: super::metrics::LOCALITIES
-                .iter()
-                .zip(m.bytes_by_locality)
-                .filter(|(_, v)| *v > 0)
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-            messages,
-            announces: m.announces,
-            metainfo_requests: m.metainfo_requests,
-            reference: s.reference.clone(),
-            replay: if matches!(self.net.solver(), crate::net::Solver::Full) {
-                s.replay_command() + " --solver full"
-            } else {
-                s.replay_command()
-            },
-        };
-        let pieces = m.messages.get(&shoal_protocols::MessageKind::PiecePayload).map_or(0, |c| c.0);
         let stats = self.net.stats();
-        let wall = wall_s.max(1e-9);
-        let perf = Perf {
-            wall_s: (wall_s * 1e3).round() / 1e3,
+        let replay = if matches!(self.net.solver(), crate::net::Solver::Full) {
+            self.scenario.replay_command() + " --solver full"
+        } else {
+            self.scenario.replay_command()
+        };
+        let facts = RunFacts {
+            scenario: self.scenario,
+            metrics: &self.metrics,
+            now: self.now,
             events: self.events,
-            events_per_s: (self.events as f64 / wall).round(),
-            sim_time_s: secs(self.now),
-            speedup: ((self.now.as_secs_f64() / wall) * 1e3).round() / 1e3,
-            piece_transfers: pieces,
-            piece_transfers_per_s: (pieces as f64 / wall).round(),
-            peak_rss_bytes: peak_rss_bytes(),
+            replay,
             solver: format!("{:?}", self.net.solver()),
             solver_solves: stats.solves,
             solver_flows_resolved: stats.flows_resolved,
-            build: if cfg!(debug_assertions) { "debug" } else { "release" },
-            version: env!("CARGO_PKG_VERSION"),
-            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
-        RunReport { summary, perf }
+        summarize(&facts, engine, wall_s)
     }
 
     /// Writes downloads.csv, timeseries.csv, summary.json and perf.json into `dir`.
@@ -201,12 +253,7 @@ impl Engine<'_> {
         if self.scenario.topology.racks.is_some() {
             self.write_racks(dir)?;
         }
-        let mut summary = serde_json::to_string_pretty(&report.summary).map_err(io::Error::other)?;
-        summary.push('\n');
-        fs::write(dir.join("summary.json"), summary)?;
-        let mut perf = serde_json::to_string_pretty(&report.perf).map_err(io::Error::other)?;
-        perf.push('\n');
-        fs::write(dir.join("perf.json"), perf)
+        write_json(dir, report)
     }
 }
 

@@ -8,7 +8,7 @@ use sha2::{Digest as _, Sha256};
 use shoal_protocols::agent::{Agent, AgentConfig};
 use shoal_protocols::origin::{BlobContent, Origin};
 use shoal_protocols::tracker::Tracker;
-use shoal_protocols::{Digest, Instant, PeerInfo};
+use shoal_protocols::{Digest, Instant, PeerId, PeerInfo};
 
 use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
 use crate::scenario::{Place, Scenario};
@@ -52,39 +52,72 @@ pub struct World {
     pub net: NetTopology,
 }
 
+/// Where every node listens. The discrete-event engine uses [`Addresses::simulated`]; the socket
+/// engines use the ports or simulated hosts they bind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Addresses {
+    pub agents: Vec<SocketAddr>,
+    pub origins: Vec<SocketAddr>,
+    pub trackers: Vec<SocketAddr>,
+}
+
+impl Addresses {
+    pub fn simulated(s: &Scenario) -> Self {
+        Addresses {
+            agents: (0..s.topology.hosts.len()).map(agent_addr).collect(),
+            origins: (0..s.origins.len()).map(origin_addr).collect(),
+            trackers: (0..s.trackers).map(tracker_addr).collect(),
+        }
+    }
+}
+
+/// Agent `i` of a scenario, with its derived seed.
+pub fn build_agent(s: &Scenario, i: usize, addrs: &Addresses, now: Instant) -> Agent {
+    let cfg = AgentConfig { scheduler: s.protocol.agent.clone(), trackers: addrs.trackers.clone() };
+    Agent::new(now, cfg, addrs.agents[i], derive_seed(s.seed, "agent", i as u64))
+}
+
+/// Origin `o` of a scenario, serving `backend`, with its derived seed.
+pub fn build_origin(
+    s: &Scenario,
+    o: usize,
+    addrs: &Addresses,
+    backend: BTreeMap<Digest, BlobContent>,
+    now: Instant,
+) -> Origin {
+    Origin::new(
+        now,
+        s.protocol.origin_scheduler.clone(),
+        s.protocol.origin.clone(),
+        addrs.origins[o],
+        backend,
+        derive_seed(s.seed, "origin", o as u64),
+    )
+}
+
+/// Tracker `t` of a scenario, knowing every origin, with its derived seed.
+pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
+    let origin_infos: Vec<PeerInfo> = addrs
+        .origins
+        .iter()
+        .map(|&addr| PeerInfo { peer_id: PeerId::from_addr(addr), addr, origin: true, complete: true })
+        .collect();
+    let seed = derive_seed(s.seed, "tracker", t as u64);
+    Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed)
+}
+
 impl World {
     pub fn build(s: &Scenario) -> Result<World, String> {
         let now = Instant::ZERO;
-        let trackers_addrs: Vec<SocketAddr> = (0..s.trackers).map(tracker_addr).collect();
-        let agents: Vec<Agent> = (0..s.topology.hosts.len())
-            .map(|i| {
-                let cfg =
-                    AgentConfig { scheduler: s.protocol.agent.clone(), trackers: trackers_addrs.clone() };
-                Agent::new(now, cfg, agent_addr(i), derive_seed(s.seed, "agent", i as u64))
-            })
-            .collect();
+        let addrs = Addresses::simulated(s);
+        let trackers_addrs = addrs.trackers.clone();
+        let agents: Vec<Agent> =
+            (0..s.topology.hosts.len()).map(|i| build_agent(s, i, &addrs, now)).collect();
         let backend: BTreeMap<Digest, BlobContent> =
             s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect();
-        let origins: Vec<Origin> = (0..s.origins.len())
-            .map(|o| {
-                Origin::new(
-                    now,
-                    s.protocol.origin_scheduler.clone(),
-                    s.protocol.origin.clone(),
-                    origin_addr(o),
-                    backend.clone(),
-                    derive_seed(s.seed, "origin", o as u64),
-                )
-            })
-            .collect();
-        let origin_infos: Vec<PeerInfo> = origins.iter().map(Origin::peer_info).collect();
-        let max_replica = s.protocol.origin.max_replica;
-        let trackers: Vec<Tracker> = (0..s.trackers)
-            .map(|t| {
-                let seed = derive_seed(s.seed, "tracker", t as u64);
-                Tracker::new(s.protocol.tracker.clone(), origin_infos.clone(), max_replica, seed)
-            })
-            .collect();
+        let origins: Vec<Origin> =
+            (0..s.origins.len()).map(|o| build_origin(s, o, &addrs, backend.clone(), now)).collect();
+        let trackers: Vec<Tracker> = (0..s.trackers).map(|t| build_tracker(s, t, &addrs)).collect();
 
         let mut places: Vec<Place> = s.topology.hosts.iter().map(|h| h.place).collect();
         places.extend(s.origins.iter().map(|o| o.place));
@@ -103,7 +136,7 @@ impl World {
 }
 
 /// The flow model's view: hosts (agents, then origins) with their capacities and groups.
-fn net_topology(s: &Scenario) -> Result<NetTopology, crate::net::TopologyError> {
+pub(crate) fn net_topology(s: &Scenario) -> Result<NetTopology, crate::net::TopologyError> {
     let host = |place: Place, up: u64, down: u64| HostSpec {
         upload_bytes_per_s: up,
         download_bytes_per_s: down,

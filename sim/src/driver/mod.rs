@@ -1,0 +1,332 @@
+//! The async driver (DESIGN.md §3): one tokio task per node runs its sans-IO state machine — socket
+//! reads, timers (`poll_timeout`) and tracker replies become inputs carrying the current time, and
+//! every output (dial, send, close, announce, metainfo fetch) is carried out on a transport.
+//!
+//! The driver is written once, generic over [`Transport`], and runs on two:
+//!
+//! - [`real`]: tokio TCP on 127.0.0.1 (`shoal run --engine real`), wall-clock time;
+//! - [`sim`]: turmoil's simulated TCP (`shoal run --engine turmoil`), seeded, simulated time.
+//!
+//! So the code that handles real sockets is the code turmoil tests deterministically.
+//!
+//! What the driver does, node by node:
+//!
+//! - **agents and origins** ([`peer`]): a listener task hands accepted streams to the node's task;
+//!   each connection gets a reader task (bytes → [`wire::Decoder`] → messages, refusing tagged
+//!   payloads and frames larger than the scenario's pieces) and a writer task (messages →
+//!   [`wire::encode_header`] + payload bytes in chunks). A decoding error closes the connection
+//!   and the node learns of it as a close (Kraken's blacklist then applies).
+//! - **bandwidth**: each host's upload and download capacity from the scenario is a
+//!   [`bucket::TokenBucket`] shared by its connections — payload bytes are reserved before they
+//!   are written, and bytes read are reserved before the next read, so a slow reader pushes back
+//!   on the sender through TCP.
+//! - **trackers** ([`tracker`]): HTTP/1.1 with Kraken's endpoints, `POST /announce/{infohash}`
+//!   and `GET /namespace/{ns}/blobs/{digest}/metainfo`; the tracker asks origins on
+//!   `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`, served on the origin's HTTP port.
+//! - **content**: real bytes. Every blob is generated from the scenario seed, its digest is its
+//!   SHA-256 (not the scenario's name-derived digest), origins serve it as
+//!   [`BlobContent::Bytes`](shoal_protocols::origin::BlobContent), agents check each piece's
+//!   CRC32 and the blob's SHA-256 on completion (`quirks.verify_blob_sha256`).
+//!
+//! [`wire::Decoder`]: shoal_protocols::wire::Decoder
+//! [`wire::encode_header`]: shoal_protocols::wire::encode_header
+
+pub mod bucket;
+pub mod http;
+mod peer;
+pub mod real;
+pub mod rogue;
+pub mod sim;
+mod tracker;
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use shoal_protocols::origin::BlobContent;
+use shoal_protocols::{Digest, Instant, PeerId};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::engine::{Addresses, Metrics, RunFacts, RunReport, derive_seed, summarize, write_run_files};
+use crate::net::Topology as NetTopology;
+use crate::scenario::{Place, Scenario};
+
+pub use bucket::TokenBucket;
+
+/// Most bytes of blob content a socket engine generates and holds (every agent keeps what it
+/// downloads in memory).
+pub const MAX_CONTENT_BYTES: u64 = 2 << 30;
+
+/// What the driver needs of a network: streams, listeners and a clock.
+pub trait Transport: Clone + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + 'static;
+    type Listener: 'static;
+
+    /// Time since the start of the run.
+    fn now(&self) -> Duration;
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Listener>>;
+    fn accept(
+        &self,
+        listener: &Self::Listener,
+    ) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<Self::Stream>>;
+}
+
+/// The current time as the protocol sees it.
+fn now<T: Transport>(t: &T) -> Instant {
+    Instant::from_nanos(u64::try_from(t.now().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// Sleeps until `at` on the transport's clock (far futures sleep an hour and are re-checked).
+async fn sleep_until<T: Transport>(t: &T, at: Instant) {
+    let wait = at.saturating_duration_since(now(t)).min(Duration::from_secs(3600));
+    tokio::time::sleep(wait).await;
+}
+
+/// Where every node of a socket run listens: the P2P addresses the protocol sees, plus each
+/// origin's HTTP address.
+#[derive(Clone, Debug)]
+pub struct NodeAddrs {
+    pub p2p: Addresses,
+    pub origin_http: Vec<SocketAddr>,
+}
+
+/// A blob's generated content.
+#[derive(Clone, Debug)]
+pub struct BlobData {
+    pub digest: Digest,
+    pub bytes: bytes::Bytes,
+}
+
+/// Generates every blob of a scenario from its seed. Refuses more than [`MAX_CONTENT_BYTES`].
+pub fn generate_blobs(s: &Scenario) -> Result<Vec<BlobData>, String> {
+    let total: u64 = s.workload.blobs.iter().map(|b| b.size).sum();
+    if total > MAX_CONTENT_BYTES {
+        return Err(format!(
+            "the socket engines hold real blob bytes in memory: the scenario's blobs add up to {total} bytes, \
+             more than the limit of {MAX_CONTENT_BYTES}; use --engine des or smaller blobs"
+        ));
+    }
+    Ok(s.workload
+        .blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(s.seed, "blob-content", i as u64));
+            let mut v = vec![0u8; usize::try_from(b.size).expect("bounded by MAX_CONTENT_BYTES")];
+            rng.fill_bytes(&mut v);
+            BlobData { digest: Digest::of(&v), bytes: bytes::Bytes::from(v) }
+        })
+        .collect())
+}
+
+/// Everything the nodes of one run share: the scenario, addresses, content and the run's records.
+/// Single-threaded: every task of a run is on one thread (a `LocalSet`, or turmoil's hosts).
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub scenario: Scenario,
+    pub addrs: NodeAddrs,
+    pub blobs: Vec<BlobData>,
+    pub blob_by_digest: BTreeMap<Digest, u32>,
+    /// Network node (agents, then origins) by peer id.
+    pub node_by_peer: BTreeMap<PeerId, u32>,
+    pub net: NetTopology,
+    /// Largest piece of any blob: the decoder's payload limit.
+    pub max_piece: u64,
+    pub metrics: RefCell<Metrics>,
+    /// Inputs handled by all nodes (perf.json's `events`).
+    pub events: Cell<u64>,
+    /// When the last download ended.
+    pub last_end: Cell<Instant>,
+    /// Per network node: (upload, download) buckets.
+    pub buckets: Vec<(TokenBucket, TokenBucket)>,
+    /// Whether the driver delays messages by the scenario's latency (real sockets; turmoil applies
+    /// latency itself).
+    pub emulate_latency: bool,
+    /// Draws of the scenario's latency jitter.
+    pub jitter_rng: RefCell<ChaCha8Rng>,
+}
+
+impl Ctx {
+    pub fn new(
+        scenario: Scenario,
+        addrs: NodeAddrs,
+        blobs: Vec<BlobData>,
+        interval: Duration,
+    ) -> Result<Ctx, String> {
+        let s = &scenario;
+        let net = crate::engine::world::net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
+        let agents = s.topology.hosts.len();
+        let mut node_by_peer = BTreeMap::new();
+        for (i, a) in addrs.p2p.agents.iter().enumerate() {
+            node_by_peer.insert(PeerId::from_addr(*a), i as u32);
+        }
+        for (o, a) in addrs.p2p.origins.iter().enumerate() {
+            node_by_peer.insert(PeerId::from_addr(*a), (agents + o) as u32);
+        }
+        let blob_by_digest = blobs.iter().enumerate().map(|(i, b)| (b.digest, i as u32)).collect();
+        let max_piece = s
+            .workload
+            .blobs
+            .iter()
+            .map(|b| s.protocol.origin.piece_lengths.select(b.size).min(b.size))
+            .max()
+            .unwrap_or(0);
+        let token = |cfg: &shoal_protocols::config::SchedulerConfig| cfg.conn.bandwidth.token_size_bits / 8;
+        let bucket = |rate: u64, token: u64| TokenBucket::new(rate, token.max(1));
+        let mut buckets: Vec<(TokenBucket, TokenBucket)> = s
+            .topology
+            .hosts
+            .iter()
+            .map(|h| {
+                let t = token(&s.protocol.agent);
+                (bucket(h.upload_bytes_per_s, t), bucket(h.download_bytes_per_s, t))
+            })
+            .collect();
+        buckets.extend(s.origins.iter().map(|o| {
+            let t = token(&s.protocol.origin_scheduler);
+            (bucket(o.upload_bytes_per_s, t), bucket(o.download_bytes_per_s, t))
+        }));
+        Ok(Ctx {
+            metrics: RefCell::new(Metrics::new(agents, interval)),
+            net,
+            node_by_peer,
+            blob_by_digest,
+            max_piece,
+            blobs,
+            addrs,
+            events: Cell::new(0),
+            last_end: Cell::new(Instant::ZERO),
+            buckets,
+            emulate_latency: false,
+            jitter_rng: RefCell::new(ChaCha8Rng::seed_from_u64(derive_seed(s.seed, "latency", 0))),
+            scenario,
+        })
+    }
+
+    /// Where a network node sits; `None` is a tracker (outside every group).
+    pub fn place(&self, node: Option<u32>) -> Place {
+        let agents = self.agents();
+        match node {
+            Some(n) if n < agents => self.scenario.topology.hosts[n as usize].place,
+            Some(n) => {
+                self.scenario.origins.get((n - agents) as usize).map_or_else(Place::default, |o| o.place)
+            }
+            None => Place::default(),
+        }
+    }
+
+    /// The one-way delay the driver adds between two nodes (`None`: a tracker): the scenario's
+    /// latency plus a jitter draw when the driver emulates latency, zero otherwise.
+    pub fn one_way(&self, a: Option<u32>, b: Option<u32>) -> Duration {
+        if !self.emulate_latency {
+            return Duration::ZERO;
+        }
+        let topo = &self.scenario.topology;
+        let j = topo.latency_jitter.as_nanos() as u64;
+        let jitter = if j == 0 { 0 } else { self.jitter_rng.borrow_mut().random_range(0..j) };
+        topo.latency_between(self.place(a), self.place(b)) + Duration::from_nanos(jitter)
+    }
+
+    pub fn agents(&self) -> u32 {
+        self.scenario.topology.hosts.len() as u32
+    }
+
+    /// The backend every origin serves: each blob's real bytes.
+    pub fn backend(&self) -> BTreeMap<Digest, BlobContent> {
+        self.blobs.iter().map(|b| (b.digest, BlobContent::Bytes(b.bytes.clone()))).collect()
+    }
+
+    /// Every pull has ended.
+    pub fn done(&self) -> bool {
+        let m = self.metrics.borrow();
+        m.pending_downloads == 0 && m.images.len() == self.scenario.workload.pulls.len()
+    }
+
+    pub fn count_event(&self) {
+        self.events.set(self.events.get() + 1);
+    }
+}
+
+/// What a socket run produced.
+#[derive(Debug)]
+pub struct DriverRun {
+    pub scenario: Scenario,
+    pub metrics: Metrics,
+    /// When the run ended: the last download's end, or the time limit.
+    pub end: Instant,
+    pub events: u64,
+    pub engine: &'static str,
+    /// What the misbehaving peer saw, when [`DriverOptions::rogue`] was set.
+    pub rogue: Option<rogue::RogueReport>,
+    /// Where the nodes listened.
+    pub addrs: NodeAddrs,
+}
+
+impl DriverRun {
+    pub(crate) fn from_ctx(ctx: &Ctx, engine: &'static str, timed_out: bool) -> DriverRun {
+        let end = if timed_out { Instant::ZERO + ctx.scenario.max_sim_time } else { ctx.last_end.get() };
+        DriverRun {
+            scenario: ctx.scenario.clone(),
+            metrics: std::mem::take(&mut *ctx.metrics.borrow_mut()),
+            end,
+            events: ctx.events.get(),
+            engine,
+            rogue: None,
+            addrs: ctx.addrs.clone(),
+        }
+    }
+
+    /// summary.json and perf.json contents; `wall_s` is the wall time the run took.
+    pub fn report(&self, wall_s: f64) -> RunReport {
+        let facts = RunFacts {
+            scenario: &self.scenario,
+            metrics: &self.metrics,
+            now: self.end,
+            events: self.events,
+            replay: format!("{} --engine {}", self.scenario.replay_command(), self.engine),
+            solver: "none (token buckets)".to_string(),
+            solver_solves: 0,
+            solver_flows_resolved: 0,
+        };
+        summarize(&facts, self.engine, wall_s)
+    }
+
+    /// Writes downloads.csv, timeseries.csv, summary.json and perf.json into `dir`.
+    pub fn write_outputs(&self, dir: &std::path::Path, report: &RunReport) -> io::Result<()> {
+        write_run_files(dir, &self.scenario, &self.metrics, self.end, report)
+    }
+}
+
+/// Options of a socket run that are not part of the scenario.
+pub struct DriverOptions {
+    /// Time-series interval.
+    pub interval: Duration,
+    /// Called every so often with (seconds since start, image pulls finished, image pulls in all).
+    pub progress: Option<crate::engine::ProgressFn>,
+    /// Adds a misbehaving peer to a `real` run (robustness tests).
+    pub rogue: Option<rogue::Rogue>,
+    /// Kills agent `host`'s task (and so its sockets) at this time into a `real` run; its unfinished
+    /// downloads are recorded as failed (`removed`). Robustness tests.
+    pub kill_agent: Option<(u32, Duration)>,
+}
+
+impl std::fmt::Debug for DriverOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriverOptions")
+            .field("interval", &self.interval)
+            .field("rogue", &self.rogue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for DriverOptions {
+    fn default() -> Self {
+        DriverOptions { interval: Duration::from_millis(100), progress: None, rogue: None, kill_agent: None }
+    }
+}

@@ -1,0 +1,657 @@
+//! The task of an agent or origin: its state machine, its listener and its connections.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use shoal_protocols::agent::Agent;
+use shoal_protocols::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
+use shoal_protocols::origin::Origin;
+use shoal_protocols::peer::{ConnId, Event, Output};
+use shoal_protocols::wire::{self, Decoder, DecoderLimits};
+use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{JoinHandle, spawn_local};
+
+use super::{Ctx, Transport, http, now, sleep_until};
+use crate::engine::{Source, build_agent, build_origin};
+
+/// Bytes per socket read and per payload write: small enough that a host's connections interleave
+/// on its token buckets, large enough to keep per-chunk overhead low.
+const CHUNK: usize = 64 * 1024;
+
+/// How long an HTTP exchange with a tracker or origin may take before it is abandoned (the agent's
+/// own timeouts decide what that means).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An input for a node's task.
+pub(crate) enum Input<S> {
+    Accepted(S, SocketAddr),
+    Dialed {
+        conn: ConnId,
+        stream: Option<S>,
+    },
+    Message {
+        conn: ConnId,
+        msg: Message,
+    },
+    Closed {
+        conn: ConnId,
+    },
+    Announce {
+        id: u64,
+        result: Result<AnnounceResponse, AnnounceError>,
+    },
+    MetaInfo {
+        id: u64,
+        reply: MetaInfoReply,
+    },
+    /// The origin's metainfo endpoint.
+    OriginMetaInfo {
+        namespace: String,
+        digest: Digest,
+        reply: oneshot::Sender<MetaInfoReply>,
+    },
+}
+
+enum WriteCmd {
+    Send(Message),
+    Close,
+}
+
+/// The driver's side of one connection.
+struct Conn {
+    /// The writer task's queue; `None` while dialling.
+    writer: Option<mpsc::UnboundedSender<WriteCmd>>,
+    /// Messages sent before the dial finished.
+    queued: Vec<Message>,
+    reader: Option<JoinHandle<()>>,
+    /// The remote network node and the blob, once a handshake names them.
+    remote: Option<u32>,
+    blob: Option<u32>,
+}
+
+/// An agent's or origin's state machine.
+#[derive(Debug)]
+pub(crate) enum Node {
+    Agent(Box<Agent>),
+    Origin(Box<Origin>),
+}
+
+impl Node {
+    /// Network node `node` of the run: agent `node`, or origin `node - agents`. Building an origin
+    /// hashes its blobs, so socket engines build nodes before their clock starts.
+    pub(crate) fn build(ctx: &Ctx, node: u32, now: Instant) -> Node {
+        let agents = ctx.agents();
+        if node < agents {
+            Node::Agent(Box::new(build_agent(&ctx.scenario, node as usize, &ctx.addrs.p2p, now)))
+        } else {
+            let o = (node - agents) as usize;
+            Node::Origin(Box::new(build_origin(&ctx.scenario, o, &ctx.addrs.p2p, ctx.backend(), now)))
+        }
+    }
+
+    fn handle_accept(&mut self, now: Instant, remote: SocketAddr) -> ConnId {
+        match self {
+            Node::Agent(a) => a.handle_accept(now, remote),
+            Node::Origin(o) => o.handle_accept(now, remote),
+        }
+    }
+    fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
+        match self {
+            Node::Agent(a) => a.handle_message(now, conn, msg),
+            Node::Origin(o) => o.handle_message(now, conn, msg),
+        }
+    }
+    fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        match self {
+            Node::Agent(a) => a.handle_closed(now, conn),
+            Node::Origin(o) => o.handle_closed(now, conn),
+        }
+    }
+    fn poll_timeout(&self) -> Instant {
+        match self {
+            Node::Agent(a) => a.poll_timeout(),
+            Node::Origin(o) => o.poll_timeout(),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Node::Agent(a) => a.handle_timeout(now),
+            Node::Origin(o) => o.handle_timeout(now),
+        }
+    }
+    fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Node::Agent(a) => a.poll_output(),
+            Node::Origin(o) => o.poll_output(),
+        }
+    }
+    fn poll_event(&mut self) -> Option<Event> {
+        match self {
+            Node::Agent(a) => a.poll_event(),
+            Node::Origin(o) => o.poll_event(),
+        }
+    }
+}
+
+/// Runs network node `node` (`state`, built by [`Node::build`]) on `listener` until the run is
+/// dropped. `http` is an origin's HTTP listener.
+pub(crate) async fn run_node<T: Transport>(
+    t: T,
+    ctx: Rc<Ctx>,
+    node: u32,
+    mut state: Node,
+    listener: T::Listener,
+    http: Option<T::Listener>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Input<T::Stream>>();
+    let _listener = spawn_local(accept_loop(t.clone(), listener, tx.clone()));
+    let _http = http.map(|l| spawn_local(origin_http(t.clone(), l, tx.clone())));
+    // This host's pulls, in time order.
+    let pulls: Vec<(Instant, u32)> = ctx
+        .scenario
+        .workload
+        .pulls
+        .iter()
+        .filter(|p| p.host as u32 == node)
+        .map(|p| (Instant::ZERO + p.at, p.image as u32))
+        .collect();
+    let mut next_pull = 0;
+    let mut d = NodeDriver { t, ctx, node, tx, conns: BTreeMap::new() };
+    loop {
+        let pull_at = pulls.get(next_pull).map_or(Instant::FAR_FUTURE, |p| p.0);
+        let deadline = state.poll_timeout().min(pull_at);
+        let input = tokio::select! {
+            biased;
+            input = rx.recv() => input,
+            _ = sleep_until(&d.t, deadline) => None,
+        };
+        let now = now(&d.t);
+        d.ctx.count_event();
+        match input {
+            Some(input) => d.input(&mut state, now, input),
+            None => {
+                while let Some(&(at, image)) = pulls.get(next_pull) {
+                    if at > now {
+                        break;
+                    }
+                    next_pull += 1;
+                    d.pull(&mut state, now, image);
+                }
+                if state.poll_timeout() <= now {
+                    state.handle_timeout(now);
+                }
+            }
+        }
+        d.drain(&mut state, now);
+    }
+}
+
+async fn accept_loop<T: Transport>(t: T, listener: T::Listener, tx: mpsc::UnboundedSender<Input<T::Stream>>) {
+    loop {
+        match t.accept(&listener).await {
+            Ok((s, remote)) => {
+                if tx.send(Input::Accepted(s, remote)).is_err() {
+                    return;
+                }
+            }
+            // Out of descriptors or a reset before accept: try again shortly.
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// `GET /internal/namespace/{ns}/blobs/{digest}/metainfo` on an origin's HTTP port.
+async fn origin_http<T: Transport>(t: T, listener: T::Listener, tx: mpsc::UnboundedSender<Input<T::Stream>>) {
+    loop {
+        let Ok((mut s, _)) = t.accept(&listener).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        spawn_local(async move {
+            let _ = tokio::time::timeout(HTTP_TIMEOUT, async {
+                let (status, body) = match http::read_request(&mut s).await {
+                    Ok(req) => match req.segments().as_deref() {
+                        Some([internal, ns_kw, ns, blobs, digest, metainfo])
+                            if req.method == "GET"
+                                && internal == "internal"
+                                && ns_kw == "namespace"
+                                && blobs == "blobs"
+                                && metainfo == "metainfo" =>
+                        {
+                            match digest.parse::<Digest>() {
+                                Ok(digest) => {
+                                    let (reply, rx) = oneshot::channel();
+                                    let _ = tx.send(Input::OriginMetaInfo {
+                                        namespace: ns.clone(),
+                                        digest,
+                                        reply,
+                                    });
+                                    match rx.await {
+                                        Ok(r) => metainfo_response(&r),
+                                        Err(_) => (503, Vec::new()),
+                                    }
+                                }
+                                Err(e) => (400, e.to_string().into_bytes()),
+                            }
+                        }
+                        _ => (404, b"no such endpoint".to_vec()),
+                    },
+                    Err(e) => (400, e.to_string().into_bytes()),
+                };
+                let _ = http::write_response(&mut s, status, &body).await;
+            })
+            .await;
+        });
+    }
+}
+
+/// The HTTP status and body of a metainfo answer.
+pub(crate) fn metainfo_response(r: &MetaInfoReply) -> (u16, Vec<u8>) {
+    match r {
+        MetaInfoReply::Ready(mi) => (200, mi.to_json().into_bytes()),
+        other => (other.status(), Vec::new()),
+    }
+}
+
+/// The metainfo answer an HTTP response carries.
+pub(crate) fn metainfo_reply(resp: std::io::Result<http::Response>) -> MetaInfoReply {
+    match resp {
+        Ok(r) if r.status == 200 => std::str::from_utf8(&r.body)
+            .ok()
+            .and_then(|s| MetaInfo::from_json(s).ok())
+            .map_or(MetaInfoReply::Unreachable, MetaInfoReply::Ready),
+        Ok(r) if r.status == 202 => MetaInfoReply::Pending,
+        Ok(r) if r.status == 404 => MetaInfoReply::NotFound,
+        _ => MetaInfoReply::Unreachable,
+    }
+}
+
+/// One HTTP exchange on a new connection, bounded by [`HTTP_TIMEOUT`].
+/// `one_way` is the latency the driver emulates each way (zero where the network has its own).
+pub(crate) async fn http_call<T: Transport>(
+    t: &T,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    one_way: (Duration, Duration),
+) -> std::io::Result<http::Response> {
+    let call = async {
+        sleep_nonzero(one_way.0).await;
+        let mut s = t.connect(addr).await?;
+        http::write_request(&mut s, method, &addr.to_string(), path, body).await?;
+        let r = http::read_response(&mut s).await;
+        let _ = s.shutdown().await;
+        sleep_nonzero(one_way.1).await;
+        r
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP timeout")))
+}
+
+struct NodeDriver<T: Transport> {
+    t: T,
+    ctx: Rc<Ctx>,
+    node: u32,
+    tx: mpsc::UnboundedSender<Input<T::Stream>>,
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl<T: Transport> NodeDriver<T> {
+    fn pull(&mut self, state: &mut Node, now: Instant, image: u32) {
+        let Node::Agent(agent) = state else { return };
+        let ctx = &self.ctx;
+        let blobs = ctx.metrics.borrow_mut().start_pull(&ctx.scenario, self.node, image, now);
+        let namespace = &ctx.scenario.workload.images[image as usize].name;
+        for b in blobs {
+            agent.handle_download(now, namespace, ctx.blobs[b as usize].digest);
+        }
+    }
+
+    fn input(&mut self, state: &mut Node, now: Instant, input: Input<T::Stream>) {
+        match input {
+            Input::Accepted(stream, remote) => {
+                let conn = state.handle_accept(now, remote);
+                self.conns.insert(
+                    conn,
+                    Conn { writer: None, queued: Vec::new(), reader: None, remote: None, blob: None },
+                );
+                self.start_conn(conn, stream);
+            }
+            Input::Dialed { conn, stream } => match stream {
+                Some(stream) if self.conns.contains_key(&conn) => self.start_conn(conn, stream),
+                Some(_) => {}
+                None => {
+                    if self.conns.remove(&conn).is_some() {
+                        state.handle_closed(now, conn);
+                    }
+                }
+            },
+            Input::Message { conn, msg } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                if let Message::Bitfield(hs) = &msg {
+                    c.remote = self.ctx.node_by_peer.get(&hs.peer_id).copied();
+                    c.blob = self.ctx.blob_by_digest.get(&hs.digest).copied();
+                }
+                if let (Message::PiecePayload { payload, .. }, Some(from)) = (&msg, c.remote) {
+                    let agents = self.ctx.agents();
+                    let source = if from >= agents {
+                        Source::Origin
+                    } else {
+                        Source::Peer(self.ctx.net.locality(from, self.node))
+                    };
+                    let host = (self.node < agents).then_some(self.node).zip(c.blob);
+                    self.ctx.metrics.borrow_mut().payload_delivered(now, host, source, payload.len());
+                }
+                state.handle_message(now, conn, msg);
+            }
+            Input::Closed { conn } => {
+                if trace_on() {
+                    eprintln!("{now} node {} {conn:?} closed by the remote end", self.node);
+                }
+                if let Some(c) = self.conns.remove(&conn) {
+                    stop(c);
+                    state.handle_closed(now, conn);
+                }
+            }
+            Input::Announce { id, result } => {
+                if let Node::Agent(a) = state {
+                    a.handle_announce_response(now, id, result);
+                }
+            }
+            Input::MetaInfo { id, reply } => {
+                if let Node::Agent(a) = state {
+                    a.handle_metainfo_response(now, id, reply);
+                }
+            }
+            Input::OriginMetaInfo { namespace, digest, reply } => {
+                if let Node::Origin(o) = state {
+                    let _ = reply.send(o.handle_metainfo_request(now, &namespace, digest));
+                }
+            }
+        }
+    }
+
+    /// Starts the reader and writer tasks of an established connection and flushes what was queued.
+    fn start_conn(&mut self, conn: ConnId, stream: T::Stream) {
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let (r, w) = tokio::io::split(stream);
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        for msg in c.queued.drain(..) {
+            let _ = wtx.send(WriteCmd::Send(msg));
+        }
+        c.writer = Some(wtx);
+        let limits = DecoderLimits {
+            max_payload: self.ctx.max_piece,
+            max_pieces: 1 << 24,
+            accept_tagged: false,
+            ..DecoderLimits::default()
+        };
+        c.reader = Some(spawn_local(reader(
+            self.t.clone(),
+            self.ctx.clone(),
+            self.node,
+            conn,
+            r,
+            self.tx.clone(),
+            limits,
+        )));
+        spawn_local(writer(self.t.clone(), self.ctx.clone(), self.node, w, wrx));
+    }
+
+    fn drain(&mut self, state: &mut Node, now: Instant) {
+        while let Some(out) = state.poll_output() {
+            self.output(out);
+        }
+        while let Some(ev) = state.poll_event() {
+            let digest = match &ev {
+                Event::DownloadComplete { digest, .. } | Event::DownloadFailed { digest, .. } => *digest,
+            };
+            let Some(&blob) = self.ctx.blob_by_digest.get(&digest) else { continue };
+            self.ctx.metrics.borrow_mut().download_event(self.node, blob, now, ev);
+            self.ctx.last_end.set(self.ctx.last_end.get().max(now));
+        }
+    }
+
+    fn output(&mut self, out: Output) {
+        match out {
+            Output::Dial { conn, addr } => {
+                if trace_on() {
+                    eprintln!("{} node {} dials {addr} as {conn:?}", now(&self.t), self.node);
+                }
+                self.conns.insert(
+                    conn,
+                    Conn { writer: None, queued: Vec::new(), reader: None, remote: None, blob: None },
+                );
+                let (t, tx) = (self.t.clone(), self.tx.clone());
+                spawn_local(async move {
+                    let stream =
+                        tokio::time::timeout(HTTP_TIMEOUT, t.connect(addr)).await.ok().and_then(Result::ok);
+                    let _ = tx.send(Input::Dialed { conn, stream });
+                });
+            }
+            Output::Send { conn, message } => {
+                let Some(c) = self.conns.get_mut(&conn) else { return };
+                self.ctx.metrics.borrow_mut().message_sent(message.kind(), message.wire_len());
+                match &c.writer {
+                    Some(w) => {
+                        let _ = w.send(WriteCmd::Send(message));
+                    }
+                    None => c.queued.push(message),
+                }
+            }
+            Output::Close { conn } => {
+                if trace_on() {
+                    eprintln!("{} node {} closes {conn:?}", now(&self.t), self.node);
+                }
+                if let Some(c) = self.conns.remove(&conn) {
+                    stop(c);
+                }
+            }
+            Output::Announce { id, tracker, request } => {
+                let (t, tx) = (self.t.clone(), self.tx.clone());
+                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
+                spawn_local(async move {
+                    let result = announce(&t, tracker, &request, lat).await;
+                    let _ = tx.send(Input::Announce { id, result });
+                });
+            }
+            Output::FetchMetaInfo { id, tracker, namespace, digest } => {
+                let (t, tx) = (self.t.clone(), self.tx.clone());
+                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
+                spawn_local(async move {
+                    let path = format!(
+                        "/namespace/{}/blobs/{}/metainfo",
+                        http::percent_encode(&namespace),
+                        digest.hex()
+                    );
+                    let reply = metainfo_reply(http_call(&t, tracker, "GET", &path, b"", lat).await);
+                    let _ = tx.send(Input::MetaInfo { id, reply });
+                });
+            }
+        }
+    }
+}
+
+/// `SHOAL_TRACE=1` prints every dial and close of the socket engines on stderr.
+fn trace_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var_os("SHOAL_TRACE").is_some())
+}
+
+async fn sleep_nonzero(d: Duration) {
+    if !d.is_zero() {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// Ends a connection the node no longer knows: the writer sends what it has, then closes; the
+/// reader stops at once.
+fn stop(c: Conn) {
+    if let Some(w) = c.writer {
+        let _ = w.send(WriteCmd::Close);
+    }
+    if let Some(r) = c.reader {
+        r.abort();
+    }
+}
+
+async fn announce<T: Transport>(
+    t: &T,
+    tracker: SocketAddr,
+    request: &AnnounceRequest,
+    lat: (Duration, Duration),
+) -> Result<AnnounceResponse, AnnounceError> {
+    let body = serde_json::to_vec(request).map_err(|_| AnnounceError::Unreachable)?;
+    let path = format!("/announce/{}", request.info_hash.hex());
+    match http_call(t, tracker, "POST", &path, &body, lat).await {
+        Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).map_err(|_| AnnounceError::Unreachable),
+        Ok(r) if r.status == 500 => Err(AnnounceError::NoPeers),
+        _ => Err(AnnounceError::Unreachable),
+    }
+}
+
+/// Reads a connection: bytes pay the host's download bucket, then go through the decoder. Where
+/// the driver emulates latency, each message is handed to the node one latency after it was read,
+/// in order, by a delay line.
+async fn reader<T: Transport>(
+    t: T,
+    ctx: Rc<Ctx>,
+    node: u32,
+    conn: ConnId,
+    mut r: tokio::io::ReadHalf<T::Stream>,
+    tx: mpsc::UnboundedSender<Input<T::Stream>>,
+    limits: DecoderLimits,
+) {
+    let (dtx, delay) = if ctx.emulate_latency {
+        let (dtx, drx) = mpsc::unbounded_channel::<(Instant, Input<T::Stream>)>();
+        (Some(dtx), Some(spawn_local(delay_line(t.clone(), drx, tx.clone()))))
+    } else {
+        (None, None)
+    };
+    // Aborting the reader must stop its delay line too.
+    struct AbortOnDrop(Option<JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            if let Some(h) = self.0.take() {
+                h.abort();
+            }
+        }
+    }
+    let mut guard = AbortOnDrop(delay);
+    let mut remote: Option<u32> = None;
+    let mut last_due = Instant::ZERO;
+    let mut send = |msg: Input<T::Stream>, remote: Option<u32>| -> bool {
+        match &dtx {
+            Some(dtx) => {
+                let due = (now(&t) + ctx.one_way(remote, Some(node))).max(last_due);
+                last_due = due;
+                dtx.send((due, msg)).is_ok()
+            }
+            None => tx.send(msg).is_ok(),
+        }
+    };
+    let mut dec = Decoder::new(limits);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let wait = ctx.buckets[node as usize].1.reserve(t.now(), n as u64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        dec.feed(&buf[..n]);
+        let failed = loop {
+            match dec.next_message() {
+                Ok(Some(msg)) => {
+                    if let Message::Bitfield(hs) = &msg {
+                        remote = ctx.node_by_peer.get(&hs.peer_id).copied();
+                    }
+                    if !send(Input::Message { conn, msg }, remote) {
+                        return;
+                    }
+                }
+                Ok(None) => break false,
+                // Garbage, an oversized frame or a tagged payload: the connection ends here.
+                Err(_) => break true,
+            }
+        };
+        if failed {
+            break;
+        }
+    }
+    send(Input::Closed { conn }, remote);
+    // Ended by the stream, not aborted by the node: the delay line delivers what it holds, then
+    // ends when its queue closes as this function returns.
+    guard.0.take();
+}
+
+async fn delay_line<S>(
+    t: impl Transport,
+    mut rx: mpsc::UnboundedReceiver<(Instant, Input<S>)>,
+    tx: mpsc::UnboundedSender<Input<S>>,
+) {
+    while let Some((due, input)) = rx.recv().await {
+        sleep_until(&t, due).await;
+        if tx.send(input).is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes a connection: payload bytes pay the host's upload bucket, chunk by chunk.
+async fn writer<T: Transport>(
+    t: T,
+    ctx: Rc<Ctx>,
+    node: u32,
+    mut w: tokio::io::WriteHalf<T::Stream>,
+    mut rx: mpsc::UnboundedReceiver<WriteCmd>,
+) {
+    let mut head = Vec::with_capacity(256);
+    while let Some(cmd) = rx.recv().await {
+        let msg = match cmd {
+            WriteCmd::Send(m) => m,
+            WriteCmd::Close => break,
+        };
+        head.clear();
+        // A message the codec refuses (an oversized handshake) cannot be sent: close instead.
+        if wire::encode_header(&msg, &mut head).is_err() {
+            break;
+        }
+        if w.write_all(&head).await.is_err() {
+            return;
+        }
+        if let Message::PiecePayload { payload: Payload::Bytes(bytes), .. } = msg
+            && write_payload(&t, &ctx, node, &mut w, bytes).await.is_err()
+        {
+            return;
+        }
+    }
+    let _ = w.shutdown().await;
+}
+
+async fn write_payload<T: Transport>(
+    t: &T,
+    ctx: &Ctx,
+    node: u32,
+    w: &mut tokio::io::WriteHalf<T::Stream>,
+    bytes: Bytes,
+) -> std::io::Result<()> {
+    for chunk in bytes.chunks(CHUNK) {
+        let wait = ctx.buckets[node as usize].0.reserve(t.now(), chunk.len() as u64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        w.write_all(chunk).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,196 @@
+//! `--engine real`: the driver on tokio TCP sockets on 127.0.0.1, in one process, with wall-clock
+//! time. Every node binds its own loopback port; nothing listens on or dials any other address.
+//!
+//! All tasks share one thread (a `LocalSet` on a current-thread runtime): the run is bounded by
+//! the scenario's `max_sim_time` as a wall-clock limit, and everything — sockets, tasks, buffers —
+//! is released when the runtime is dropped at the end of [`run`].
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{LocalSet, spawn_local};
+
+use super::peer::{Node, run_node};
+use super::rogue::{RogueReport, run_rogue};
+use super::tracker::run_tracker;
+use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
+use crate::engine::Addresses;
+use crate::scenario::Scenario;
+
+/// tokio TCP, loopback only.
+#[derive(Clone, Debug)]
+pub struct TokioTcp {
+    start: tokio::time::Instant,
+}
+
+impl TokioTcp {
+    /// A transport whose clock starts now.
+    pub fn new() -> Self {
+        TokioTcp { start: tokio::time::Instant::now() }
+    }
+}
+
+impl Default for TokioTcp {
+    fn default() -> Self {
+        TokioTcp::new()
+    }
+}
+
+fn loopback_only(addr: SocketAddr) -> io::Result<()> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{addr} is not a loopback address")))
+    }
+}
+
+impl Transport for TokioTcp {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        loopback_only(addr)?;
+        TcpListener::bind(addr).await
+    }
+
+    async fn accept(&self, l: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+        let (s, a) = l.accept().await?;
+        // Small control messages must not wait behind Nagle's algorithm.
+        s.set_nodelay(true)?;
+        Ok((s, a))
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
+        loopback_only(addr)?;
+        let s = TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    }
+}
+
+/// Runs a scenario on loopback sockets until every pull has ended or `max_sim_time` of wall time
+/// has passed.
+pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
+    let blobs = generate_blobs(&scenario)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let local = LocalSet::new();
+    let result = local.block_on(&rt, async move {
+        let t0 = TokioTcp::new();
+        let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let bind = || t0.bind(any);
+        let err = |e: io::Error| format!("binding a loopback port: {e}");
+        let mut agent_l = Vec::new();
+        for _ in 0..scenario.topology.hosts.len() {
+            agent_l.push(bind().await.map_err(err)?);
+        }
+        let mut origin_l = Vec::new();
+        for _ in 0..scenario.origins.len() {
+            origin_l.push((bind().await.map_err(err)?, bind().await.map_err(err)?));
+        }
+        let mut tracker_l = Vec::new();
+        for _ in 0..scenario.trackers {
+            tracker_l.push(bind().await.map_err(err)?);
+        }
+        let local_addr =
+            |l: &TcpListener| l.local_addr().map_err(|e| format!("reading a local address: {e}"));
+        let addrs = NodeAddrs {
+            p2p: Addresses {
+                agents: agent_l.iter().map(local_addr).collect::<Result<_, _>>()?,
+                origins: origin_l.iter().map(|(p, _)| local_addr(p)).collect::<Result<_, _>>()?,
+                trackers: tracker_l.iter().map(local_addr).collect::<Result<_, _>>()?,
+            },
+            origin_http: origin_l.iter().map(|(_, h)| local_addr(h)).collect::<Result<_, _>>()?,
+        };
+        let limit = scenario.max_sim_time;
+        let mut ctx = Ctx::new(scenario, addrs, blobs, options.interval)?;
+        // Loopback has next to no latency: the driver adds the scenario's.
+        ctx.emulate_latency = true;
+        let ctx = Rc::new(ctx);
+        let agents = ctx.agents();
+        let nodes: Vec<Node> = (0..agents + ctx.scenario.origins.len() as u32)
+            .map(|n| Node::build(&ctx, n, shoal_protocols::Instant::ZERO))
+            .collect();
+        // The clock starts now, with every node built.
+        let t = TokioTcp::new();
+        for (i, l) in tracker_l.into_iter().enumerate() {
+            spawn_local(run_tracker(t.clone(), ctx.clone(), i, l));
+        }
+        let mut handles = Vec::new();
+        let mut origin_l = origin_l.into_iter();
+        let mut agent_l = agent_l.into_iter();
+        for (n, state) in nodes.into_iter().enumerate() {
+            let n = n as u32;
+            let (l, http) = if n < agents {
+                (agent_l.next().expect("one listener per agent"), None)
+            } else {
+                let (l, h) = origin_l.next().expect("two listeners per origin");
+                (l, Some(h))
+            };
+            handles.push(spawn_local(run_node(t.clone(), ctx.clone(), n, state, l, http)));
+        }
+        let rogue_report = Rc::new(std::cell::RefCell::new(RogueReport::default()));
+        if let Some(kind) = options.rogue {
+            let l = t.bind(any).await.map_err(err)?;
+            let addr = local_addr(&l)?;
+            spawn_local(run_rogue(t.clone(), ctx.clone(), kind, l, addr, rogue_report.clone()));
+        }
+        let total = ctx.scenario.workload.pulls.len();
+        let mut timed_out = false;
+        loop {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if let Some((host, at)) = options.kill_agent
+                && t.now() >= at
+                && let Some(h) = handles.get(host as usize)
+                && !h.is_finished()
+            {
+                h.abort();
+                let now = super::now(&t);
+                let mut m = ctx.metrics.borrow_mut();
+                let pending: Vec<u32> = m
+                    .downloads
+                    .iter()
+                    .filter(|d| d.host == host && d.end.is_none() && d.failed.is_none())
+                    .map(|d| d.blob)
+                    .collect();
+                for blob in pending {
+                    let ev = shoal_protocols::peer::Event::DownloadFailed {
+                        digest: ctx.blobs[blob as usize].digest,
+                        error: shoal_protocols::peer::DownloadError::Removed,
+                        stats: Default::default(),
+                    };
+                    m.download_event(host, blob, now, ev);
+                }
+            }
+            if ctx.done() {
+                break;
+            }
+            if t.now() >= limit {
+                timed_out = true;
+                break;
+            }
+            if let Some(p) = options.progress.as_mut() {
+                let done = ctx.metrics.borrow().images_finished();
+                p(t.now().as_secs_f64(), done, total);
+            }
+        }
+        let mut run = DriverRun::from_ctx(&ctx, "real", timed_out);
+        if options.rogue.is_some() {
+            run.rogue = Some(rogue_report.borrow().clone());
+        }
+        Ok(run)
+    });
+    // Dropping the LocalSet and the runtime cancels every task and closes every socket.
+    drop(local);
+    drop(rt);
+    result
+}

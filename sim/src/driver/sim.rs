@@ -1,0 +1,147 @@
+//! `--engine turmoil`: the driver on turmoil's simulated TCP, seeded from the scenario seed.
+//!
+//! Every node is a turmoil host with its own address (agents 10.1.x.y, origins 10.2.x.y, trackers
+//! 10.3.x.y); turmoil's step is 1 ms and its message latency is the scenario's base latency plus up
+//! to its jitter. turmoil has no bandwidth model: the driver's token buckets, on turmoil's clock,
+//! apply the scenario's host capacities. Same scenario, seed and build ⇒ byte-identical outputs.
+//!
+//! turmoil's cost per step grows with hosts³ (reference/simulation.md §1.3): keep to tens of hosts.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::Duration;
+
+use turmoil::net::{TcpListener, TcpStream};
+
+use super::peer::{Node, run_node};
+use super::tracker::run_tracker;
+use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
+use crate::engine::{Addresses, derive_seed};
+use crate::scenario::Scenario;
+
+/// turmoil's simulated TCP; must be used from inside a turmoil host.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TurmoilTcp;
+
+impl Transport for TurmoilTcp {
+    type Stream = TcpStream;
+    type Listener = TcpListener;
+
+    fn now(&self) -> Duration {
+        turmoil::sim_elapsed().unwrap_or_default()
+    }
+
+    fn bind(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpListener>> {
+        // turmoil binds the unspecified address of the host.
+        TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())))
+    }
+
+    fn accept(&self, l: &TcpListener) -> impl Future<Output = io::Result<(TcpStream, SocketAddr)>> {
+        l.accept()
+    }
+
+    fn connect(&self, addr: SocketAddr) -> impl Future<Output = io::Result<TcpStream>> {
+        TcpStream::connect(addr)
+    }
+}
+
+fn ip(kind: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(10, kind, (i >> 8) as u8, i as u8))
+}
+
+/// Simulated addresses of every node.
+pub fn addresses(s: &Scenario) -> NodeAddrs {
+    NodeAddrs {
+        p2p: Addresses {
+            agents: (0..s.topology.hosts.len()).map(|i| SocketAddr::new(ip(1, i + 1), 7000)).collect(),
+            origins: (0..s.origins.len()).map(|i| SocketAddr::new(ip(2, i + 1), 9000)).collect(),
+            trackers: (0..s.trackers).map(|i| SocketAddr::new(ip(3, i + 1), 8000)).collect(),
+        },
+        origin_http: (0..s.origins.len()).map(|i| SocketAddr::new(ip(2, i + 1), 9001)).collect(),
+    }
+}
+
+/// Runs a scenario in turmoil until every pull has ended or `max_sim_time` of simulated time.
+pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
+    let blobs = generate_blobs(&scenario)?;
+    let addrs = addresses(&scenario);
+    let limit = scenario.max_sim_time;
+    let latency = scenario.topology.latency;
+    let jitter = scenario.topology.latency_jitter;
+    let mut builder = turmoil::Builder::new();
+    // turmoil polls hosts in insertion order each step, and its 1 ms step swallows sub-millisecond
+    // jitter: every tie (announces, dials arriving in the same step) would be broken by host index,
+    // which decides who connects to whom (a whole clique of early hosts fills every peer's
+    // connection slots). With jitter in the scenario, hosts are polled in a seeded random order
+    // instead, as the discrete-event engine breaks ties by jittered latency.
+    if !jitter.is_zero() {
+        builder.enable_random_order();
+    }
+    let mut sim = builder
+        .rng_seed(derive_seed(scenario.seed, "turmoil", 0))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(latency)
+        .max_message_latency(latency + jitter)
+        .simulation_duration(limit + Duration::from_secs(1))
+        // Backlog and flow-control credit in segments (payload chunks are 64 KiB each).
+        .tcp_capacity(4096)
+        .build();
+    let ctx = Rc::new(Ctx::new(scenario, addrs, blobs, options.interval)?);
+    let p2p = ctx.addrs.p2p.clone();
+    for (i, addr) in p2p.trackers.iter().copied().enumerate() {
+        let ctx = ctx.clone();
+        sim.host(addr.ip(), move || {
+            let ctx = ctx.clone();
+            async move {
+                let l = TurmoilTcp.bind(addr).await?;
+                run_tracker(TurmoilTcp, ctx, i, l).await;
+                Ok(())
+            }
+        });
+    }
+    let agents = ctx.agents();
+    let nodes: Vec<SocketAddr> = p2p.agents.iter().chain(&p2p.origins).copied().collect();
+    for (n, addr) in nodes.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        let n = n as u32;
+        let http = (n >= agents).then(|| ctx.addrs.origin_http[(n - agents) as usize]);
+        sim.host(addr.ip(), move || {
+            let ctx = ctx.clone();
+            async move {
+                let state = Node::build(&ctx, n, super::now(&TurmoilTcp));
+                let l = TurmoilTcp.bind(addr).await?;
+                let h = match http {
+                    Some(h) => Some(TurmoilTcp.bind(h).await?),
+                    None => None,
+                };
+                run_node(TurmoilTcp, ctx, n, state, l, h).await;
+                Ok(())
+            }
+        });
+    }
+    let total = ctx.scenario.workload.pulls.len();
+    let mut timed_out = false;
+    let mut steps = 0u64;
+    loop {
+        sim.step().map_err(|e| format!("turmoil: {e}"))?;
+        steps += 1;
+        if ctx.done() {
+            break;
+        }
+        if sim.elapsed() >= limit {
+            timed_out = true;
+            break;
+        }
+        if steps.is_multiple_of(100)
+            && let Some(p) = options.progress.as_mut()
+        {
+            let done = ctx.metrics.borrow().images_finished();
+            p(sim.elapsed().as_secs_f64(), done, total);
+        }
+    }
+    let run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
+    drop(sim);
+    Ok(run)
+}

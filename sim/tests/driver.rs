@@ -1,0 +1,190 @@
+//! The async driver on its two transports: turmoil runs are deterministic, real-socket runs move
+//! and verify real bytes, and both agree with the discrete-event engine on a small scenario.
+
+use std::path::Path;
+
+use shoal_sim::driver::{self, DriverOptions};
+use shoal_sim::engine::{Engine, RunOptions, RunReport};
+use shoal_sim::scenario::Scenario;
+
+fn scenario(file: &str, sets: &[&str]) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios").join(file);
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Scenario::load_with_sets(path, &sets).expect("scenario loads")
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("shoal-driver-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A small, quick version of the agreement scenario.
+const SMALL: &[&str] = &[
+    "topology.hosts=6",
+    "workload.blobs.0.size=8MiB",
+    "protocol.origin.piece_length=1MiB",
+    "limits.max_sim_time_s=30",
+];
+
+fn des(s: &Scenario, dir: &Path) -> RunReport {
+    let mut e = Engine::new(s, RunOptions::default()).expect("engine builds");
+    e.run();
+    let r = e.report("des", 0.0);
+    e.write_outputs(dir, &r).expect("outputs written");
+    r
+}
+
+fn turmoil(s: &Scenario, dir: &Path) -> RunReport {
+    let run = driver::sim::run(s.clone(), DriverOptions::default()).expect("turmoil run");
+    let r = run.report(0.0);
+    run.write_outputs(dir, &r).expect("outputs written");
+    r
+}
+
+fn real(s: &Scenario, dir: &Path) -> RunReport {
+    let run = driver::real::run(s.clone(), DriverOptions::default()).expect("real run");
+    let r = run.report(0.0);
+    run.write_outputs(dir, &r).expect("outputs written");
+    r
+}
+
+#[test]
+fn turmoil_runs_are_byte_identical_for_a_seed() {
+    let s = scenario("agree-16.toml", SMALL);
+    let (a, b) = (tmp("turmoil-a"), tmp("turmoil-b"));
+    let r = turmoil(&s, &a);
+    turmoil(&s, &b);
+    assert_eq!(r.summary.engine, "turmoil");
+    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0);
+    assert!(r.summary.replay.ends_with("--engine turmoil"), "{}", r.summary.replay);
+    for f in ["downloads.csv", "timeseries.csv", "summary.json"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(!x.is_empty());
+        assert!(x == y, "{f} differs between two turmoil runs of the same seed");
+    }
+    // Every host received every piece, each checked by CRC32, and the blob's SHA-256.
+    let csv = std::fs::read_to_string(a.join("downloads.csv")).unwrap();
+    for row in csv.lines().skip(1) {
+        let cols: Vec<&str> = row.split(',').collect();
+        assert_eq!(cols[8], "8", "pieces: {row}");
+        assert_eq!(cols[10], "complete", "{row}");
+    }
+}
+
+#[test]
+fn real_sockets_move_and_verify_real_bytes() {
+    let s = scenario("agree-16.toml", SMALL);
+    let dir = tmp("real");
+    let run = driver::real::run(s.clone(), DriverOptions::default()).expect("real run");
+    let r = run.report(0.0);
+    run.write_outputs(&dir, &r).expect("outputs written");
+    // Every listening socket was released when the run ended: its port can be bound again.
+    let a = &run.addrs;
+    for addr in a.p2p.agents.iter().chain(&a.p2p.origins).chain(&a.p2p.trackers).chain(&a.origin_http) {
+        assert!(addr.ip().is_loopback());
+        std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("{addr} still bound after the run: {e}"));
+    }
+    let sm = &r.summary;
+    assert_eq!(sm.engine, "real");
+    assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0);
+    assert_eq!(sm.host_images.completed, 6);
+    assert!(sm.replay.ends_with("--engine real"), "{}", sm.replay);
+    // 6 hosts × 8 MiB arrived, from the origin or from peers.
+    let received: u64 = sm.bytes_by_locality.values().sum();
+    assert!(received >= 6 * 8 * (1 << 20), "{received}");
+    assert!(sm.messages["piece_payload"].count >= 6 * 8);
+}
+
+/// p50 and p90 host completion of two runs, and their relative differences.
+fn diff(a: &RunReport, b: &RunReport) -> (f64, f64) {
+    let (x, y) = (&a.summary.host_images, &b.summary.host_images);
+    let rel = |p: Option<f64>, q: Option<f64>| (q.unwrap() - p.unwrap()).abs() / p.unwrap();
+    (rel(x.p50, y.p50), rel(x.p90, y.p90))
+}
+
+/// Issue 4's agreement check: the discrete-event engine and turmoil within 5 % at p50 and p90.
+#[test]
+fn des_and_turmoil_agree_on_the_agreement_scenario() {
+    let s = scenario("agree-16.toml", &[]);
+    let d = des(&s, &tmp("agree-des"));
+    let t = turmoil(&s, &tmp("agree-turmoil"));
+    let (p50, p90) = diff(&d, &t);
+    eprintln!("des {:?} turmoil {:?}", d.summary.host_images, t.summary.host_images);
+    assert!(p50 <= 0.05 && p90 <= 0.05, "des vs turmoil: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
+}
+
+/// The same against real sockets, within 15 % on the median of three runs. Wall-clock bound, so
+/// not run by default: `cargo test --release -p shoal-sim --test driver -- --ignored`.
+///
+/// Run with 20 connection slots per torrent (more than the 16 hosts), so that no handshake is
+/// refused: with Kraken's 10, whether a late host finds a free slot at a peer that has pieces
+/// depends on sub-millisecond ordering at start-up, and a refused host waits out the 30 s
+/// blacklist. The discrete-event engine shows the same cliff without jitter (p90 33.3 s); the
+/// real engine, whose start-up is slower on one shared thread, falls off it on most runs.
+#[test]
+#[ignore = "wall-clock measurement; run in release on a quiet machine"]
+fn des_and_real_agree_on_the_agreement_scenario() {
+    let s = scenario(
+        "agree-16.toml",
+        &[
+            "protocol.agent.conn_state.max_open_conn=20",
+            "protocol.origin_scheduler.conn_state.max_open_conn=20",
+        ],
+    );
+    let d = des(&s, &tmp("agree-des2"));
+    let mut runs: Vec<RunReport> = (0..3).map(|i| real(&s, &tmp(&format!("agree-real{i}")))).collect();
+    runs.sort_by(|a, b| a.summary.host_images.p50.partial_cmp(&b.summary.host_images.p50).unwrap());
+    let median = &runs[1];
+    let (p50, p90) = diff(&d, median);
+    eprintln!("des {:?} real (median) {:?}", d.summary.host_images, median.summary.host_images);
+    assert!(p50 <= 0.15 && p90 <= 0.15, "des vs real: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
+}
+
+fn real_with(s: &Scenario, options: DriverOptions) -> driver::DriverRun {
+    driver::real::run(s.clone(), options).expect("real run")
+}
+
+/// A peer that answers the handshake with garbage, an oversized frame or corrupt pieces is
+/// disconnected by every agent that dialled it, blacklisted (never dialled twice within the
+/// blacklist), and every download completes from the origin and the other peers.
+#[test]
+fn misbehaving_peers_are_dropped_and_blacklisted() {
+    use driver::rogue::Rogue;
+    for kind in [Rogue::Garbage, Rogue::OversizedFrame, Rogue::CorruptPieces] {
+        // Kraken tolerates corrupt pieces (it only re-requests them); shoal's fix closes the
+        // connection, which blacklists the sender.
+        let s = scenario(
+            "agree-16.toml",
+            &[
+                SMALL,
+                &["protocol.agent.quirks.tolerate_corrupt_pieces=false", "workload.pulls.0.start_s=1.5"],
+            ]
+            .concat(),
+        );
+        let run = real_with(&s, DriverOptions { rogue: Some(kind), ..DriverOptions::default() });
+        let sm = run.report(0.0).summary;
+        assert_eq!(sm.failed_downloads + sm.unfinished_downloads, 0, "{kind:?}");
+        let rogue = run.rogue.expect("rogue report");
+        assert!(!rogue.dials_by_peer.is_empty(), "{kind:?}: no agent dialled the rogue peer");
+        for (peer, dials) in &rogue.dials_by_peer {
+            assert_eq!(*dials, 1, "{kind:?}: {peer} dialled the rogue peer again despite the blacklist");
+        }
+        assert_eq!(rogue.closed_by_agent as usize, rogue.dials_by_peer.len(), "{kind:?}");
+        if kind == Rogue::CorruptPieces {
+            assert!(rogue.corrupt_pieces_sent > 0);
+        }
+    }
+}
+
+/// An agent killed mid-transfer (its task and sockets gone) does not stall the others.
+#[test]
+fn a_killed_agent_does_not_stall_the_rest() {
+    let s = scenario("agree-16.toml", SMALL);
+    let kill = Some((0, std::time::Duration::from_millis(150)));
+    let run = real_with(&s, DriverOptions { kill_agent: kill, ..DriverOptions::default() });
+    let sm = run.report(0.0).summary;
+    assert_eq!(sm.failed_downloads, 1, "the killed agent's download");
+    assert_eq!(sm.unfinished_downloads, 0);
+    assert_eq!(sm.host_images.completed, 5);
+}
