@@ -80,6 +80,8 @@ struct ResScratch {
     /// Whether a valid share entry is in the heap, and its key. Shares only need re-queueing when
     /// they drop below it: an entry whose share has grown is re-evaluated when it pops.
     queued: bool,
+    /// Whether it is listed in `Scratch::dirty` (share changed since the last flush).
+    dirty: bool,
     queued_key: f64,
     /// Cached fastest frozen flow, valid while `scanned_at == s_count` (flows joining since then
     /// were all slower, so the maximum stands).
@@ -148,6 +150,8 @@ pub(crate) struct Scratch {
     pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
     heap: BinaryHeap<Reverse<Entry>>,
+    /// Resources whose share changed since the heap was last brought up to date.
+    dirty: Vec<u32>,
     /// Flows that had to join but could not (see `Fill::join_frozen`).
     deferred: Vec<u32>,
     /// Counters for `SolverStats`.
@@ -165,6 +169,7 @@ impl Scratch {
             seeds: Vec::new(),
             s: Vec::new(),
             heap: BinaryHeap::new(),
+            dirty: Vec::new(),
             deferred: Vec::new(),
             refills: 0,
             pushes: 0,
@@ -215,9 +220,33 @@ impl Fill<'_> {
         (level, key)
     }
 
+    /// Notes that the share of `r` may have dropped. The heap is brought up to date by `flush`
+    /// before the next pop: a batch of joins onto one busy link (every flow of a saturated rack
+    /// uplink) then costs one heap entry, not one per flow. Which entries are queued does not
+    /// change the fill: an entry with a stale (low) key is re-queued when it pops, so resources
+    /// saturate in order of their current share, ties by index, either way.
+    fn requeue(&mut self, r: usize) {
+        let rs = &mut self.sc.res[r];
+        if !rs.dirty {
+            rs.dirty = true;
+            self.sc.dirty.push(r as u32);
+        }
+    }
+
+    /// Re-queues every resource marked by `requeue`.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.sc.dirty);
+        for &r in &dirty {
+            self.sc.res[r as usize].dirty = false;
+            self.requeue_now(r as usize);
+        }
+        dirty.clear();
+        self.sc.dirty = dirty;
+    }
+
     /// Keeps the invariant: every resource with unfixed flows has a valid heap entry whose key is
     /// at most its current share key.
-    fn requeue(&mut self, r: usize) {
+    fn requeue_now(&mut self, r: usize) {
         if self.sc.res[r].unfixed == 0 {
             return;
         }
@@ -397,7 +426,9 @@ impl Fill<'_> {
     }
 
     fn run(&mut self) {
-        while let Some(Reverse(e)) = self.sc.heap.pop() {
+        loop {
+            self.flush();
+            let Some(Reverse(e)) = self.sc.heap.pop() else { break };
             let r = e.res as usize;
             let trigger = e.version == TRIGGER;
             let current = !trigger && e.version == self.sc.res[r].version;
@@ -490,6 +521,7 @@ impl Network {
             scratch.stamp += 1;
             scratch.s.clear();
             scratch.heap.clear();
+            scratch.dirty.clear();
             let mut fill = Fill {
                 resources,
                 flows,
