@@ -193,6 +193,9 @@ struct Fill<'a> {
     tol: f64,
     eps: f64,
     level: f64,
+    /// Flows of `S` not yet fixed. When it drops to 0 the fill is over: every entry left in the
+    /// heap is for a resource without unfixed flows and would be skipped.
+    open: usize,
 }
 
 impl Fill<'_> {
@@ -280,6 +283,7 @@ impl Fill<'_> {
         }
         fs.in_s = self.event;
         self.sc.s.push(f);
+        self.open += 1;
         let flow = &self.flows[f as usize];
         let rate = flow.rate;
         for &r in flow.path() {
@@ -389,6 +393,7 @@ impl Fill<'_> {
             }
             fs.fixed = self.event;
             fs.new_rate = level;
+            self.open -= 1;
             for &r2 in self.flows[f as usize].path() {
                 let r2 = r2 as usize;
                 if !resources[r2].limited() {
@@ -428,6 +433,10 @@ impl Fill<'_> {
     fn run(&mut self) {
         loop {
             self.flush();
+            if self.open == 0 {
+                self.sc.heap.clear();
+                break;
+            }
             let Some(Reverse(e)) = self.sc.heap.pop() else { break };
             let r = e.res as usize;
             let trigger = e.version == TRIGGER;
@@ -531,6 +540,7 @@ impl Network {
                 tol,
                 eps,
                 level: 0.0,
+                open: 0,
             };
             if all {
                 for (slot, f) in flows.iter().enumerate() {
