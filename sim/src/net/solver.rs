@@ -454,7 +454,12 @@ impl Fill<'_> {
                     self.push_trigger(r, threshold);
                     continue;
                 }
-                self.level = self.level.max(e.key);
+                // The key sits just above the frozen flows' rate so that the trigger pops after
+                // shares at that rate; the fill goes on from their rate itself. Starting from the
+                // key would leave the joined flows `SATURATION_EPS` faster than their peers if a
+                // later share clamps to the level, an imbalance the next event could not see
+                // at tolerance 0 (its "fastest" test is within that same margin).
+                self.level = self.level.max(max_frozen);
                 self.join_frozen(r, min_rate, false);
                 continue;
             }
