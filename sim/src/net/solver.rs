@@ -46,6 +46,16 @@
 //! `examples/net_churn.rs`, the largest relative rate error against the full solver was about
 //! twice the tolerance (see [`Solver::DEFAULT_TOLERANCE`]).
 //!
+//! Cost where shared links saturate (`scenarios/racks-2600.toml`: 65 racks behind 4:1 rack links,
+//! ~4 000 flows, ~64 per rack uplink). Every rack link is saturated at nearly the same level, so a
+//! flow ending on one uplink lifts its ~64 flows by ~1/64 (above the tolerance); each of them is
+//! then held by some destination downlink, whose ~30 flows must share with it (rule (i)). A solve
+//! re-rates ~1 200–1 500 flows (measured: `examples/net_churn.rs --hosts 2600 --rack-hosts 40
+//! --per-host 1.6`, and the engine's `solver_flows_resolved / solver_solves`), nearly all of
+//! which do change rate. The work is per flow of `S` (join, fix, apply the rate); making such runs
+//! fast needs a representation where the flows held by one link share one rate (progress in
+//! "virtual time" per link), not a cheaper fill.
+//!
 //! Ties: at equal share, a resource whose flows are all in `S` is filled before one with frozen
 //! flows (whose share is compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged
 //! bottleneck ties with the residual its own old rate leaves elsewhere could look held there and
