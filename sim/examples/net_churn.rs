@@ -1,7 +1,9 @@
 //! Replays a random flow churn of the main scenario's shape through the network model and prints
 //! its speed, then the incremental solver's error against the full one on a smaller instance.
 //!
-//! Shape: `--hosts` hosts with 300 MB/s up and down, flat (hose) topology, 4 MiB flows. Every host
+//! Shape: `--hosts` hosts with 300 MB/s up and down, flat (hose) topology, 4 MiB flows; with
+//! `--rack-hosts N` the hosts sit in racks of N whose uplink and downlink carry N × 300 MB/s
+//! divided by `--oversubscription` (the shape of `scenarios/racks-2600.toml` with 40 and 4). Every host
 //! has at most 10 outbound and 10 inbound flows; `--per-host` flows per host on average are kept
 //! in flight by starting a new one (random source with a free outbound slot, random destination
 //! with a free inbound slot) whenever one ends, until `--flows` flows have completed.
@@ -9,6 +11,7 @@
 //! ```text
 //! cargo run --release -p shoal-sim --example net_churn -- [--hosts 2600] [--flows 2000000]
 //!     [--per-host 9.5] [--tolerance 1e-3] [--seed 1] [--check-hosts 300] [--check-flows 200000]
+//!     [--rack-hosts 0] [--oversubscription 4]
 //!     [--check-every 97] [--fail-above REL]
 //! ```
 //!
@@ -24,7 +27,7 @@
 use std::time::Instant as WallClock;
 
 use shoal_protocols::Instant;
-use shoal_sim::net::{Network, Solver, Topology, TopologySpec};
+use shoal_sim::net::{GroupSpec, Network, Solver, Topology, TopologySpec};
 
 const SLOTS_PER_HOST: u32 = 10;
 const FLOW_BYTES: u64 = 4 << 20;
@@ -57,6 +60,8 @@ struct Args {
     check_flows: u64,
     check_every: u64,
     fail_above: f64,
+    rack_hosts: u32,
+    oversubscription: f64,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -70,6 +75,8 @@ fn parse_args() -> Result<Args, String> {
         check_flows: 200_000,
         check_every: 97,
         fail_above: f64::INFINITY,
+        rack_hosts: 0,
+        oversubscription: 4.0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,11 +92,16 @@ fn parse_args() -> Result<Args, String> {
             "--check-flows" => a.check_flows = value.parse().map_err(|e| bad(&e))?,
             "--check-every" => a.check_every = value.parse().map_err(|e| bad(&e))?,
             "--fail-above" => a.fail_above = value.parse().map_err(|e| bad(&e))?,
+            "--rack-hosts" => a.rack_hosts = value.parse().map_err(|e| bad(&e))?,
+            "--oversubscription" => a.oversubscription = value.parse().map_err(|e| bad(&e))?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.per_host <= 0.0 || a.per_host >= f64::from(SLOTS_PER_HOST) || a.hosts < 2 {
         return Err(format!("need --hosts >= 2 and 0 < --per-host < {SLOTS_PER_HOST}"));
+    }
+    if a.oversubscription.is_nan() || a.oversubscription <= 0.0 {
+        return Err("need --oversubscription > 0".into());
     }
     Ok(a)
 }
@@ -105,10 +117,24 @@ struct Churn {
 }
 
 impl Churn {
-    fn new(hosts: u32, seed: u64) -> Self {
-        let topo = TopologySpec::flat(hosts as usize, HOST_BYTES_PER_S, HOST_BYTES_PER_S, Default::default())
-            .build()
-            .expect("a flat topology is valid");
+    fn new(hosts: u32, seed: u64, rack_hosts: u32, oversubscription: f64) -> Self {
+        let mut spec =
+            TopologySpec::flat(hosts as usize, HOST_BYTES_PER_S, HOST_BYTES_PER_S, Default::default());
+        if rack_hosts > 0 {
+            let link = (f64::from(rack_hosts) * HOST_BYTES_PER_S as f64 / oversubscription) as u64;
+            spec.racks = vec![
+                GroupSpec {
+                    uplink_bytes_per_s: link,
+                    downlink_bytes_per_s: link,
+                    ..GroupSpec::default()
+                };
+                hosts.div_ceil(rack_hosts) as usize
+            ];
+            for (h, host) in spec.hosts.iter_mut().enumerate() {
+                host.rack = Some(h as u32 / rack_hosts);
+            }
+        }
+        let topo = spec.build().expect("racks of consecutive hosts are a valid topology");
         let slots: Vec<u32> =
             (0..hosts).flat_map(|h| std::iter::repeat_n(h, SLOTS_PER_HOST as usize)).collect();
         Churn { topo, free_out: slots.clone(), free_in: slots, rng: Rng(seed), events: 0, completed: 0 }
@@ -191,7 +217,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
     let target = (f64::from(hosts) * args.per_host) as usize;
-    let mut churn = Churn::new(hosts, args.seed);
+    let mut churn = Churn::new(hosts, args.seed, args.rack_hosts, args.oversubscription);
     let mut net = Network::new(&churn.topo.capacities(), solver);
     // Work per batch of simultaneous events (usually one end and one start), to see the tail.
     let mut per_batch = Vec::new();
@@ -265,7 +291,7 @@ fn speed(args: &Args, hosts: u32, flows: u64, solver: Solver) {
 fn accuracy(args: &Args) {
     let hosts = args.check_hosts;
     let target = (f64::from(hosts) * args.per_host) as usize;
-    let mut churn = Churn::new(hosts, args.seed);
+    let mut churn = Churn::new(hosts, args.seed, args.rack_hosts, args.oversubscription);
     let solver = Solver::Incremental { tolerance: args.tolerance };
     let mut net = Network::new(&churn.topo.capacities(), solver);
     let mut errors = Vec::new();
@@ -348,8 +374,8 @@ fn main() {
         }
     };
     println!(
-        "seed={} per_host={} flow_bytes={FLOW_BYTES} host_bytes_per_s={HOST_BYTES_PER_S}",
-        args.seed, args.per_host
+        "seed={} per_host={} flow_bytes={FLOW_BYTES} host_bytes_per_s={HOST_BYTES_PER_S} rack_hosts={} oversubscription={}",
+        args.seed, args.per_host, args.rack_hosts, args.oversubscription
     );
     speed(&args, args.hosts, args.flows, Solver::Incremental { tolerance: args.tolerance });
     if args.check_flows > 0 {

@@ -529,6 +529,91 @@ fn incremental_with_zero_tolerance_is_exact_on_a_swarm() {
     }
 }
 
+/// Hosts of equal capacity in racks of `rack_hosts`, racks in pods of two, behind uplinks and
+/// downlinks oversubscribed `oversub`:1 (rack) and 2:1 (pod): the shape of `racks-2600` scaled
+/// down, where every link saturates at nearly the same level and a rate change spreads from link
+/// to link.
+fn oversubscribed_racks(hosts: u32, rack_hosts: u32, oversub: u64, cap: u64) -> Topology {
+    let racks = hosts.div_ceil(rack_hosts);
+    let pods = racks.div_ceil(2);
+    let rack_link = u64::from(rack_hosts) * cap / oversub;
+    let spec = TopologySpec {
+        hosts: (0..hosts)
+            .map(|h| HostSpec { rack: Some(h / rack_hosts), pod: Some(h / rack_hosts / 2), ..host(cap, cap) })
+            .collect(),
+        racks: (0..racks).map(|_| group(rack_link, rack_link, 0)).collect(),
+        pods: (0..pods).map(|_| group(rack_link, rack_link, 0)).collect(),
+        ..TopologySpec::default()
+    };
+    spec.build().expect("valid")
+}
+
+/// Random churn on oversubscribed racks: starts between random hosts (some back to back on a
+/// live flow), cancellations and completions, keeping about `per_host` flows per host. Every
+/// `check_every` events, each rate is compared with the exact max-min rate. Returns the largest
+/// relative error.
+fn churn_on_racks(seed: u64, solver: Solver, rel_tol: f64, check_every: u64) -> f64 {
+    let mut rng = Rng(seed);
+    let rack_hosts = 4 + rng.below(5) as u32;
+    let hosts = rack_hosts * (2 + rng.below(5) as u32);
+    let topo = oversubscribed_racks(hosts, rack_hosts, 2 + rng.below(4), 1_000);
+    let mut net = Network::new(&topo.capacities(), solver);
+    let target = hosts as usize * (1 + rng.below(4) as usize);
+    let mut now = T0;
+    let mut worst: f64 = 0.0;
+    for step in 0..600u64 {
+        if net.active_flows() < target && rng.below(4) != 0 {
+            let (s, d) = (rng.below(u64::from(hosts)) as u32, rng.below(u64::from(hosts)) as u32);
+            net.start_flow(now, topo.path(s, d).resources(), 500 + rng.below(5_000), step);
+        } else if rng.below(8) == 0 {
+            let ids = net.flow_ids();
+            if !ids.is_empty() {
+                let id = ids[rng.below(ids.len() as u64) as usize];
+                if rng.below(2) == 0 {
+                    net.cancel_flow(now, id);
+                } else {
+                    net.append(id, 1 + rng.below(3_000), step);
+                }
+            }
+        } else if let Some(t) = net.next_completion() {
+            now = t;
+            while net.pop_completed(now).is_some() {}
+        }
+        if step % check_every == 0 {
+            for (id, want) in net.reference_rates() {
+                let got = net.rate(id).expect("active");
+                if want.is_finite() && got.is_finite() {
+                    let err = (got - want).abs() / want;
+                    worst = worst.max(err);
+                    assert!(
+                        err <= rel_tol,
+                        "seed {seed} step {step}: flow {id:?} rate {got}, max-min {want}"
+                    );
+                }
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn incremental_with_zero_tolerance_is_exact_on_oversubscribed_racks() {
+    // Equal host capacities make many flows tie; seed 84 once caught a trigger that left flows a
+    // hair (1e-9) faster than their peers, which hid their shared bottleneck from the next event.
+    for seed in 0..100 {
+        churn_on_racks(seed, Solver::Incremental { tolerance: 0.0 }, 1e-9, 2);
+    }
+}
+
+#[test]
+fn default_incremental_stays_within_tolerance_on_oversubscribed_racks() {
+    let mut worst: f64 = 0.0;
+    for seed in 0..100 {
+        worst = worst.max(churn_on_racks(seed, Solver::default(), 3.0 * Solver::DEFAULT_TOLERANCE, 2));
+    }
+    eprintln!("worst relative rate error at the default tolerance on racks: {worst:e}");
+}
+
 #[test]
 fn full_solver_matches_its_reference() {
     for seed in 0..50 {

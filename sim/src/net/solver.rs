@@ -46,6 +46,16 @@
 //! `examples/net_churn.rs`, the largest relative rate error against the full solver was about
 //! twice the tolerance (see [`Solver::DEFAULT_TOLERANCE`]).
 //!
+//! Cost where shared links saturate (`scenarios/racks-2600.toml`: 65 racks behind 4:1 rack links,
+//! ~4 000 flows, ~64 per rack uplink). Every rack link is saturated at nearly the same level, so a
+//! flow ending on one uplink lifts its ~64 flows by ~1/64 (above the tolerance); each of them is
+//! then held by some destination downlink, whose ~30 flows must share with it (rule (i)). A solve
+//! re-rates ~1 200–1 500 flows (measured: `examples/net_churn.rs --hosts 2600 --rack-hosts 40
+//! --per-host 1.6`, and the engine's `solver_flows_resolved / solver_solves`), nearly all of
+//! which do change rate. The work is per flow of `S` (join, fix, apply the rate); making such runs
+//! fast needs a representation where the flows held by one link share one rate (progress in
+//! "virtual time" per link), not a cheaper fill.
+//!
 //! Ties: at equal share, a resource whose flows are all in `S` is filled before one with frozen
 //! flows (whose share is compared as if `BOUNDARY_BIAS` larger). Without it, a flow whose unchanged
 //! bottleneck ties with the residual its own old rate leaves elsewhere could look held there and
@@ -80,6 +90,8 @@ struct ResScratch {
     /// Whether a valid share entry is in the heap, and its key. Shares only need re-queueing when
     /// they drop below it: an entry whose share has grown is re-evaluated when it pops.
     queued: bool,
+    /// Whether it is listed in `Scratch::dirty` (share changed since the last flush).
+    dirty: bool,
     queued_key: f64,
     /// Cached fastest frozen flow, valid while `scanned_at == s_count` (flows joining since then
     /// were all slower, so the maximum stands).
@@ -148,6 +160,8 @@ pub(crate) struct Scratch {
     pub(crate) seeds: Vec<u32>,
     s: Vec<u32>,
     heap: BinaryHeap<Reverse<Entry>>,
+    /// Resources whose share changed since the heap was last brought up to date.
+    dirty: Vec<u32>,
     /// Flows that had to join but could not (see `Fill::join_frozen`).
     deferred: Vec<u32>,
     /// Counters for `SolverStats`.
@@ -165,6 +179,7 @@ impl Scratch {
             seeds: Vec::new(),
             s: Vec::new(),
             heap: BinaryHeap::new(),
+            dirty: Vec::new(),
             deferred: Vec::new(),
             refills: 0,
             pushes: 0,
@@ -188,6 +203,9 @@ struct Fill<'a> {
     tol: f64,
     eps: f64,
     level: f64,
+    /// Flows of `S` not yet fixed. When it drops to 0 the fill is over: every entry left in the
+    /// heap is for a resource without unfixed flows and would be skipped.
+    open: usize,
 }
 
 impl Fill<'_> {
@@ -215,9 +233,33 @@ impl Fill<'_> {
         (level, key)
     }
 
+    /// Notes that the share of `r` may have dropped. The heap is brought up to date by `flush`
+    /// before the next pop: a batch of joins onto one busy link (every flow of a saturated rack
+    /// uplink) then costs one heap entry, not one per flow. Which entries are queued does not
+    /// change the fill: an entry with a stale (low) key is re-queued when it pops, so resources
+    /// saturate in order of their current share, ties by index, either way.
+    fn requeue(&mut self, r: usize) {
+        let rs = &mut self.sc.res[r];
+        if !rs.dirty {
+            rs.dirty = true;
+            self.sc.dirty.push(r as u32);
+        }
+    }
+
+    /// Re-queues every resource marked by `requeue`.
+    fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.sc.dirty);
+        for &r in &dirty {
+            self.sc.res[r as usize].dirty = false;
+            self.requeue_now(r as usize);
+        }
+        dirty.clear();
+        self.sc.dirty = dirty;
+    }
+
     /// Keeps the invariant: every resource with unfixed flows has a valid heap entry whose key is
     /// at most its current share key.
-    fn requeue(&mut self, r: usize) {
+    fn requeue_now(&mut self, r: usize) {
         if self.sc.res[r].unfixed == 0 {
             return;
         }
@@ -251,6 +293,7 @@ impl Fill<'_> {
         }
         fs.in_s = self.event;
         self.sc.s.push(f);
+        self.open += 1;
         let flow = &self.flows[f as usize];
         let rate = flow.rate;
         for &r in flow.path() {
@@ -360,6 +403,7 @@ impl Fill<'_> {
             }
             fs.fixed = self.event;
             fs.new_rate = level;
+            self.open -= 1;
             for &r2 in self.flows[f as usize].path() {
                 let r2 = r2 as usize;
                 if !resources[r2].limited() {
@@ -397,7 +441,13 @@ impl Fill<'_> {
     }
 
     fn run(&mut self) {
-        while let Some(Reverse(e)) = self.sc.heap.pop() {
+        loop {
+            self.flush();
+            if self.open == 0 {
+                self.sc.heap.clear();
+                break;
+            }
+            let Some(Reverse(e)) = self.sc.heap.pop() else { break };
             let r = e.res as usize;
             let trigger = e.version == TRIGGER;
             let current = !trigger && e.version == self.sc.res[r].version;
@@ -414,7 +464,12 @@ impl Fill<'_> {
                     self.push_trigger(r, threshold);
                     continue;
                 }
-                self.level = self.level.max(e.key);
+                // The key sits just above the frozen flows' rate so that the trigger pops after
+                // shares at that rate; the fill goes on from their rate itself. Starting from the
+                // key would leave the joined flows `SATURATION_EPS` faster than their peers if a
+                // later share clamps to the level, an imbalance the next event could not see
+                // at tolerance 0 (its "fastest" test is within that same margin).
+                self.level = self.level.max(max_frozen);
                 self.join_frozen(r, min_rate, false);
                 continue;
             }
@@ -490,6 +545,7 @@ impl Network {
             scratch.stamp += 1;
             scratch.s.clear();
             scratch.heap.clear();
+            scratch.dirty.clear();
             let mut fill = Fill {
                 resources,
                 flows,
@@ -499,6 +555,7 @@ impl Network {
                 tol,
                 eps,
                 level: 0.0,
+                open: 0,
             };
             if all {
                 for (slot, f) in flows.iter().enumerate() {
