@@ -334,6 +334,9 @@ pub enum Policy {
     /// Kraken's agent, origin and tracker as configured by the other `[protocol.*]` tables.
     #[default]
     Kraken,
+    /// Dragonfly v2: the tracker schedules parents, agents pick a parent per piece by idle upload
+    /// (`crate::policy::dragonfly`, configured by `[protocol.dragonfly]`).
+    Dragonfly,
 }
 
 impl Policy {
@@ -341,6 +344,7 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::Kraken => "kraken",
+            Policy::Dragonfly => "dragonfly",
         }
     }
 }

@@ -131,6 +131,11 @@ impl Requests {
             .is_some_and(|v| v.iter().any(|r| r.peer == *peer && self.live(r, now)))
     }
 
+    /// When the request for `piece` to `peer` was sent, if there is one.
+    pub fn sent_at(&self, peer: &PeerId, piece: PieceIndex) -> Option<Instant> {
+        self.by_piece.get(piece as usize)?.iter().find(|r| r.peer == *peer).map(|r| r.sent_at)
+    }
+
     /// Number of live requests for a piece across all peers (duplicates appear only in endgame).
     pub fn live_for_piece(&self, now: Instant, piece: PieceIndex) -> usize {
         self.by_piece.get(piece as usize).map_or(0, |v| v.iter().filter(|r| self.live(r, now)).count())

@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use sha2::{Digest as _, Sha256};
 use shoal_protocols::agent::{Agent, AgentConfig};
+use shoal_protocols::config::Policy;
 use shoal_protocols::origin::{BlobContent, Origin};
+use shoal_protocols::policy::dragonfly::HostLocation;
 use shoal_protocols::tracker::Tracker;
 use shoal_protocols::{Digest, Instant, PeerInfo};
 
@@ -56,20 +58,30 @@ impl World {
     pub fn build(s: &Scenario) -> Result<World, String> {
         let now = Instant::ZERO;
         let trackers_addrs: Vec<SocketAddr> = (0..s.trackers).map(tracker_addr).collect();
+        let dragonfly = (s.protocol.policy == Policy::Dragonfly).then_some(&s.protocol.dragonfly);
         let agents: Vec<Agent> = (0..s.topology.hosts.len())
             .map(|i| {
                 let cfg =
                     AgentConfig { scheduler: s.protocol.agent.clone(), trackers: trackers_addrs.clone() };
-                Agent::new(now, cfg, agent_addr(i), derive_seed(s.seed, "agent", i as u64))
+                let seed = derive_seed(s.seed, "agent", i as u64);
+                match dragonfly {
+                    Some(df) => Agent::with_dragonfly(now, cfg, agent_addr(i), seed, df.clone()),
+                    None => Agent::new(now, cfg, agent_addr(i), seed),
+                }
             })
             .collect();
         let backend: BTreeMap<Digest, BlobContent> =
             s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect();
         let origins: Vec<Origin> = (0..s.origins.len())
             .map(|o| {
+                let scheduler = s.protocol.origin_scheduler.clone();
+                let scheduler = match dragonfly {
+                    Some(df) => df.origin_scheduler(scheduler),
+                    None => scheduler,
+                };
                 Origin::new(
                     now,
-                    s.protocol.origin_scheduler.clone(),
+                    scheduler,
                     s.protocol.origin.clone(),
                     origin_addr(o),
                     backend.clone(),
@@ -82,7 +94,18 @@ impl World {
         let trackers: Vec<Tracker> = (0..s.trackers)
             .map(|t| {
                 let seed = derive_seed(s.seed, "tracker", t as u64);
-                Tracker::new(s.protocol.tracker.clone(), origin_infos.clone(), max_replica, seed)
+                let mut tracker =
+                    Tracker::new(s.protocol.tracker.clone(), origin_infos.clone(), max_replica, seed);
+                if let Some(df) = dragonfly {
+                    tracker.set_dragonfly(df.clone());
+                    let sched = tracker.dragonfly_mut().expect("set above");
+                    let hosts = s.topology.hosts.iter().enumerate().map(|(i, h)| (agent_addr(i), h.place));
+                    let origins = s.origins.iter().enumerate().map(|(o, x)| (origin_addr(o), x.place));
+                    for (addr, place) in hosts.chain(origins) {
+                        sched.set_location(addr, host_location(place));
+                    }
+                }
+                tracker
             })
             .collect();
 
@@ -100,6 +123,19 @@ impl World {
         let net = net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
         Ok(World { agents, origins, trackers, places, addrs, tracker_addrs, blob_by_digest, net })
     }
+}
+
+/// Dragonfly's host strings from a place: the zone is the IDC, and the location is
+/// `zone|pod|rack`, so hosts in one rack match fully and hosts in one pod on two elements.
+fn host_location(place: Place) -> HostLocation {
+    let part = |x: Option<usize>, p: &str| x.map_or_else(String::new, |v| format!("{p}{v}"));
+    let (zone, pod, rack) = (part(place.zone, "zone"), part(place.pod, "pod"), part(place.rack, "rack"));
+    let location = if place.rack.is_none() && place.pod.is_none() && place.zone.is_none() {
+        String::new()
+    } else {
+        format!("{zone}|{pod}|{rack}")
+    };
+    HostLocation { idc: zone, location }
 }
 
 /// The flow model's view: hosts (agents, then origins) with their capacities and groups.

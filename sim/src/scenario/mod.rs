@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use shoal_protocols::Digest;
 use shoal_protocols::config::{OriginConfig, Policy, SchedulerConfig, TrackerConfig};
+use shoal_protocols::policy::dragonfly::DragonflyConfig;
 
 pub use bound::{BoundTerm, LowerBound};
 pub use error::{Location, ScenarioError};
@@ -195,6 +196,8 @@ pub struct Protocol {
     pub origin_scheduler: SchedulerConfig,
     pub tracker: TrackerConfig,
     pub origin: OriginConfig,
+    /// `[protocol.dragonfly]`: Dragonfly's parameters (defaults unless the policy is Dragonfly).
+    pub dragonfly: DragonflyConfig,
 }
 
 impl Scenario {

@@ -308,4 +308,6 @@ pub struct RawProtocol {
     pub origin_scheduler: Option<toml::Table>,
     pub tracker: Option<toml::Table>,
     pub origin: Option<toml::Table>,
+    /// Read only with `policy = "dragonfly"`.
+    pub dragonfly: Option<toml::Table>,
 }

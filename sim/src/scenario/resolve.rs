@@ -130,6 +130,11 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         )?,
         tracker: protocol::tracker(raw.protocol.tracker, &["protocol", "tracker"])?,
         origin: protocol::origin(raw.protocol.origin, &["protocol", "origin"])?,
+        dragonfly: protocol::dragonfly(
+            raw.protocol.dragonfly,
+            raw.protocol.policy,
+            &["protocol", "dragonfly"],
+        )?,
     };
 
     // Topology.
