@@ -1,5 +1,6 @@
 //! Protocol tests: nodes driven through an in-memory network with explicit time.
 
+mod dragonfly;
 mod harness;
 mod rules;
 mod swarm;

@@ -180,7 +180,7 @@ pub struct DragonflyReport {
 }
 
 /// What the scheduler decided for a peer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// New parents (`NormalTaskResponse`): the response's `peers`.
