@@ -35,6 +35,7 @@ fn task(t: usize) -> (Digest, InfoHash) {
     (digest, mi.info_hash())
 }
 
+#[allow(clippy::too_many_arguments)] // A test helper mirroring the report's fields.
 fn report(
     df: &mut DragonflyScheduler,
     rng: &mut ChaCha8Rng,
