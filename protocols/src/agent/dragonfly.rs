@@ -221,6 +221,14 @@ impl Agent {
             .map(|(h, _)| *h)
             .collect();
         for h in due {
+            // A seeder dropped by the seeder TTI stops reporting until a handshake revives it (it then
+            // reports again, as a completion).
+            if self.sched.torrents.get(&h).is_some_and(|t| t.dormant) {
+                if let Some(t) = self.dragonfly.as_mut().and_then(|df| df.torrents.get_mut(&h)) {
+                    t.next_at = None;
+                }
+                continue;
+            }
             self.df_report(now, h);
         }
     }

@@ -299,3 +299,30 @@ fn same_seed_same_dragonfly_run() {
     assert_eq!(a.log.len(), b.log.len());
     assert!(a.log.iter().zip(&b.log).all(|(x, y)| x == y));
 }
+
+/// A finished peer keeps reporting (it is a parent, its load matters) until the seeder TTI drops its
+/// torrent; then it falls silent.
+#[test]
+fn a_seeder_reports_until_its_torrent_goes_dormant() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    let (digest, mi) = blob("seeded", 4 * MIB, MIB);
+    let df = DragonflyConfig::default();
+    let mut t = shoal_protocols::tracker::Tracker::new(Default::default(), vec![], 1, 1);
+    t.set_dragonfly(df.clone());
+    let times: Rc<RefCell<Vec<f64>>> = Rc::default();
+    let seen = times.clone();
+    let mut swarm = Swarm::new(Box::new(move |now, req| {
+        seen.borrow_mut().push(now.as_secs_f64());
+        t.handle_announce(now, req)
+    }));
+    let a = swarm.add_dragonfly_agent(SchedulerConfig::agent_base_yaml(), df, 1);
+    let now = swarm.now;
+    swarm.agents[a].add_seeded(now, "ns", mi, None);
+    swarm.run_until(Duration::from_secs(600), |_| false);
+    let times = times.borrow();
+    assert!(times.iter().filter(|&&t| t < 60.0).count() >= 100, "reports every 500 ms: {}", times.len());
+    assert!(!times.iter().any(|&t| t > 360.0), "still reporting after the seeder TTI");
+    assert!(swarm.agents[a].has_blob(&digest));
+}
