@@ -128,3 +128,70 @@ mod tests {
         assert_eq!(idle_weight(0, 0), DEFAULT_MAX_TX_BYTES_PER_S);
     }
 }
+
+/// The picker inside a dispatcher: requests go only to parents, never more than `concurrent_pieces`
+/// at once, and split between two parents holding every piece in the ratio of their weights.
+#[cfg(test)]
+mod dispatcher_tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::ClientPicker;
+    use crate::bitfield::Bitfield;
+    use crate::config::{DispatchConfig, Quirks};
+    use crate::message::{Message, Payload};
+    use crate::metainfo::MetaInfo;
+    use crate::peer::ConnId;
+    use crate::peer::dispatch::{Dispatcher, Effect, NewPeer};
+    use crate::peer::picker::picker_for;
+    use crate::time::Instant;
+    use crate::types::{Digest, PeerId};
+
+    #[test]
+    fn requests_follow_parent_weights_within_the_concurrency_cap() {
+        let n = 2000;
+        let mi = MetaInfo::synthetic(Digest::of(b"weights"), u64::from(n) * 1024, 1024).unwrap();
+        let cfg = DispatchConfig { disable_endgame: true, ..DispatchConfig::default() };
+        let picker = picker_for(cfg.piece_request_policy);
+        let now = Instant::ZERO;
+        let mut d = Dispatcher::leecher(now, mi.clone(), &cfg, &Quirks::default(), picker);
+        let (a, b, child) = (PeerId::from_raw([1; 20]), PeerId::from_raw([2; 20]), PeerId::from_raw([3; 20]));
+        let mut p = ClientPicker::new(8);
+        p.set_parents([a, b]);
+        p.set_weights(&[(a, 100), (b, 300)]);
+        d.set_dragonfly(p);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut fx = Vec::new();
+        let conns = [(a, ConnId(1)), (b, ConnId(2)), (child, ConnId(3))];
+        for (id, conn) in conns {
+            let bitfield = Bitfield::full(n);
+            d.add_peer(now, &mut rng, NewPeer { id, conn, is_origin: false, bitfield }, &mut fx);
+        }
+        let mut counts = [0u32; 3];
+        let mut in_flight = std::collections::VecDeque::new();
+        let mut step = 0;
+        while !d.is_complete() {
+            step += 1;
+            assert!(step < 10 * n, "no progress");
+            for e in fx.drain(..) {
+                if let Effect::Send(c, Message::PieceRequest { index, .. }) = e {
+                    counts[conns.iter().position(|(_, x)| *x == c).unwrap()] += 1;
+                    in_flight.push_back((c, index));
+                }
+            }
+            assert!(in_flight.len() <= 8, "{} requests in flight", in_flight.len());
+            // Answer the oldest request; its slot is filled again at once.
+            let Some((conn, index)) = in_flight.pop_front() else {
+                panic!("nothing requested with {} pieces missing", n - d.bitfield().count_ones())
+            };
+            let from = conns.iter().find(|(_, c)| *c == conn).unwrap().0;
+            let payload = Payload::Tagged { len: mi.piece_len(index), tag: mi.piece_sum(index).unwrap() };
+            let msg = Message::PiecePayload { index, offset: 0, payload };
+            d.handle_message(now, &mut rng, &from, msg, &mut fx);
+        }
+        assert_eq!(counts[2], 0, "a child was asked for a piece");
+        let share_b = f64::from(counts[1]) / f64::from(counts[0] + counts[1]);
+        assert_eq!(counts[0] + counts[1], n);
+        assert!((share_b - 0.75).abs() < 0.03, "parent b got {share_b:.3} of the requests, weights say 0.75");
+    }
+}
