@@ -332,8 +332,12 @@ impl Dispatcher {
 
     /// Kraken's `maybeRequestMorePieces`: fill the peer's pipeline with pieces the policy chooses.
     fn request_more(&mut self, now: Instant, rng: &mut ChaCha8Rng, id: &PeerId, fx: &mut Vec<Effect>) {
-        if self.dragonfly.is_some() {
-            self.fill(now, rng, fx);
+        if let Some(df) = &self.dragonfly {
+            // Only a parent's news (a new peer, a piece, completion) can free work; children are
+            // never asked.
+            if df.is_parent(id) {
+                self.fill(now, rng, fx);
+            }
             return;
         }
         let Some(peer) = self.peers.get(id) else { return };
