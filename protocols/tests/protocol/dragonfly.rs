@@ -198,6 +198,11 @@ fn back_to_source_after_the_retry_limit() {
     let (_, h) = task(0);
     assert_eq!(df.state(&h, &a.peer_id), Some(PeerState::BackToSource));
     assert_eq!(df.back_to_source_peers(&h), 1);
+    // Having lost the source's connections, it is sent back to source again, not stranded.
+    let again = report(&mut df, &mut rng, 0, &a, 3, true, vec![], &[origin(0)]);
+    assert_eq!(again.dragonfly.unwrap().decision, Decision::BackToSource);
+    assert_eq!(again.peers, vec![origin(0)]);
+    assert_eq!(df.back_to_source_peers(&h), 1);
     // A back-to-source peer is a valid parent (it fetches from the source) — but b's first attempt
     // happens to find it only if it is sampled, which with two vertices it always is.
     let got = decisions(&mut df, &mut rng, &b, 1);

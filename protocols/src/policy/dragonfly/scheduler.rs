@@ -205,6 +205,10 @@ impl DragonflyScheduler {
             return answer(Decision::Keep, Vec::new(), Vec::new());
         }
         let state = v.state;
+        if state == PeerState::BackToSource && report.reschedule {
+            // It lost the source's connections: the source again (it stays counted once).
+            return answer(Decision::BackToSource, owners.to_vec(), Vec::new());
+        }
         if state == PeerState::BackToSource || (!report.reschedule && state == PeerState::Running) {
             let weights = self.weights(&h, &me);
             return answer(Decision::Keep, Vec::new(), weights);
