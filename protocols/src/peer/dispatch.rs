@@ -206,7 +206,7 @@ impl Dispatcher {
         if parents.is_empty() {
             return;
         }
-        let mut in_flight: usize = self.peers.keys().map(|id| self.requests.live_to(now, id)).sum();
+        let mut in_flight = self.requests.live_total(now);
         while in_flight < limit {
             let mut best: Option<PieceIndex> = None;
             for p in &parents {

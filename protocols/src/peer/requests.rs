@@ -71,6 +71,14 @@ impl Requests {
         pieces.iter().filter(|&&i| self.is_live(now, peer, i)).count()
     }
 
+    /// Live requests to every peer together.
+    pub fn live_total(&self, now: Instant) -> usize {
+        self.by_peer
+            .iter()
+            .map(|(peer, pieces)| pieces.iter().filter(|&&i| self.is_live(now, peer, i)).count())
+            .sum()
+    }
+
     /// Records a pending request, replacing any earlier one for the same (piece, peer).
     pub fn insert(&mut self, now: Instant, peer: PeerId, piece: PieceIndex) {
         let reqs = &mut self.by_piece[piece as usize];
