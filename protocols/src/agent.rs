@@ -22,6 +22,8 @@ use crate::peer::{ConnId, DownloadError, Event, Output, Scheduler};
 use crate::time::{Instant, ms};
 use crate::types::{Digest, InfoHash, PeerId, PeerInfo};
 
+mod dragonfly;
+
 /// The announce queue (`announcequeue/queue.go`): a FIFO of torrents ready to announce plus the set
 /// whose announce is in flight.
 #[derive(Debug, Default)]
@@ -105,6 +107,8 @@ pub struct Agent {
     next_request: u64,
     announces: BTreeMap<u64, InFlightAnnounce>,
     fetches: BTreeMap<Digest, MetaInfoFetch>,
+    /// Set by [`Agent::with_dragonfly`]: the Dragonfly client replaces Kraken's announce queue.
+    dragonfly: Option<dragonfly::DfAgent>,
 }
 
 impl Agent {
@@ -121,6 +125,7 @@ impl Agent {
             next_request: 0,
             announces: BTreeMap::new(),
             fetches: BTreeMap::new(),
+            dragonfly: None,
         }
     }
 
@@ -296,6 +301,10 @@ impl Agent {
             self.sched.events.push_back(Event::DownloadComplete { digest, stats });
             return;
         }
+        if self.dragonfly.is_some() {
+            self.df_start(now, h);
+            return;
+        }
         self.enqueue(now, h);
         self.announce(now, h, false);
     }
@@ -344,7 +353,8 @@ impl Agent {
         let digest = t.dispatcher.metainfo().digest();
         let mut peer = self.sched.me.clone();
         peer.complete = t.dispatcher.is_complete();
-        let request = AnnounceRequest { digest, info_hash: h, peer };
+        let mut request = AnnounceRequest { digest, info_hash: h, peer, dragonfly: None };
+        request.dragonfly = self.df_build_report(now, h);
         let trackers = self.tracker_order(&digest);
         if trackers.is_empty() {
             return;
@@ -381,9 +391,14 @@ impl Agent {
                 if a.from_queue {
                     self.ready(now, a.h);
                 }
+                self.df_answer(now, a.h, None);
                 return;
             }
         };
+        if self.dragonfly.is_some() {
+            self.df_answer(now, a.h, Some(resp));
+            return;
+        }
         let interval = resp.interval();
         let max = ms(self.sched.config.announcer.max_interval_ms);
         self.interval = if interval.is_zero() || interval > max {
@@ -458,7 +473,7 @@ impl Agent {
         for a in self.announces.values() {
             t = t.min(a.deadline);
         }
-        t
+        t.min(self.df_timeout())
     }
 
     pub fn handle_timeout(&mut self, now: Instant) {
@@ -491,6 +506,7 @@ impl Agent {
             self.next_tick = now + self.interval;
             self.tick(now);
         }
+        self.df_handle_timeout(now);
         self.after_input(now);
     }
 
@@ -520,6 +536,11 @@ impl Agent {
         }
         for h in std::mem::take(&mut self.sched.completed) {
             self.queue.eject(&h);
+            if self.dragonfly.is_some() {
+                // A finished peer keeps reporting its load: it is a parent now.
+                self.df_start(now, h);
+                continue;
+            }
             self.announce(now, h, false);
         }
     }

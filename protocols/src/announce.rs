@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::metainfo::MetaInfo;
+use crate::policy::dragonfly::{DragonflyAnswer, DragonflyReport};
 use crate::types::{Digest, InfoHash, PeerInfo};
 
 /// `POST /announce/{infohash}`: an agent tells the tracker it takes part in a torrent.
@@ -15,6 +16,9 @@ pub struct AnnounceRequest {
     pub info_hash: InfoHash,
     /// The announcing peer, with `complete` set once it has every piece.
     pub peer: PeerInfo,
+    /// shoal extension: a Dragonfly peer's progress and load (absent for Kraken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dragonfly: Option<DragonflyReport>,
 }
 
 /// The tracker's answer: whom to dial, and when to announce again.
@@ -23,6 +27,9 @@ pub struct AnnounceResponse {
     pub peers: Vec<PeerInfo>,
     /// Kraken sends the interval as int64 nanoseconds.
     pub interval_ns: u64,
+    /// shoal extension: the Dragonfly scheduler's decision (absent for Kraken).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dragonfly: Option<DragonflyAnswer>,
 }
 
 impl AnnounceResponse {

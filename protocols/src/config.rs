@@ -345,6 +345,9 @@ pub enum Policy {
     /// handout. The same nodes with [`BitTorrentConfig`] applied; see protocols/README.md.
     #[serde(rename = "bittorrent")]
     BitTorrent,
+    /// Dragonfly v2: the tracker schedules parents, agents pick a parent per piece by idle upload
+    /// (`crate::policy::dragonfly`, configured by `[protocol.dragonfly]`).
+    Dragonfly,
 }
 
 impl Policy {
@@ -353,6 +356,7 @@ impl Policy {
         match self {
             Policy::Kraken => "kraken",
             Policy::BitTorrent => "bittorrent",
+            Policy::Dragonfly => "dragonfly",
         }
     }
 }

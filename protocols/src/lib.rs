@@ -24,6 +24,7 @@ pub mod message;
 pub mod metainfo;
 pub mod origin;
 pub mod peer;
+pub mod policy;
 pub mod time;
 pub mod tracker;
 pub mod types;

@@ -20,6 +20,7 @@ use crate::bitfield::Bitfield;
 use crate::config::{BitTorrentConfig, DispatchConfig, Quirks};
 use crate::message::{ErrorCode, Message, Payload};
 use crate::metainfo::MetaInfo;
+use crate::policy::dragonfly::client::ClientPicker;
 use crate::time::Instant;
 use crate::types::{PeerId, PieceIndex};
 
@@ -106,6 +107,8 @@ pub struct Dispatcher {
     pub last_read: Instant,
     pub created_at: Instant,
     next_watch: Instant,
+    /// Dragonfly's client-side piece and parent choice replaces Kraken's per-peer pipelines when set.
+    dragonfly: Option<ClientPicker>,
 }
 
 impl Dispatcher {
@@ -179,6 +182,7 @@ impl Dispatcher {
             last_read: now,
             created_at: now,
             next_watch: now + timeout / 2,
+            dragonfly: None,
             metainfo,
         }
     }
@@ -193,6 +197,56 @@ impl Dispatcher {
     /// The choker, under the BitTorrent policy.
     pub fn choker(&self) -> Option<&Choker> {
         self.choker.as_ref()
+    }
+
+    /// Switches this torrent to Dragonfly's client-side piece and parent choice.
+    pub fn set_dragonfly(&mut self, picker: ClientPicker) {
+        self.dragonfly = Some(picker);
+    }
+
+    pub fn dragonfly(&self) -> Option<&ClientPicker> {
+        self.dragonfly.as_ref()
+    }
+
+    pub fn dragonfly_mut(&mut self) -> Option<&mut ClientPicker> {
+        self.dragonfly.as_mut()
+    }
+
+    /// Dragonfly: fills the free request slots, lowest-index piece a parent has first, each request
+    /// to a parent holding the piece chosen by idle-upload weight.
+    pub fn fill(&mut self, now: Instant, rng: &mut ChaCha8Rng, fx: &mut Vec<Effect>) {
+        let Some(df) = &self.dragonfly else { return };
+        if self.own.is_full() {
+            return;
+        }
+        let limit = df.concurrent_pieces;
+        let parents: Vec<PeerId> =
+            df.parents().map(|(p, _)| *p).filter(|p| self.peers.contains_key(p)).collect();
+        if parents.is_empty() {
+            return;
+        }
+        let mut in_flight = self.requests.live_total(now);
+        while in_flight < limit {
+            let mut best: Option<PieceIndex> = None;
+            for p in &parents {
+                for i in self.peers[p].bitfield.iter_missing_from(&self.own) {
+                    if best.is_some_and(|b| i >= b) {
+                        break;
+                    }
+                    if self.requests.live_for_piece(now, i) == 0 {
+                        best = Some(i);
+                        break;
+                    }
+                }
+            }
+            let Some(i) = best else { break };
+            let holders: Vec<PeerId> =
+                parents.iter().filter(|p| self.peers[*p].bitfield.get(i)).copied().collect();
+            let p = self.dragonfly.as_ref().expect("checked above").choose(rng, &holders);
+            let conn = self.peers[&p].conn;
+            self.send_request(now, conn, p, i, fx);
+            in_flight += 1;
+        }
     }
 
     pub fn metainfo(&self) -> &MetaInfo {
@@ -374,6 +428,14 @@ impl Dispatcher {
 
     /// Kraken's `maybeRequestMorePieces`: fill the peer's pipeline with pieces the policy chooses.
     fn request_more(&mut self, now: Instant, rng: &mut ChaCha8Rng, id: &PeerId, fx: &mut Vec<Effect>) {
+        if let Some(df) = &self.dragonfly {
+            // Only a parent's news (a new peer, a piece, completion) can free work; children are
+            // never asked.
+            if df.is_parent(id) {
+                self.fill(now, rng, fx);
+            }
+            return;
+        }
         let Some(peer) = self.peers.get(id) else { return };
         if self.choker.as_ref().is_some_and(|c| !c.may_request(id)) {
             return;
@@ -597,6 +659,11 @@ impl Dispatcher {
         if is_origin {
             self.stats.pieces_from_origins += 1;
         }
+        if let Some(df) = &mut self.dragonfly
+            && let Some(sent) = self.requests.sent_at(from, i)
+        {
+            df.costs_ms.push(u32::try_from((now - sent).as_millis()).unwrap_or(u32::MAX));
+        }
         if self.own.is_full() {
             self.complete(fx);
         }
@@ -659,6 +726,11 @@ impl Dispatcher {
         let behind = now.as_nanos().saturating_sub(self.next_watch.as_nanos());
         self.next_watch = Instant::from_nanos(self.next_watch.as_nanos() + (behind / period + 1) * period);
         if self.peers.is_empty() || self.own.is_full() {
+            return;
+        }
+        if self.dragonfly.is_some() {
+            // Failed requests are no longer live: the pieces are free to be requested again.
+            self.fill(now, rng, fx);
             return;
         }
         let failed = self.requests.failed(now);

@@ -127,6 +127,9 @@ pub(crate) struct Scheduler {
     pub removed: Vec<InfoHash>,
     next_preemption: Instant,
     fx: Vec<Effect>,
+    /// Payload bytes handed to the driver so far (a host's transmit volume, for Dragonfly's load
+    /// reports).
+    pub served_bytes: u64,
 }
 
 impl Scheduler {
@@ -147,6 +150,7 @@ impl Scheduler {
             completed: Vec::new(),
             removed: Vec::new(),
             fx: Vec::new(),
+            served_bytes: 0,
         }
     }
 
@@ -364,7 +368,12 @@ impl Scheduler {
     fn apply(&mut self, now: Instant, h: InfoHash, fx: &mut Vec<Effect>) {
         for e in fx.drain(..) {
             match e {
-                Effect::Send(conn, message) => self.out.push_back(Output::Send { conn, message }),
+                Effect::Send(conn, message) => {
+                    if let Message::PiecePayload { payload, .. } = &message {
+                        self.served_bytes += payload.len();
+                    }
+                    self.out.push_back(Output::Send { conn, message })
+                }
                 Effect::Close(peer) => {
                     if let Some(conn) = self.active_conn(&h, &peer) {
                         self.close(now, conn);
@@ -385,6 +394,15 @@ impl Scheduler {
                 Effect::DigestMismatch => self.fail_torrent(now, h, DownloadError::DigestMismatch),
             }
         }
+    }
+
+    /// Dragonfly: lets torrent `h` fill its free request slots (after its parents changed).
+    pub fn kick(&mut self, now: Instant, h: InfoHash) {
+        let Some(t) = self.torrents.get_mut(&h) else { return };
+        let mut fx = std::mem::take(&mut self.fx);
+        t.dispatcher.fill(now, &mut self.rng, &mut fx);
+        self.apply(now, h, &mut fx);
+        self.fx = fx;
     }
 
     fn active_conn(&self, h: &InfoHash, peer: &PeerId) -> Option<ConnId> {

@@ -71,6 +71,14 @@ impl Requests {
         pieces.iter().filter(|&&i| self.is_live(now, peer, i)).count()
     }
 
+    /// Live requests to every peer together.
+    pub fn live_total(&self, now: Instant) -> usize {
+        self.by_peer
+            .iter()
+            .map(|(peer, pieces)| pieces.iter().filter(|&&i| self.is_live(now, peer, i)).count())
+            .sum()
+    }
+
     /// Records a pending request, replacing any earlier one for the same (piece, peer).
     pub fn insert(&mut self, now: Instant, peer: PeerId, piece: PieceIndex) {
         let reqs = &mut self.by_piece[piece as usize];
@@ -129,6 +137,11 @@ impl Requests {
         self.by_piece
             .get(piece as usize)
             .is_some_and(|v| v.iter().any(|r| r.peer == *peer && self.live(r, now)))
+    }
+
+    /// When the request for `piece` to `peer` was sent, if there is one.
+    pub fn sent_at(&self, peer: &PeerId, piece: PieceIndex) -> Option<Instant> {
+        self.by_piece.get(piece as usize)?.iter().find(|r| r.peer == *peer).map(|r| r.sent_at)
     }
 
     /// Number of live requests for a piece across all peers (duplicates appear only in endgame).

@@ -38,6 +38,8 @@ pub use peer_store::{PeerStore, SWEEP_INTERVAL};
 use crate::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
 use crate::config::TrackerConfig;
 use crate::hrw::Ring;
+use crate::policy::dragonfly::DragonflyConfig;
+use crate::policy::dragonfly::scheduler::DragonflyScheduler;
 use crate::time::{Instant, ms};
 use crate::types::{Digest, InfoHash, PeerInfo};
 use metainfo_proxy::MetaInfoProxy;
@@ -65,6 +67,8 @@ pub struct Tracker {
     exclude_requester: bool,
     metainfo: MetaInfoProxy,
     outputs: VecDeque<TrackerOutput>,
+    /// Set when the policy is Dragonfly: the tracker is its central scheduler.
+    dragonfly: Option<DragonflyScheduler>,
 }
 
 impl fmt::Debug for Tracker {
@@ -103,6 +107,7 @@ impl Tracker {
                 ms(config.metainfo_error_cache_ttl_ms),
             ),
             outputs: VecDeque::new(),
+            dragonfly: None,
             config,
         }
     }
@@ -111,6 +116,21 @@ impl Tracker {
     pub fn set_handout(&mut self, handout: Box<dyn PeerHandout>) -> &mut Self {
         self.handout = handout;
         self
+    }
+
+    /// Makes this tracker Dragonfly's central scheduler: announces register and report, answers
+    /// carry parents (see [`crate::policy::dragonfly`]).
+    pub fn set_dragonfly(&mut self, config: DragonflyConfig) -> &mut Self {
+        self.dragonfly = Some(DragonflyScheduler::new(config));
+        self
+    }
+
+    pub fn dragonfly(&self) -> Option<&DragonflyScheduler> {
+        self.dragonfly.as_ref()
+    }
+
+    pub fn dragonfly_mut(&mut self) -> Option<&mut DragonflyScheduler> {
+        self.dragonfly.as_mut()
     }
 
     /// True leaves the announcing peer out of its own handout (shoal's fix of Kraken's pointer
@@ -168,9 +188,14 @@ impl Tracker {
         self.peers.update(now, request.info_hash, &request.peer);
         let interval_ns = ms(self.config.announce_interval_ms).as_nanos();
         let interval_ns = u64::try_from(interval_ns).unwrap_or(u64::MAX);
+        let owners = self.dragonfly.is_some().then(|| self.owners(&request.digest));
+        if let (Some(owners), Some(df)) = (owners, self.dragonfly.as_mut()) {
+            let interval_ns = df.config().report_interval_ms.saturating_mul(1_000_000);
+            return Ok(df.announce(&mut self.rng, request, &owners, interval_ns));
+        }
         if request.peer.complete {
             // A seeder needs nobody (Kraken returns no handout, only the interval).
-            return Ok(AnnounceResponse { peers: Vec::new(), interval_ns });
+            return Ok(AnnounceResponse { peers: Vec::new(), interval_ns, dragonfly: None });
         }
 
         let mut peers = self.peers.sample(now, &request.info_hash, self.config.announce_limit, &mut self.rng);
@@ -191,7 +216,7 @@ impl Tracker {
             digest: &request.digest,
         };
         self.handout.order(&mut self.rng, &ctx, &mut peers);
-        Ok(AnnounceResponse { peers, interval_ns })
+        Ok(AnnounceResponse { peers, interval_ns, dragonfly: None })
     }
 
     /// `GET /namespace/{namespace}/blobs/{digest}/metainfo` from a client; the answer comes out as

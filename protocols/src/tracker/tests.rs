@@ -38,7 +38,7 @@ fn info_hash() -> InfoHash {
 }
 
 fn announce(peer: &PeerInfo) -> AnnounceRequest {
-    AnnounceRequest { digest: blob(), info_hash: info_hash(), peer: peer.clone() }
+    AnnounceRequest { digest: blob(), info_hash: info_hash(), peer: peer.clone(), dragonfly: None }
 }
 
 fn tracker(n_origins: u8, max_replica: usize) -> Tracker {

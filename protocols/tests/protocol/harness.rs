@@ -14,6 +14,7 @@ use shoal_protocols::announce::{AnnounceError, AnnounceRequest, AnnounceResponse
 use shoal_protocols::config::{OriginConfig, SchedulerConfig, TrackerConfig};
 use shoal_protocols::origin::{BlobContent, Origin};
 use shoal_protocols::peer::{ConnId, Event, Output};
+use shoal_protocols::policy::dragonfly::DragonflyConfig;
 use shoal_protocols::tracker::Tracker;
 use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload, PeerInfo};
 
@@ -119,6 +120,32 @@ impl Swarm {
         self.agents.push(Agent::new(self.now, cfg, agent_addr(i), seed));
         self.addrs.insert(agent_addr(i), Node::Agent(i));
         self.arm(Node::Agent(i));
+        i
+    }
+
+    /// An agent running the Dragonfly client.
+    pub fn add_dragonfly_agent(&mut self, config: SchedulerConfig, df: DragonflyConfig, seed: u64) -> usize {
+        let i = self.agents.len();
+        let cfg = AgentConfig { scheduler: config, trackers: vec![tracker_addr()] };
+        self.agents.push(Agent::with_dragonfly(self.now, cfg, agent_addr(i), seed, df));
+        self.addrs.insert(agent_addr(i), Node::Agent(i));
+        self.arm(Node::Agent(i));
+        i
+    }
+
+    /// An origin whose scheduler is adapted to Dragonfly's seed upload slots.
+    pub fn add_dragonfly_origin(
+        &mut self,
+        config: OriginConfig,
+        df: &DragonflyConfig,
+        blobs: BTreeMap<Digest, BlobContent>,
+        seed: u64,
+    ) -> usize {
+        let i = self.origins.len();
+        let sched = df.origin_scheduler(SchedulerConfig::origin_base_yaml());
+        self.origins.push(Origin::new(self.now, sched, config, origin_addr(i), blobs, seed));
+        self.addrs.insert(origin_addr(i), Node::Origin(i));
+        self.arm(Node::Origin(i));
         i
     }
 
@@ -389,6 +416,14 @@ pub fn blob(name: &str, size: u64, piece_length: u64) -> (Digest, MetaInfo) {
 pub fn real_tracker(origins: Vec<PeerInfo>, config: TrackerConfig, seed: u64) -> TrackerFn {
     let max_replica = origins.len().max(1);
     let mut t = Tracker::new(config, origins, max_replica, seed);
+    Box::new(move |now, req| t.handle_announce(now, req))
+}
+
+/// Shoal's tracker as Dragonfly's scheduler behind the harness's announce hook.
+pub fn dragonfly_tracker(origins: Vec<PeerInfo>, df: DragonflyConfig, seed: u64) -> TrackerFn {
+    let max_replica = origins.len().max(1);
+    let mut t = Tracker::new(TrackerConfig::default(), origins, max_replica, seed);
+    t.set_dragonfly(df);
     Box::new(move |now, req| t.handle_announce(now, req))
 }
 

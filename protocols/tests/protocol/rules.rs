@@ -104,7 +104,9 @@ fn corrupt_sender_is_dropped_when_tolerance_is_off() {
 
 /// A tracker that always hands out `peers`.
 fn fixed_tracker(peers: Vec<PeerInfo>) -> TrackerFn {
-    Box::new(move |_, _| Ok(AnnounceResponse { peers: peers.clone(), interval_ns: 3_000_000_000 }))
+    Box::new(move |_, _| {
+        Ok(AnnounceResponse { peers: peers.clone(), interval_ns: 3_000_000_000, dragonfly: None })
+    })
 }
 
 #[test]

@@ -70,6 +70,7 @@ pub(crate) async fn run_rogue<T: Transport>(
                     digest: mi.digest(),
                     info_hash: mi.info_hash(),
                     peer: PeerInfo { peer_id, addr, origin: false, complete: true },
+                    dragonfly: None,
                 };
                 let body = serde_json::to_vec(&request).unwrap_or_default();
                 let path = format!("/announce/{}", mi.info_hash().hex());

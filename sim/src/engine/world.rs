@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use sha2::{Digest as _, Sha256};
 use shoal_protocols::agent::{Agent, AgentConfig};
+use shoal_protocols::config::Policy;
 use shoal_protocols::origin::{BlobContent, Origin};
+use shoal_protocols::policy::dragonfly::HostLocation;
 use shoal_protocols::tracker::Tracker;
 use shoal_protocols::{Digest, Instant, PeerId, PeerInfo};
 
@@ -74,7 +76,16 @@ impl Addresses {
 /// Agent `i` of a scenario, with its derived seed.
 pub fn build_agent(s: &Scenario, i: usize, addrs: &Addresses, now: Instant) -> Agent {
     let cfg = AgentConfig { scheduler: s.protocol.agent.clone(), trackers: addrs.trackers.clone() };
-    Agent::new(now, cfg, addrs.agents[i], derive_seed(s.seed, "agent", i as u64))
+    let seed = derive_seed(s.seed, "agent", i as u64);
+    match dragonfly(s) {
+        Some(df) => Agent::with_dragonfly(now, cfg, addrs.agents[i], seed, df.clone()),
+        None => Agent::new(now, cfg, addrs.agents[i], seed),
+    }
+}
+
+/// `[protocol.dragonfly]` when the scenario runs the Dragonfly policy.
+fn dragonfly(s: &Scenario) -> Option<&shoal_protocols::policy::dragonfly::DragonflyConfig> {
+    (s.protocol.policy == Policy::Dragonfly).then_some(&s.protocol.dragonfly)
 }
 
 /// Origin `o` of a scenario, serving `backend`, with its derived seed.
@@ -85,9 +96,14 @@ pub fn build_origin(
     backend: BTreeMap<Digest, BlobContent>,
     now: Instant,
 ) -> Origin {
+    let scheduler = s.protocol.origin_scheduler.clone();
+    let scheduler = match dragonfly(s) {
+        Some(df) => df.origin_scheduler(scheduler),
+        None => scheduler,
+    };
     Origin::new(
         now,
-        s.protocol.origin_scheduler.clone(),
+        scheduler,
         s.protocol.origin.clone(),
         addrs.origins[o],
         backend,
@@ -103,7 +119,18 @@ pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
         .map(|&addr| PeerInfo { peer_id: PeerId::from_addr(addr), addr, origin: true, complete: true })
         .collect();
     let seed = derive_seed(s.seed, "tracker", t as u64);
-    Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed)
+    let mut tracker =
+        Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed);
+    if let Some(df) = dragonfly(s) {
+        tracker.set_dragonfly(df.clone());
+        let sched = tracker.dragonfly_mut().expect("set above");
+        let hosts = s.topology.hosts.iter().zip(&addrs.agents).map(|(h, a)| (*a, h.place));
+        let origins = s.origins.iter().zip(&addrs.origins).map(|(o, a)| (*a, o.place));
+        for (addr, place) in hosts.chain(origins) {
+            sched.set_location(addr, host_location(place));
+        }
+    }
+    tracker
 }
 
 impl World {
@@ -133,6 +160,19 @@ impl World {
         let net = net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
         Ok(World { agents, origins, trackers, places, addrs, tracker_addrs, blob_by_digest, net })
     }
+}
+
+/// Dragonfly's host strings from a place: the zone is the IDC, and the location is
+/// `zone|pod|rack`, so hosts in one rack match fully and hosts in one pod on two elements.
+fn host_location(place: Place) -> HostLocation {
+    let part = |x: Option<usize>, p: &str| x.map_or_else(String::new, |v| format!("{p}{v}"));
+    let (zone, pod, rack) = (part(place.zone, "zone"), part(place.pod, "pod"), part(place.rack, "rack"));
+    let location = if place.rack.is_none() && place.pod.is_none() && place.zone.is_none() {
+        String::new()
+    } else {
+        format!("{zone}|{pod}|{rack}")
+    };
+    HostLocation { idc: zone, location }
 }
 
 /// The flow model's view: hosts (agents, then origins) with their capacities and groups.

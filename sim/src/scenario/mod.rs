@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use shoal_protocols::Digest;
 use shoal_protocols::config::{BitTorrentConfig, OriginConfig, Policy, SchedulerConfig, TrackerConfig};
+use shoal_protocols::policy::dragonfly::DragonflyConfig;
 
 pub use bound::{BoundTerm, LowerBound};
 pub use error::{Location, ScenarioError};
@@ -198,6 +199,8 @@ pub struct Protocol {
     /// `[protocol.bittorrent]`: BitTorrent classic's parameters, read whatever the policy and applied to
     /// `agent`, `origin_scheduler` and `tracker` when `policy` is [`Policy::BitTorrent`].
     pub bittorrent: BitTorrentConfig,
+    /// `[protocol.dragonfly]`: Dragonfly's parameters (defaults unless the policy is Dragonfly).
+    pub dragonfly: DragonflyConfig,
 }
 
 impl Scenario {

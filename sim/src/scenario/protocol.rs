@@ -5,8 +5,9 @@
 //! protocol crate's `deny_unknown_fields` catches typos and fields given override the preset one by
 //! one (a nested table overrides field by field too).
 
-use shoal_protocols::config::{BitTorrentConfig, OriginConfig, SchedulerConfig, TrackerConfig};
+use shoal_protocols::config::{BitTorrentConfig, OriginConfig, Policy, SchedulerConfig, TrackerConfig};
 use shoal_protocols::metainfo::PieceLengths;
+use shoal_protocols::policy::dragonfly::DragonflyConfig;
 use toml::{Table, Value};
 
 use super::error::FieldError;
@@ -54,6 +55,29 @@ pub fn scheduler(table: Option<Table>, prefix: &[&str], role: Role) -> Result<Sc
     };
     merge(&mut merged, table);
     deserialize_at(Value::Table(merged), prefix)
+}
+
+/// `[protocol.dragonfly]`, onto Dragonfly's defaults; refused unless the policy is Dragonfly, so that
+/// a table that would be ignored is never silently accepted.
+pub fn dragonfly(
+    table: Option<Table>,
+    policy: Policy,
+    prefix: &[&str],
+) -> Result<DragonflyConfig, FieldError> {
+    let Some(mut table) = table else { return Ok(DragonflyConfig::default()) };
+    if policy != Policy::Dragonfly {
+        return Err(FieldError::at(
+            with(prefix, &[]),
+            format!(
+                "is read only with protocol.policy = \"dragonfly\" (the policy is \"{}\")",
+                policy.name()
+            ),
+        ));
+    }
+    convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
+    let config: DragonflyConfig = deserialize_at(Value::Table(table), prefix)?;
+    config.validate().map_err(|(field, m)| FieldError::at(with(prefix, &[field]), m))?;
+    Ok(config)
 }
 
 pub fn tracker(table: Option<Table>, prefix: &[&str]) -> Result<TrackerConfig, FieldError> {

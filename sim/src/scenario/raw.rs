@@ -309,4 +309,6 @@ pub struct RawProtocol {
     pub tracker: Option<toml::Table>,
     pub origin: Option<toml::Table>,
     pub bittorrent: Option<toml::Table>,
+    /// Read only with `policy = "dragonfly"`.
+    pub dragonfly: Option<toml::Table>,
 }

@@ -132,6 +132,11 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         tracker: protocol::tracker(raw.protocol.tracker, &["protocol", "tracker"])?,
         origin: protocol::origin(raw.protocol.origin, &["protocol", "origin"])?,
         bittorrent: protocol::bittorrent(raw.protocol.bittorrent, &["protocol", "bittorrent"])?,
+        dragonfly: protocol::dragonfly(
+            raw.protocol.dragonfly,
+            raw.protocol.policy,
+            &["protocol", "dragonfly"],
+        )?,
     };
     if protocol.policy == Policy::BitTorrent {
         // The policy reaches every node through its configuration: choking and piece order in the
