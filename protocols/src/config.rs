@@ -334,6 +334,11 @@ pub enum Policy {
     /// Kraken's agent, origin and tracker as configured by the other `[protocol.*]` tables.
     #[default]
     Kraken,
+    /// The baseline P2P is measured against (reference/peers.md §11 policy 1): every host pulls from
+    /// the origins only. The same state machines, configured by [`Policy::configure`]: the tracker
+    /// hands out the owning origins and no agent (so no agent ever dials, or is dialled by, another
+    /// agent), and origins accept a connection from every host instead of Kraken's 10 per torrent.
+    OriginOnly,
 }
 
 impl Policy {
@@ -341,6 +346,29 @@ impl Policy {
     pub fn name(self) -> &'static str {
         match self {
             Policy::Kraken => "kraken",
+            Policy::OriginOnly => "origin_only",
+        }
+    }
+
+    /// Rewrites the configurations the policy fixes, for a swarm of `hosts` agents. `Kraken` changes
+    /// nothing. `OriginOnly` sets the tracker's `announce_limit` to 0 (the handout is the owning
+    /// origins alone; agents still announce) and raises the origins' `max_open_conn` to at least
+    /// `hosts` (a registry serves every client; Kraken's per-torrent cap would make this baseline
+    /// measure connection refusals and blacklisting instead of origin bandwidth).
+    pub fn configure(
+        self,
+        hosts: usize,
+        origin_scheduler: &mut SchedulerConfig,
+        tracker: &mut TrackerConfig,
+    ) {
+        match self {
+            Policy::Kraken => {}
+            Policy::OriginOnly => {
+                tracker.announce_limit = 0;
+                let c = &mut origin_scheduler.conn_state;
+                c.max_open_conn = c.max_open_conn.max(hosts);
+                c.max_mutual_conn = None;
+            }
         }
     }
 }
@@ -355,6 +383,45 @@ pub enum HandoutPolicy {
     /// over a random sample). Kraken's shipped tracker configuration.
     #[default]
     Completeness,
+    /// Topology-aware (reference/peers.md §11 item 10, shoal's fix of Kraken #244): nearest peers
+    /// first — same rack, then same pod, then same zone, then anywhere — with `locality.spill_peers`
+    /// random peers from outside the requester's rack and the origins always near the front. Needs
+    /// the peers' places ([`crate::tracker::Tracker::set_places`]); see `TopologyHandout`.
+    Topology,
+    /// The naive locality policy Kraken's maintainers described in #244: only peers of the
+    /// requester's own group at `locality.group_level`, plus the origins. A group that arrives late
+    /// is never told about the others and starves while an earlier group holds every origin
+    /// connection. Kept to reproduce that failure; see `NaiveLocalityHandout`.
+    NaiveLocality,
+}
+
+/// A level of the host hierarchy, as the tracker's locality policies see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologyLevel {
+    Rack,
+    Pod,
+    #[default]
+    Zone,
+}
+
+/// Parameters of the locality handout policies (`protocol.tracker.locality`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalityConfig {
+    /// `topology`: peers from outside the requester's rack (uniformly at random among them) put at
+    /// the front of every handout, so every group keeps learning about the others (the #244 fix).
+    /// The rest of the handout is filled nearest first, so a group with fewer candidates than the
+    /// handout spills to the next level by itself.
+    pub spill_peers: usize,
+    /// `naive_locality`: the level whose group the handout is confined to.
+    pub group_level: TopologyLevel,
+}
+
+impl Default for LocalityConfig {
+    fn default() -> Self {
+        LocalityConfig { spill_peers: 2, group_level: TopologyLevel::Zone }
+    }
 }
 
 /// The tracker (`tracker/trackerserver/config.go`, `peerstore/`, `peerhandoutpolicy/`).
@@ -370,6 +437,8 @@ pub struct TrackerConfig {
     /// How long a metainfo answer from the origins is cached (nginx): 200s for 5 min, others for 1 s.
     pub metainfo_cache_ttl_ms: u64,
     pub metainfo_error_cache_ttl_ms: u64,
+    /// Parameters of the `topology` and `naive_locality` handout policies.
+    pub locality: LocalityConfig,
 }
 
 impl Default for TrackerConfig {
@@ -381,6 +450,7 @@ impl Default for TrackerConfig {
             handout_policy: HandoutPolicy::Completeness,
             metainfo_cache_ttl_ms: 5 * 60_000,
             metainfo_error_cache_ttl_ms: 1_000,
+            locality: LocalityConfig::default(),
         }
     }
 }

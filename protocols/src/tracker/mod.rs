@@ -32,7 +32,10 @@ use std::net::SocketAddr;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use handout::{CompletenessHandout, DefaultHandout, HandoutContext, PeerHandout, from_config};
+pub use handout::{
+    CompletenessHandout, DefaultHandout, HandoutContext, Location, NaiveLocalityHandout, PeerHandout, Places,
+    TopologyHandout, distance, from_config, from_tracker_config,
+};
 pub use peer_store::{PeerStore, SWEEP_INTERVAL};
 
 use crate::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
@@ -62,6 +65,8 @@ pub struct Tracker {
     origins: BTreeMap<String, PeerInfo>,
     ring: Ring,
     handout: Box<dyn PeerHandout>,
+    /// Where each peer sits, for the locality policies (empty unless the driver sets it).
+    places: Places,
     exclude_requester: bool,
     metainfo: MetaInfoProxy,
     outputs: VecDeque<TrackerOutput>,
@@ -96,7 +101,8 @@ impl Tracker {
             peers: PeerStore::new(ms(config.peer_ttl_ms)),
             origins,
             ring,
-            handout: from_config(config.handout_policy),
+            handout: from_tracker_config(&config),
+            places: Places::new(),
             exclude_requester: false,
             metainfo: MetaInfoProxy::new(
                 ms(config.metainfo_cache_ttl_ms),
@@ -110,6 +116,13 @@ impl Tracker {
     /// Replaces the handout policy (BitTorrent-, Dragonfly- or topology-aware ones).
     pub fn set_handout(&mut self, handout: Box<dyn PeerHandout>) -> &mut Self {
         self.handout = handout;
+        self
+    }
+
+    /// Tells the tracker where each peer sits (by listening address), for the topology-aware handout
+    /// policies. Addresses not in the map are of unknown place. Replaces any earlier map.
+    pub fn set_places(&mut self, places: Places) -> &mut Self {
+        self.places = places;
         self
     }
 
@@ -173,7 +186,8 @@ impl Tracker {
             return Ok(AnnounceResponse { peers: Vec::new(), interval_ns });
         }
 
-        let mut peers = self.peers.sample(now, &request.info_hash, self.config.announce_limit, &mut self.rng);
+        let limit = self.handout.sample_limit(self.config.announce_limit);
+        let mut peers = self.peers.sample(now, &request.info_hash, limit, &mut self.rng);
         if self.exclude_requester {
             peers.retain(|p| p.peer_id != request.peer.peer_id);
         }
@@ -189,6 +203,8 @@ impl Tracker {
             requester: &requester,
             info_hash: &request.info_hash,
             digest: &request.digest,
+            places: &self.places,
+            announce_limit: self.config.announce_limit,
         };
         self.handout.order(&mut self.rng, &ctx, &mut peers);
         Ok(AnnounceResponse { peers, interval_ns })
