@@ -412,7 +412,9 @@ pub struct LocalityConfig {
     /// `topology`: peers from outside the requester's rack (uniformly at random among them) put at
     /// the front of every handout, so every group keeps learning about the others (the #244 fix).
     /// The rest of the handout is filled nearest first, so a group with fewer candidates than the
-    /// handout spills to the next level by itself.
+    /// handout spills to the next level by itself. Default 1: each spill peer costs locality (on
+    /// racks-2600 at 200 hosts, 89 % of payload bytes stay in the rack with 0, 64 % with 1, 53 % with
+    /// 2), and 0 leaves a late group that already fills its handouts unable to find the others.
     pub spill_peers: usize,
     /// `naive_locality`: the level whose group the handout is confined to.
     pub group_level: TopologyLevel,
@@ -420,7 +422,7 @@ pub struct LocalityConfig {
 
 impl Default for LocalityConfig {
     fn default() -> Self {
-        LocalityConfig { spill_peers: 2, group_level: TopologyLevel::Zone }
+        LocalityConfig { spill_peers: 1, group_level: TopologyLevel::Zone }
     }
 }
 
@@ -526,6 +528,23 @@ mod tests {
             PiecePolicy::RarestFirst
         );
         assert_eq!(TrackerConfig::default().announce_limit, 50);
+    }
+
+    #[test]
+    fn origin_only_hands_out_origins_and_lets_every_host_in() {
+        let (mut o, mut t) = (SchedulerConfig::default(), TrackerConfig::default());
+        Policy::Kraken.configure(2600, &mut o, &mut t);
+        assert_eq!((o.clone(), t.clone()), (SchedulerConfig::default(), TrackerConfig::default()));
+        Policy::OriginOnly.configure(2600, &mut o, &mut t);
+        assert_eq!(t.announce_limit, 0);
+        assert_eq!(o.conn_state.max_open_conn, 2600);
+        assert_eq!(o.conn_state.max_mutual_conn(), 2600);
+        assert_eq!(Policy::OriginOnly.name(), "origin_only");
+        let l: TrackerConfig =
+            serde_json::from_str(r#"{"handout_policy": "topology", "locality": {"spill_peers": 3}}"#)
+                .unwrap();
+        assert_eq!((l.handout_policy, l.locality.spill_peers), (HandoutPolicy::Topology, 3));
+        assert_eq!(l.locality.group_level, TopologyLevel::Zone);
     }
 
     #[test]
