@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use sha2::{Digest as _, Sha256};
 use shoal_protocols::agent::{Agent, AgentConfig};
 use shoal_protocols::origin::{BlobContent, Origin};
-use shoal_protocols::tracker::{Location, Places, Tracker};
+use shoal_protocols::tracker::{Places, Tracker};
 use shoal_protocols::{Digest, Instant, PeerInfo};
 
 use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
@@ -80,14 +80,9 @@ impl World {
         let origin_infos: Vec<PeerInfo> = origins.iter().map(Origin::peer_info).collect();
         let max_replica = s.protocol.origin.max_replica;
         // Every node's place, for the tracker's locality policies (Kraken agents' --zone/--cluster).
-        let location = |p: Place| Location {
-            rack: p.rack.map(|r| r as u32),
-            pod: p.pod.map(|r| r as u32),
-            zone: p.zone.map(|r| r as u32),
-        };
         let tracker_places: Places = (0..agents.len())
-            .map(|i| (agent_addr(i), location(s.topology.hosts[i].place)))
-            .chain((0..origins.len()).map(|o| (origin_addr(o), location(s.origins[o].place))))
+            .map(|i| (agent_addr(i), s.topology.hosts[i].place.location()))
+            .chain((0..origins.len()).map(|o| (origin_addr(o), s.origins[o].place.location())))
             .collect();
         let trackers: Vec<Tracker> = (0..s.trackers)
             .map(|t| {
