@@ -11,7 +11,8 @@
 //!   from the cache or not, comes out as [`TrackerOutput::MetaInfo`].
 //!
 //! Locality: the driver may tell the tracker where every peer sits ([`Tracker::set_places`]); the
-//! `topology` and `naive_locality` handout policies read it (see [`PeerHandout`] and [`TopologyHandout`]).
+//! `topology` and `naive_locality` handout policies read it ([`TopologyHandout`],
+//! [`NaiveLocalityHandout`]).
 //!
 //! After every input the driver drains [`Tracker::poll_output`] until it returns `None`. The tracker
 //! has no timers: peer expiry and cache expiry are checked against the `now` of each input.
