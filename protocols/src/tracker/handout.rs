@@ -169,11 +169,12 @@ impl PeerHandout for CompletenessHandout {
 ///    first within a level, random otherwise, cut so that the handout holds `announce_limit` agents.
 ///    A level with fewer candidates than the handout spills to the next by itself.
 ///
-/// Order of the handout: complete agents of the requester's rack (they have everything, nearby),
-/// then the spill peers and the origins (so a rack with no copy yet dials them among its first
-/// connections: agents dial in handout order until they reach `max_open_conn`), then the nearest
-/// agents. Origins are always included, on top of the limit as in Kraken. Without places, every
-/// peer is "anywhere" and the policy is Kraken's completeness order with the spill in front.
+/// Order of the handout: the complete agents at the nearest distance present (usually the
+/// requester's rack: they have everything, nearby), then the spill peers and the origins (so a rack
+/// with no copy yet dials them among its first connections: agents dial in handout order until they
+/// reach `max_open_conn`), then the other agents nearest first. Origins are always included, on top
+/// of the limit as in Kraken. Without places every peer is "anywhere", and the order is Kraken's
+/// completeness order (seeders, origins, the rest) with the spill peers just before the origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopologyHandout {
     pub spill_peers: usize,
@@ -204,7 +205,9 @@ impl PeerHandout for TopologyHandout {
         // Stable: the shuffle orders peers within a (level, completeness) class.
         near.sort_by_key(|(d, incomplete, _)| (*d, *incomplete));
         near.truncate(limit - spill.len());
-        let local_seeders = near.iter().take_while(|(d, incomplete, _)| *d == 0 && !incomplete).count();
+        let nearest = near.first().map(|(d, _, _)| *d);
+        let local_seeders =
+            near.iter().take_while(|(d, incomplete, _)| Some(*d) == nearest && !incomplete).count();
         let mut near = near.into_iter().map(|(_, _, p)| p);
         peers.extend(near.by_ref().take(local_seeders));
         peers.extend(spill);

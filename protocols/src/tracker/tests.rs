@@ -546,6 +546,21 @@ mod locality {
     }
 
     #[test]
+    fn topology_without_places_is_completeness_with_the_spill_before_the_origins() {
+        let mut t = located(HandoutPolicy::Topology, 1, 50, 0);
+        fill(&mut t, (1..30).map(|i| (i, i % 5 == 0)));
+        let resp = t.handle_announce(T0, &announce(&agent(0, false))).unwrap();
+        let p = &resp.peers;
+        let first_origin = p.iter().position(|q| q.origin).unwrap();
+        // The 5 seeders, one of which may be the spill peer; otherwise the spill peer (incomplete)
+        // comes right before the origins.
+        assert!(p[..first_origin].iter().filter(|q| q.complete).count() == 5, "{p:?}");
+        assert!(first_origin == 5 || (first_origin == 6 && !p[5].complete), "{p:?}");
+        assert!(p[first_origin + 2..].iter().all(|q| !q.complete && !q.origin));
+        assert_eq!(p.iter().filter(|q| !q.origin).count(), 29);
+    }
+
+    #[test]
     fn naive_locality_confines_the_handout_to_the_zone() {
         let mut t = located(HandoutPolicy::NaiveLocality, 1, 50, 200);
         fill(&mut t, (1..200).map(|i| (i, i % 7 == 0)));
