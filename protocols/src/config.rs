@@ -351,13 +351,21 @@ impl Policy {
     }
 
     /// Rewrites the configurations the policy fixes, for a swarm of `hosts` agents. `Kraken` changes
-    /// nothing. `OriginOnly` sets the tracker's `announce_limit` to 0 (the handout is the owning
-    /// origins alone; agents still announce) and raises the origins' `max_open_conn` to at least
-    /// `hosts` (a registry serves every client; Kraken's per-torrent cap would make this baseline
-    /// measure connection refusals and blacklisting instead of origin bandwidth).
+    /// nothing. `OriginOnly`:
+    /// - the tracker's `announce_limit` becomes 0: the handout is the owning origins alone (agents
+    ///   still announce), so no agent ever dials, or is dialled by, another agent;
+    /// - origins' `max_open_conn` rises to at least `hosts`: a registry serves every client, where
+    ///   Kraken's 10 per torrent would make this baseline measure refusals and 30 s blacklists;
+    /// - agents wait at least 5 min for a piece (`piece_request_min_timeout_ms`): with thousands of
+    ///   clients sharing an origin, Kraken's 5 pipelined 4 MiB requests per connection wait behind
+    ///   each other past the 16 s timeout and are requested again (at 600 hosts, 16 % of the
+    ///   origins' egress were such duplicates), a cost of Kraken's agent under overload, not of
+    ///   pulling from a registry. (One request in flight instead would also avoid it, but makes
+    ///   every piece a new flow and the run 10× slower to simulate.)
     pub fn configure(
         self,
         hosts: usize,
+        agent: &mut SchedulerConfig,
         origin_scheduler: &mut SchedulerConfig,
         tracker: &mut TrackerConfig,
     ) {
@@ -368,6 +376,8 @@ impl Policy {
                 let c = &mut origin_scheduler.conn_state;
                 c.max_open_conn = c.max_open_conn.max(hosts);
                 c.max_mutual_conn = None;
+                let t = &mut agent.dispatch.piece_request_min_timeout_ms;
+                *t = (*t).max(5 * 60_000);
             }
         }
     }
@@ -532,11 +542,17 @@ mod tests {
 
     #[test]
     fn origin_only_hands_out_origins_and_lets_every_host_in() {
-        let (mut o, mut t) = (SchedulerConfig::default(), TrackerConfig::default());
-        Policy::Kraken.configure(2600, &mut o, &mut t);
-        assert_eq!((o.clone(), t.clone()), (SchedulerConfig::default(), TrackerConfig::default()));
-        Policy::OriginOnly.configure(2600, &mut o, &mut t);
+        let (mut a, mut o, mut t) =
+            (SchedulerConfig::default(), SchedulerConfig::default(), TrackerConfig::default());
+        Policy::Kraken.configure(2600, &mut a, &mut o, &mut t);
+        assert_eq!(
+            (&a, &o, &t),
+            (&SchedulerConfig::default(), &SchedulerConfig::default(), &TrackerConfig::default())
+        );
+        Policy::OriginOnly.configure(2600, &mut a, &mut o, &mut t);
         assert_eq!(t.announce_limit, 0);
+        assert_eq!(a.dispatch.origin_pipeline_limit, 5);
+        assert_eq!(a.dispatch.piece_request_timeout(4 << 20), Duration::from_secs(300));
         assert_eq!(o.conn_state.max_open_conn, 2600);
         assert_eq!(o.conn_state.max_mutual_conn(), 2600);
         assert_eq!(Policy::OriginOnly.name(), "origin_only");

@@ -136,7 +136,8 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     let t = raw.topology;
     let n_hosts = count(t.hosts, &["topology", "hosts"], "agent hosts")?;
     // What the policy fixes (e.g. origin_only: a handout of origins only); see `Policy::configure`.
-    protocol.policy.configure(n_hosts, &mut protocol.origin_scheduler, &mut protocol.tracker);
+    let policy = protocol.policy;
+    policy.configure(n_hosts, &mut protocol.agent, &mut protocol.origin_scheduler, &mut protocol.tracker);
     let nic_up = positive_rate(t.upload_bytes_per_s.0, &["topology", "upload_bytes_per_s"])?;
     let nic_down = positive_rate(t.download_bytes_per_s.0, &["topology", "download_bytes_per_s"])?;
     let (up, down) = limited(nic_up, nic_down, &protocol.agent);
