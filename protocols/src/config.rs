@@ -348,6 +348,11 @@ pub enum Policy {
     /// Dragonfly v2: the tracker schedules parents, agents pick a parent per piece by idle upload
     /// (`crate::policy::dragonfly`, configured by `[protocol.dragonfly]`).
     Dragonfly,
+    /// The baseline P2P is measured against (reference/peers.md §11 policy 1): every host pulls from
+    /// the origins only. The same state machines, configured by [`Policy::configure`]: the tracker
+    /// hands out the owning origins and no agent (so no agent ever dials, or is dialled by, another
+    /// agent), and origins accept a connection from every host instead of Kraken's 10 per torrent.
+    OriginOnly,
 }
 
 impl Policy {
@@ -357,6 +362,41 @@ impl Policy {
             Policy::Kraken => "kraken",
             Policy::BitTorrent => "bittorrent",
             Policy::Dragonfly => "dragonfly",
+            Policy::OriginOnly => "origin_only",
+        }
+    }
+
+    /// Rewrites the configurations the policy fixes, for a swarm of `hosts` agents. `Kraken` changes
+    /// nothing. `OriginOnly`:
+    /// - the tracker's `announce_limit` becomes 0: the handout is the owning origins alone (agents
+    ///   still announce), so no agent ever dials, or is dialled by, another agent;
+    /// - origins' `max_open_conn` rises to at least `hosts`: a registry serves every client, where
+    ///   Kraken's 10 per torrent would make this baseline measure refusals and 30 s blacklists;
+    /// - agents wait at least 5 min for a piece (`piece_request_min_timeout_ms`): with thousands of
+    ///   clients sharing an origin, Kraken's 5 pipelined 4 MiB requests per connection wait behind
+    ///   each other past the 16 s timeout and are requested again (at 600 hosts, 16 % of the
+    ///   origins' egress were such duplicates), a cost of Kraken's agent under overload, not of
+    ///   pulling from a registry. (One request in flight instead would also avoid it, but makes
+    ///   every piece a new flow and the run 10× slower to simulate.)
+    pub fn configure(
+        self,
+        hosts: usize,
+        agent: &mut SchedulerConfig,
+        origin_scheduler: &mut SchedulerConfig,
+        tracker: &mut TrackerConfig,
+    ) {
+        match self {
+            // BitTorrent's and Dragonfly's settings come from their own tables
+            // (`BitTorrentConfig::apply_*`, `DragonflyConfig`), applied where the scenario is resolved.
+            Policy::Kraken | Policy::BitTorrent | Policy::Dragonfly => {}
+            Policy::OriginOnly => {
+                tracker.announce_limit = 0;
+                let c = &mut origin_scheduler.conn_state;
+                c.max_open_conn = c.max_open_conn.max(hosts);
+                c.max_mutual_conn = None;
+                let t = &mut agent.dispatch.piece_request_min_timeout_ms;
+                *t = (*t).max(5 * 60_000);
+            }
         }
     }
 }
@@ -454,6 +494,47 @@ pub enum HandoutPolicy {
     /// over a random sample). Kraken's shipped tracker configuration.
     #[default]
     Completeness,
+    /// Topology-aware (reference/peers.md §11 item 10, shoal's fix of Kraken #244): nearest peers
+    /// first — same rack, then same pod, then same zone, then anywhere — with `locality.spill_peers`
+    /// random peers from outside the requester's rack and the origins always near the front. Needs
+    /// the peers' places ([`crate::tracker::Tracker::set_places`]); see `TopologyHandout`.
+    Topology,
+    /// The naive locality policy Kraken's maintainers described in #244: only peers of the
+    /// requester's own group at `locality.group_level`, plus the origins. A group that arrives late
+    /// is never told about the others and starves while an earlier group holds every origin
+    /// connection. Kept to reproduce that failure; see `NaiveLocalityHandout`.
+    NaiveLocality,
+}
+
+/// A level of the host hierarchy, as the tracker's locality policies see it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TopologyLevel {
+    Rack,
+    Pod,
+    #[default]
+    Zone,
+}
+
+/// Parameters of the locality handout policies (`protocol.tracker.locality`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalityConfig {
+    /// `topology`: peers from outside the requester's rack (uniformly at random among them) put at
+    /// the front of every handout, so every group keeps learning about the others (the #244 fix).
+    /// The rest of the handout is filled nearest first, so a group with fewer candidates than the
+    /// handout spills to the next level by itself. Default 1: each spill peer costs locality (on
+    /// racks-2600 at 200 hosts, 89 % of payload bytes stay in the rack with 0, 64 % with 1, 53 % with
+    /// 2), and 0 leaves a late group that already fills its handouts unable to find the others.
+    pub spill_peers: usize,
+    /// `naive_locality`: the level whose group the handout is confined to.
+    pub group_level: TopologyLevel,
+}
+
+impl Default for LocalityConfig {
+    fn default() -> Self {
+        LocalityConfig { spill_peers: 1, group_level: TopologyLevel::Zone }
+    }
 }
 
 /// The tracker (`tracker/trackerserver/config.go`, `peerstore/`, `peerhandoutpolicy/`).
@@ -469,6 +550,8 @@ pub struct TrackerConfig {
     /// How long a metainfo answer from the origins is cached (nginx): 200s for 5 min, others for 1 s.
     pub metainfo_cache_ttl_ms: u64,
     pub metainfo_error_cache_ttl_ms: u64,
+    /// Parameters of the `topology` and `naive_locality` handout policies.
+    pub locality: LocalityConfig,
 }
 
 impl Default for TrackerConfig {
@@ -480,6 +563,7 @@ impl Default for TrackerConfig {
             handout_policy: HandoutPolicy::Completeness,
             metainfo_cache_ttl_ms: 5 * 60_000,
             metainfo_error_cache_ttl_ms: 1_000,
+            locality: LocalityConfig::default(),
         }
     }
 }
@@ -555,6 +639,29 @@ mod tests {
             PiecePolicy::RarestFirst
         );
         assert_eq!(TrackerConfig::default().announce_limit, 50);
+    }
+
+    #[test]
+    fn origin_only_hands_out_origins_and_lets_every_host_in() {
+        let (mut a, mut o, mut t) =
+            (SchedulerConfig::default(), SchedulerConfig::default(), TrackerConfig::default());
+        Policy::Kraken.configure(2600, &mut a, &mut o, &mut t);
+        assert_eq!(
+            (&a, &o, &t),
+            (&SchedulerConfig::default(), &SchedulerConfig::default(), &TrackerConfig::default())
+        );
+        Policy::OriginOnly.configure(2600, &mut a, &mut o, &mut t);
+        assert_eq!(t.announce_limit, 0);
+        assert_eq!(a.dispatch.origin_pipeline_limit, 5);
+        assert_eq!(a.dispatch.piece_request_timeout(4 << 20), Duration::from_secs(300));
+        assert_eq!(o.conn_state.max_open_conn, 2600);
+        assert_eq!(o.conn_state.max_mutual_conn(), 2600);
+        assert_eq!(Policy::OriginOnly.name(), "origin_only");
+        let l: TrackerConfig =
+            serde_json::from_str(r#"{"handout_policy": "topology", "locality": {"spill_peers": 3}}"#)
+                .unwrap();
+        assert_eq!((l.handout_policy, l.locality.spill_peers), (HandoutPolicy::Topology, 3));
+        assert_eq!(l.locality.group_level, TopologyLevel::Zone);
     }
 
     #[test]

@@ -186,6 +186,18 @@ fn overview(s: &Summary) -> Table {
             format!("{} / {}", s.failed_downloads, s.unfinished_downloads),
         ],
     ];
+    if let Some(z) = &s.cross_zone_bytes {
+        t.push(vec![
+            "cross-zone bytes".into(),
+            format!(
+                "{} ({}; from origins {}, from peers {})",
+                gigabytes(z.total),
+                percent(Some(z.share)),
+                gigabytes(z.from_origins),
+                gigabytes(z.from_peers)
+            ),
+        ]);
+    }
     if let Some(r) = &s.reference {
         t.push(vec!["published reference".into(), r.source.clone()]);
     }

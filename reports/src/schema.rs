@@ -21,6 +21,9 @@ pub struct Download {
     pub bytes_from_origins: u64,
     pub bytes_from_same_rack: u64,
     pub bytes_from_other_racks: u64,
+    /// Absent in results written before zones were counted.
+    #[serde(default)]
+    pub bytes_cross_zone: u64,
     pub pieces: u64,
     pub duplicates: u64,
     pub outcome: Outcome,
@@ -106,6 +109,15 @@ pub struct Reference {
     pub p99_9_s: Option<f64>,
 }
 
+/// summary.json's `cross_zone_bytes`: payload bytes received from a node in another zone.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct CrossZoneBytes {
+    pub total: u64,
+    pub from_origins: u64,
+    pub from_peers: u64,
+    pub share: f64,
+}
+
 /// summary.json, the fields reports use.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Summary {
@@ -128,6 +140,9 @@ pub struct Summary {
     pub efficiency: Efficiency,
     pub origin_egress_bytes: u64,
     pub bytes_by_locality: BTreeMap<String, u64>,
+    /// Only for topologies with zones (and absent in older summaries).
+    #[serde(default)]
+    pub cross_zone_bytes: Option<CrossZoneBytes>,
     #[serde(default)]
     pub reference: Option<Reference>,
     /// The exact command that replays the run, overrides included (absent in older summaries).

@@ -52,6 +52,7 @@ mod tests {
             bytes_from_origins: 0,
             bytes_from_same_rack: 0,
             bytes_from_other_racks: 0,
+            bytes_cross_zone: 0,
             pieces: 0,
             duplicates: 0,
             outcome: if end.is_some() { Outcome::Complete } else { Outcome::Unfinished },

@@ -10,6 +10,10 @@
 //!   driver feeds the origin's answer back ([`Tracker::handle_origin_metainfo`]), and every answer,
 //!   from the cache or not, comes out as [`TrackerOutput::MetaInfo`].
 //!
+//! Locality: the driver may tell the tracker where every peer sits ([`Tracker::set_places`]); the
+//! `topology` and `naive_locality` handout policies read it ([`TopologyHandout`],
+//! [`NaiveLocalityHandout`]).
+//!
 //! After every input the driver drains [`Tracker::poll_output`] until it returns `None`. The tracker
 //! has no timers: peer expiry and cache expiry are checked against the `now` of each input.
 //!
@@ -32,7 +36,10 @@ use std::net::SocketAddr;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-pub use handout::{CompletenessHandout, DefaultHandout, HandoutContext, PeerHandout, from_config};
+pub use handout::{
+    CompletenessHandout, DefaultHandout, HandoutContext, Location, NaiveLocalityHandout, PeerHandout, Places,
+    TopologyHandout, distance, from_config, from_tracker_config,
+};
 pub use peer_store::{PeerStore, SWEEP_INTERVAL};
 
 use crate::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
@@ -64,6 +71,8 @@ pub struct Tracker {
     origins: BTreeMap<String, PeerInfo>,
     ring: Ring,
     handout: Box<dyn PeerHandout>,
+    /// Where each peer sits, for the locality policies (empty unless the driver sets it).
+    places: Places,
     exclude_requester: bool,
     metainfo: MetaInfoProxy,
     outputs: VecDeque<TrackerOutput>,
@@ -100,7 +109,8 @@ impl Tracker {
             peers: PeerStore::new(ms(config.peer_ttl_ms)),
             origins,
             ring,
-            handout: from_config(config.handout_policy),
+            handout: from_tracker_config(&config),
+            places: Places::new(),
             exclude_requester: false,
             metainfo: MetaInfoProxy::new(
                 ms(config.metainfo_cache_ttl_ms),
@@ -131,6 +141,13 @@ impl Tracker {
 
     pub fn dragonfly_mut(&mut self) -> Option<&mut DragonflyScheduler> {
         self.dragonfly.as_mut()
+    }
+
+    /// Tells the tracker where each peer sits (by listening address), for the topology-aware handout
+    /// policies. Addresses not in the map are of unknown place. Replaces any earlier map.
+    pub fn set_places(&mut self, places: Places) -> &mut Self {
+        self.places = places;
+        self
     }
 
     /// True leaves the announcing peer out of its own handout (shoal's fix of Kraken's pointer
@@ -198,7 +215,8 @@ impl Tracker {
             return Ok(AnnounceResponse { peers: Vec::new(), interval_ns, dragonfly: None });
         }
 
-        let mut peers = self.peers.sample(now, &request.info_hash, self.config.announce_limit, &mut self.rng);
+        let limit = self.handout.sample_limit(self.config.announce_limit);
+        let mut peers = self.peers.sample(now, &request.info_hash, limit, &mut self.rng);
         if self.exclude_requester {
             peers.retain(|p| p.peer_id != request.peer.peer_id);
         }
@@ -214,6 +232,8 @@ impl Tracker {
             requester: &requester,
             info_hash: &request.info_hash,
             digest: &request.digest,
+            places: &self.places,
+            announce_limit: self.config.announce_limit,
         };
         self.handout.order(&mut self.rng, &ctx, &mut peers);
         Ok(AnnounceResponse { peers, interval_ns, dragonfly: None })

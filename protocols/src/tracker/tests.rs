@@ -419,3 +419,176 @@ mod metainfo {
         assert_eq!(t.poll_timeout(), None);
     }
 }
+
+mod locality {
+    use super::*;
+    use crate::config::{LocalityConfig, TopologyLevel};
+
+    /// Agent `i` sits in rack i / 10, pod i / 20, zone i / 40 (10 hosts a rack, 2 racks a pod, 2 pods
+    /// a zone); agents 1000 and up have no place.
+    fn place(i: u32) -> Location {
+        Location { rack: Some(i / 10), pod: Some(i / 20), zone: Some(i / 40) }
+    }
+
+    fn places(agents: impl IntoIterator<Item = u32>) -> Places {
+        agents.into_iter().filter(|&i| i < 1000).map(|i| (agent(i, false).addr, place(i))).collect()
+    }
+
+    fn located(policy: HandoutPolicy, spill_peers: usize, limit: usize, n: u32) -> Tracker {
+        let config = TrackerConfig {
+            handout_policy: policy,
+            announce_limit: limit,
+            locality: LocalityConfig { spill_peers, group_level: TopologyLevel::Zone },
+            ..TrackerConfig::default()
+        };
+        let mut t = Tracker::new(config, origins(3), 2, 5);
+        t.set_exclude_requester(true);
+        t.set_places(places(0..n));
+        t
+    }
+
+    fn fill(t: &mut Tracker, agents: impl IntoIterator<Item = (u32, bool)>) {
+        for (i, complete) in agents {
+            t.handle_announce(T0, &announce(&agent(i, complete))).unwrap();
+        }
+    }
+
+    fn index(p: &PeerInfo) -> u32 {
+        let std::net::IpAddr::V4(ip) = p.addr.ip() else { unreachable!("test agents are IPv4") };
+        let o = ip.octets();
+        u32::from(o[2]) << 8 | u32::from(o[3])
+    }
+
+    fn dist(me: u32, p: &PeerInfo) -> u8 {
+        let l = |i: u32| (i < 1000).then(|| place(i));
+        distance(l(me), l(index(p)))
+    }
+
+    #[test]
+    fn distance_levels_and_unknown_places() {
+        let at = |i| Some(place(i));
+        assert_eq!(distance(at(0), at(9)), 0);
+        assert_eq!(distance(at(0), at(10)), 1);
+        assert_eq!(distance(at(0), at(20)), 2);
+        assert_eq!(distance(at(0), at(40)), 3);
+        assert_eq!(distance(None, at(0)), 3);
+        assert_eq!(distance(at(0), None), 3);
+        assert_eq!(distance(Some(Location::default()), Some(Location::default())), 3, "no group in common");
+    }
+
+    #[test]
+    fn topology_hands_out_nearest_first_with_origins() {
+        let mut t = located(HandoutPolicy::Topology, 0, 50, 80);
+        fill(&mut t, (1..80).map(|i| (i, false)));
+        let resp = t.handle_announce(T0, &announce(&agent(0, false))).unwrap();
+        let agents: Vec<&PeerInfo> = resp.peers.iter().filter(|p| !p.origin).collect();
+        assert_eq!(agents.len(), 50);
+        assert_eq!(resp.peers.iter().filter(|p| p.origin).count(), 2, "the owners, on top of the limit");
+        let d: Vec<u8> = agents.iter().map(|p| dist(0, p)).collect();
+        assert!(d.windows(2).all(|w| w[0] <= w[1]), "nearest first: {d:?}");
+        // 9 in the rack, 10 more in the pod, 20 more in the zone, then 11 from anywhere.
+        assert_eq!([0, 1, 2, 3].map(|l| d.iter().filter(|&&x| x == l).count()), [9, 10, 20, 11]);
+        // Origins come before incomplete agents (no seeder in the rack here).
+        assert!(resp.peers[0].origin && resp.peers[1].origin);
+    }
+
+    #[test]
+    fn topology_spill_peers_come_from_outside_the_rack_early() {
+        let mut t = located(HandoutPolicy::Topology, 2, 8, 80);
+        // Rack 0 has a seeder (3) and more incomplete agents than the handout holds.
+        fill(&mut t, (1..80).map(|i| (i, i == 3)));
+        for round in 0..20 {
+            let now = T0 + secs(round);
+            let resp = t.handle_announce(now, &announce(&agent(0, false))).unwrap();
+            let p = &resp.peers;
+            assert_eq!(p.len(), 8 + 2);
+            assert_eq!(index(&p[0]), 3, "the rack's seeder first");
+            assert!(dist(0, &p[1]) > 0 && dist(0, &p[2]) > 0, "two spill peers: {:?}", p[1..3].to_vec());
+            assert!(p[3].origin && p[4].origin);
+            assert!(p[5..].iter().all(|q| dist(0, q) == 0), "then the rack");
+        }
+    }
+
+    #[test]
+    fn spill_never_exceeds_the_limit_and_origin_only_limit_gives_origins() {
+        let mut t = located(HandoutPolicy::Topology, 5, 3, 80);
+        fill(&mut t, (1..80).map(|i| (i, false)));
+        let resp = t.handle_announce(T0, &announce(&agent(0, false))).unwrap();
+        assert_eq!(resp.peers.iter().filter(|p| !p.origin).count(), 3);
+        assert!(resp.peers.iter().filter(|p| !p.origin).all(|p| dist(0, p) > 0), "all spill");
+        let mut t = located(HandoutPolicy::Topology, 1, 0, 80);
+        fill(&mut t, (1..80).map(|i| (i, false)));
+        let resp = t.handle_announce(T0, &announce(&agent(0, false))).unwrap();
+        assert_eq!(resp.peers.len(), 2);
+        assert!(resp.peers.iter().all(|p| p.origin));
+    }
+
+    #[test]
+    fn unknown_places_never_panic_and_still_get_peers_and_origins() {
+        for policy in [HandoutPolicy::Topology, HandoutPolicy::NaiveLocality] {
+            // Only agents 0..20 are placed; 1000.. are unknown, and so is requester 1005.
+            let mut t = located(policy, 1, 50, 20);
+            fill(&mut t, (0..20).chain(1000..1010).map(|i| (i, i % 4 == 0)));
+            let resp = t.handle_announce(T0, &announce(&agent(1005, false))).unwrap();
+            assert_eq!(resp.peers.iter().filter(|p| p.origin).count(), 2, "{policy:?}");
+            let agents = resp.peers.iter().filter(|p| !p.origin).count();
+            match policy {
+                // Unknown requester: everyone is "anywhere", so all 29 others.
+                HandoutPolicy::Topology => assert_eq!(agents, 29),
+                // In no group: origins alone.
+                _ => assert_eq!(agents, 0),
+            }
+            // An empty map: no panic, every peer unknown.
+            t.set_places(Places::new());
+            let resp = t.handle_announce(T0, &announce(&agent(3, false))).unwrap();
+            assert!(resp.peers.iter().any(|p| p.origin));
+        }
+    }
+
+    #[test]
+    fn topology_without_places_is_completeness_with_the_spill_before_the_origins() {
+        let mut t = located(HandoutPolicy::Topology, 1, 50, 0);
+        fill(&mut t, (1..30).map(|i| (i, i % 5 == 0)));
+        let resp = t.handle_announce(T0, &announce(&agent(0, false))).unwrap();
+        let p = &resp.peers;
+        let first_origin = p.iter().position(|q| q.origin).unwrap();
+        // The 5 seeders, one of which may be the spill peer; otherwise the spill peer (incomplete)
+        // comes right before the origins.
+        assert!(p[..first_origin].iter().filter(|q| q.complete).count() == 5, "{p:?}");
+        assert!(first_origin == 5 || (first_origin == 6 && !p[5].complete), "{p:?}");
+        assert!(p[first_origin + 2..].iter().all(|q| !q.complete && !q.origin));
+        assert_eq!(p.iter().filter(|q| !q.origin).count(), 29);
+    }
+
+    #[test]
+    fn naive_locality_confines_the_handout_to_the_zone() {
+        let mut t = located(HandoutPolicy::NaiveLocality, 1, 50, 200);
+        fill(&mut t, (1..200).map(|i| (i, i % 7 == 0)));
+        let resp = t.handle_announce(T0, &announce(&agent(45, false))).unwrap();
+        let agents: Vec<&PeerInfo> = resp.peers.iter().filter(|p| !p.origin).collect();
+        assert_eq!(agents.len(), 39, "zone 1 holds agents 40..80, less the requester");
+        assert!(agents.iter().all(|p| (40..80).contains(&index(p))));
+        assert_eq!(resp.peers.iter().filter(|p| p.origin).count(), 2);
+        // Completeness order: seeders, origins, then the rest.
+        let class: Vec<u8> = resp.peers.iter().map(CompletenessHandout::priority).collect();
+        assert!(class.windows(2).all(|w| w[0] <= w[1]), "{class:?}");
+        // The limit holds inside a group too.
+        let mut t = located(HandoutPolicy::NaiveLocality, 1, 10, 200);
+        fill(&mut t, (1..200).map(|i| (i, false)));
+        let resp = t.handle_announce(T0, &announce(&agent(45, false))).unwrap();
+        assert_eq!(resp.peers.iter().filter(|p| !p.origin).count(), 10);
+    }
+
+    #[test]
+    fn locality_handouts_are_deterministic() {
+        let run = |seed| {
+            let mut t = located(HandoutPolicy::Topology, 1, 10, 100);
+            t.rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..100)
+                .map(|i| t.handle_announce(T0 + secs(i.into()), &announce(&agent(i, i % 3 == 0))))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(1), run(1));
+        assert_ne!(run(1), run(2));
+    }
+}

@@ -348,7 +348,22 @@ impl<T: Transport> NodeDriver<T> {
                         Source::Peer(self.ctx.net.locality(from, self.node))
                     };
                     let host = (self.node < agents).then_some(self.node).zip(c.blob);
-                    self.ctx.metrics.borrow_mut().payload_delivered(now, host, source, payload.len());
+                    let sc = &self.ctx.scenario;
+                    let zone = |n: u32| {
+                        let n = n as usize;
+                        match n.checked_sub(sc.topology.hosts.len()) {
+                            None => sc.topology.hosts[n].place.zone,
+                            Some(o) => sc.origins[o].place.zone,
+                        }
+                    };
+                    let cross_zone = sc.topology.zones.is_some() && zone(from) != zone(self.node);
+                    self.ctx.metrics.borrow_mut().payload_delivered(
+                        now,
+                        host,
+                        source,
+                        cross_zone,
+                        payload.len(),
+                    );
                 }
                 state.handle_message(now, conn, msg);
             }

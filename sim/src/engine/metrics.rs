@@ -31,6 +31,8 @@ pub struct DownloadRecord {
     pub bytes_from_origins: u64,
     pub bytes_same_rack: u64,
     pub bytes_other_racks: u64,
+    /// Of all the above, bytes from a node in another zone (only with `[topology.zones]`).
+    pub bytes_cross_zone: u64,
     pub pieces: u32,
     pub duplicates: u32,
 }
@@ -58,6 +60,9 @@ pub struct Metrics {
     pub host_pulls: Vec<Vec<usize>>,
     /// Indexed like [`LOCALITIES`].
     pub bytes_by_locality: [u64; 6],
+    /// Payload bytes that crossed between zones: (from origins, from agents). Counted only when the
+    /// topology has zones; a node outside every zone (origins placed "separate") is in another zone.
+    pub cross_zone: (u64, u64),
     pub origin_egress: u64,
     pub messages: BTreeMap<MessageKind, (u64, u64)>,
     pub announces: u64,
@@ -114,8 +119,15 @@ impl Metrics {
         at: Instant,
         to_host: Option<(u32, u32)>,
         source: Source,
+        cross_zone: bool,
         bytes: u64,
     ) {
+        if cross_zone {
+            match source {
+                Source::Origin => self.cross_zone.0 += bytes,
+                Source::Peer(_) => self.cross_zone.1 += bytes,
+            }
+        }
         let key = match source {
             Source::Origin => 0,
             Source::Peer(Locality::Host) => 1,
@@ -137,6 +149,9 @@ impl Metrics {
                 Source::Origin => d.bytes_from_origins += bytes,
                 Source::Peer(Locality::Host | Locality::Rack) => d.bytes_same_rack += bytes,
                 Source::Peer(_) => d.bytes_other_racks += bytes,
+            }
+            if cross_zone {
+                d.bytes_cross_zone += bytes;
             }
         }
     }

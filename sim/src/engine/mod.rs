@@ -688,7 +688,9 @@ impl<'s> Engine<'s> {
                 Source::Peer(self.world.net.locality(from, to.0))
             };
             let host = (to.0 < self.agents()).then_some(to.0).zip(blob);
-            self.metrics.payload_delivered(self.now, host, source, payload.len());
+            let cross_zone = self.scenario.topology.zones.is_some()
+                && self.world.places[from as usize].zone != self.world.places[to.0 as usize].zone;
+            self.metrics.payload_delivered(self.now, host, source, cross_zone, payload.len());
         }
         let now = self.now;
         if to.0 < self.agents() {

@@ -69,6 +69,9 @@ pub struct Summary {
     pub efficiency: Efficiency,
     pub origin_egress_bytes: u64,
     pub bytes_by_locality: BTreeMap<String, u64>,
+    /// Payload bytes that crossed between zones; only for topologies with zones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cross_zone_bytes: Option<CrossZoneBytes>,
     pub messages: BTreeMap<String, MessageCount>,
     pub announces: u64,
     pub metainfo_requests: u64,
@@ -76,6 +79,17 @@ pub struct Summary {
     pub reference: Option<crate::scenario::Reference>,
     /// The command that replays this run.
     pub replay: String,
+}
+
+/// Payload bytes received by a node from a node in another zone (a node outside every zone, such as
+/// origins placed "separate", counts as another zone): what a cloud bills as inter-AZ traffic.
+#[derive(Clone, Debug, Serialize)]
+pub struct CrossZoneBytes {
+    pub total: u64,
+    pub from_origins: u64,
+    pub from_peers: u64,
+    /// `total` over all payload bytes delivered.
+    pub share: f64,
 }
 
 /// perf.json: how the run went on this machine; never compared byte for byte.
@@ -173,6 +187,13 @@ pub fn summarize(f: &RunFacts<'_>, engine: &str, wall_s: f64) -> RunReport {
             .filter(|(_, v)| *v > 0)
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+        cross_zone_bytes: s.topology.zones.as_ref().map(|_| {
+            let (from_origins, from_peers) = m.cross_zone;
+            let total = from_origins + from_peers;
+            let all: u64 = m.bytes_by_locality.iter().sum();
+            let share = if all == 0 { 0.0 } else { round_us(total as f64 / all as f64) };
+            CrossZoneBytes { total, from_origins, from_peers, share }
+        }),
         messages,
         announces: m.announces,
         metainfo_requests: m.metainfo_requests,
@@ -301,6 +322,7 @@ fn write_downloads(dir: &Path, s: &Scenario, m: &Metrics) -> io::Result<()> {
         "bytes_from_origins",
         "bytes_from_same_rack",
         "bytes_from_other_racks",
+        "bytes_cross_zone",
         "pieces",
         "duplicates",
         "outcome",
@@ -318,6 +340,7 @@ fn write_downloads(dir: &Path, s: &Scenario, m: &Metrics) -> io::Result<()> {
             d.bytes_from_origins.to_string(),
             d.bytes_same_rack.to_string(),
             d.bytes_other_racks.to_string(),
+            d.bytes_cross_zone.to_string(),
             d.pieces.to_string(),
             d.duplicates.to_string(),
             d.outcome().to_string(),

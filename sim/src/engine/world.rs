@@ -9,7 +9,7 @@ use shoal_protocols::agent::{Agent, AgentConfig};
 use shoal_protocols::config::Policy;
 use shoal_protocols::origin::{BlobContent, Origin};
 use shoal_protocols::policy::dragonfly::HostLocation;
-use shoal_protocols::tracker::Tracker;
+use shoal_protocols::tracker::{Places, Tracker};
 use shoal_protocols::{Digest, Instant, PeerId, PeerInfo};
 
 use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
@@ -121,6 +121,16 @@ pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
     let seed = derive_seed(s.seed, "tracker", t as u64);
     let mut tracker =
         Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed);
+    // Every node's place, for the tracker's locality policies (Kraken agents' --zone/--cluster).
+    let places: Places = s
+        .topology
+        .hosts
+        .iter()
+        .zip(&addrs.agents)
+        .map(|(h, a)| (*a, h.place.location()))
+        .chain(s.origins.iter().zip(&addrs.origins).map(|(o, a)| (*a, o.place.location())))
+        .collect();
+    tracker.set_places(places);
     if let Some(df) = dragonfly(s) {
         tracker.set_dragonfly(df.clone());
         let sched = tracker.dragonfly_mut().expect("set above");

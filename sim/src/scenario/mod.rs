@@ -111,6 +111,15 @@ pub struct Place {
     pub zone: Option<usize>,
 }
 
+impl Place {
+    /// The place as the tracker's locality policies see it (`Tracker::set_places`): every driver
+    /// gives the tracker each node's listening address → `place.location()`.
+    pub fn location(self) -> shoal_protocols::tracker::Location {
+        let id = |g: Option<usize>| g.and_then(|g| u32::try_from(g).ok());
+        shoal_protocols::tracker::Location { rack: id(self.rack), pod: id(self.pod), zone: id(self.zone) }
+    }
+}
+
 /// An agent host. Rates are what the host can use: the NIC rate from `[topology]`, capped by the
 /// agent's bandwidth limiter (`protocol.agent.conn.bandwidth`) when it is enabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -211,21 +211,31 @@ pub struct RawPull {
     pub start_s: f64,
 }
 
-/// `"all"` or a host count.
+/// `"all"`, a host count, or every host of one group: `{ rack = N }`, `{ pod = N }`, `{ zone = N }`.
 #[derive(Debug, Default, PartialEq)]
 pub enum RawPullers {
     #[default]
     All,
     Count(i64),
+    /// (level name, group index).
+    Group(&'static str, i64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupTable {
+    rack: Option<i64>,
+    pod: Option<i64>,
+    zone: Option<i64>,
 }
 
 impl<'de> Deserialize<'de> for RawPullers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
+        impl<'de> Visitor<'de> for V {
             type Value = RawPullers;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("\"all\" or a number of hosts")
+                f.write_str("\"all\", a number of hosts, or { rack | pod | zone = N }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<RawPullers, E> {
                 match v {
@@ -240,6 +250,17 @@ impl<'de> Deserialize<'de> for RawPullers {
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawPullers, E> {
                 Ok(RawPullers::Count(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawPullers, A::Error> {
+                let t = GroupTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (t.rack, t.pod, t.zone) {
+                    (Some(r), None, None) => Ok(RawPullers::Group("racks", r)),
+                    (None, Some(p), None) => Ok(RawPullers::Group("pods", p)),
+                    (None, None, Some(z)) => Ok(RawPullers::Group("zones", z)),
+                    _ => {
+                        Err(de::Error::custom("expected exactly one of rack, pod or zone, e.g. { zone = 1 }"))
+                    }
+                }
             }
         }
         d.deserialize_any(V)

@@ -150,6 +150,9 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     // Topology.
     let t = raw.topology;
     let n_hosts = count(t.hosts, &["topology", "hosts"], "agent hosts")?;
+    // What the policy fixes (e.g. origin_only: a handout of origins only); see `Policy::configure`.
+    let policy = protocol.policy;
+    policy.configure(n_hosts, &mut protocol.agent, &mut protocol.origin_scheduler, &mut protocol.tracker);
     let nic_up = positive_rate(t.upload_bytes_per_s.0, &["topology", "upload_bytes_per_s"])?;
     let nic_down = positive_rate(t.download_bytes_per_s.0, &["topology", "download_bytes_per_s"])?;
     let (up, down) = limited(nic_up, nic_down, &protocol.agent);
@@ -302,7 +305,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         .collect();
     let trackers = count(raw.trackers.count, &["trackers", "count"], "agents announce to a tracker")?;
 
-    let workload = workload(raw.workload, n_hosts, raw.seed, &protocol)?;
+    let workload = workload(raw.workload, &topology, raw.seed, &protocol)?;
     Ok(Scenario {
         name: raw.name,
         description: raw.description,
@@ -333,7 +336,8 @@ fn limited(up: u64, down: u64, s: &shoal_protocols::config::SchedulerConfig) -> 
     (up.min((b.egress_bits_per_s / 8).max(1)), down.min((b.ingress_bits_per_s / 8).max(1)))
 }
 
-fn workload(w: super::raw::RawWorkload, n_hosts: usize, seed: u64, protocol: &Protocol) -> R<Workload> {
+fn workload(w: super::raw::RawWorkload, topology: &Topology, seed: u64, protocol: &Protocol) -> R<Workload> {
+    let n_hosts = topology.hosts.len();
     let mut blobs: Vec<Blob> = Vec::new();
     let mut blob_ix: BTreeMap<String, usize> = BTreeMap::new();
     for (i, b) in w.blobs.into_iter().enumerate() {
@@ -414,6 +418,21 @@ fn workload(w: super::raw::RawWorkload, n_hosts: usize, seed: u64, protocol: &Pr
                 // Evenly spaced over the host indices, so a subset spreads across racks.
                 let c = c as usize;
                 (0..c).map(|k| k * n_hosts / c).collect()
+            }
+            RawPullers::Group(level_name, g) => {
+                let (level, index) = match level_name {
+                    "racks" => (&topology.racks, 0),
+                    "pods" => (&topology.pods, 1),
+                    _ => (&topology.zones, 2),
+                };
+                let n_groups = level.as_ref().map_or(0, |l| l.groups.len());
+                if g < 0 || g as u64 >= n_groups as u64 {
+                    return Err(FieldError::at(
+                        path("pullers"),
+                        format!("no {level_name} {g}: there are {n_groups} (numbered from 0)"),
+                    ));
+                }
+                topology.host_range(index, g as usize).collect()
             }
         };
         let start = seconds(pull.start_s, &["workload", "pulls", &g, "start_s"], true)?;
