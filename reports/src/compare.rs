@@ -18,6 +18,9 @@ pub const METRICS: [&str; 7] =
 pub struct Row {
     pub label: String,
     pub scenario: String,
+    /// `protocol.policy` of the run.
+    pub policy: String,
+    pub hosts: usize,
     pub seed: u64,
     /// The run's `--set` overrides, from summary.json's `replay` (absent in older summaries).
     pub settings: Option<String>,
@@ -52,6 +55,8 @@ impl Comparison {
                 Row {
                     label: label.clone(),
                     scenario: s.scenario.clone(),
+                    policy: s.policy.clone(),
+                    hosts: s.hosts,
                     seed: s.seed,
                     settings: s.replay.as_deref().map(settings_of),
                     values: [
@@ -88,6 +93,12 @@ impl Comparison {
         self.rows.iter().all(|r| r.scenario == self.rows[0].scenario)
     }
 
+    /// Whether the runs, of different scenarios or not, pull the same workload over networks with
+    /// the same lower bound and host count: then they compare policies or topologies fairly.
+    pub fn same_workload(&self) -> bool {
+        self.lower_bound_s.is_some() && self.rows.iter().all(|r| r.hosts == self.rows[0].hosts)
+    }
+
     /// Run `i`'s value of metric `m` over the first run's; `None` when either is missing or the
     /// first is zero.
     pub fn ratio(&self, i: usize, m: usize) -> Option<f64> {
@@ -118,6 +129,13 @@ impl Comparison {
             )
         } else if self.same_scenario() {
             format!("All runs are of scenario `{}`. Ratios are to the first run.", self.rows[0].scenario)
+        } else if self.same_workload() {
+            let names: Vec<String> =
+                self.rows.iter().map(|r| format!("{} ({})", r.scenario, r.policy)).collect();
+            format!(
+                "The runs are of different scenarios ({}) with the same host count and lower bound: they compare policies or topologies on one workload. Ratios are to the first run.",
+                names.join(", ")
+            )
         } else {
             let names: Vec<&str> = self.rows.iter().map(|r| r.scenario.as_str()).collect();
             format!(
@@ -128,14 +146,14 @@ impl Comparison {
     }
 
     fn table(&self) -> Vec<Vec<String>> {
-        let mut header = vec!["run".to_string(), "scenario".into(), "seed".into()];
+        let mut header = vec!["run".to_string(), "scenario".into(), "policy".into(), "seed".into()];
         for m in METRICS {
             header.push(m.into());
             header.push("× first".into());
         }
         let mut t = vec![header];
         for (i, r) in self.rows.iter().enumerate() {
-            let mut row = vec![r.label.clone(), r.scenario.clone(), r.seed.to_string()];
+            let mut row = vec![r.label.clone(), r.scenario.clone(), r.policy.clone(), r.seed.to_string()];
             for (m, v) in r.values.iter().enumerate() {
                 row.push(match m {
                     0..=3 => secs(*v),

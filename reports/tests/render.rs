@@ -179,7 +179,7 @@ fn compare_computes_ratios_to_the_first_run() {
     assert!(close(c.ratio(1, 4), 0.25), "origin egress");
     assert!(close(c.ratio(1, 5), 0.5), "efficiency p50");
     let md = c.markdown("cdf.png");
-    assert!(md.contains("| slower | smoke-40 | 1 | 3.072 | 2.000 | unfinished | - |"), "{md}");
+    assert!(md.contains("| slower | smoke-40 | kraken | 1 | 3.072 | 2.000 | unfinished | - |"), "{md}");
 }
 
 #[test]
@@ -188,8 +188,10 @@ fn compare_writes_overlaid_cdfs_and_flags_different_scenarios() {
     let b = fixture_copy("compare-b");
     let summary = b.join("summary.json");
     let text = fs::read_to_string(&summary).unwrap();
-    fs::write(&summary, text.replace("\"scenario\": \"smoke-40\"", "\"scenario\": \"smoke-40-halved\""))
-        .unwrap();
+    let halved = text
+        .replace("\"scenario\": \"smoke-40\"", "\"scenario\": \"smoke-40-halved\"")
+        .replace("\"t_min_s\": 1.024", "\"t_min_s\": 0.512");
+    fs::write(&summary, halved).unwrap();
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reports-tests").join("compare-out");
     let c = compare(&[a, b], &out).unwrap();
     assert!(!c.comparison.same_scenario());
@@ -202,6 +204,26 @@ fn compare_writes_overlaid_cdfs_and_flags_different_scenarios() {
     assert_eq!(external_references(&html), Vec::<String>::new());
     let Chart::Cdf { cdfs, .. } = c.comparison.chart() else { panic!("not a CDF") };
     assert_eq!(cdfs.len(), 2);
+}
+
+#[test]
+fn compare_of_policies_on_one_workload_says_so_and_shows_each_policy() {
+    let a = fixture_copy("policy-a");
+    let b = fixture_copy("policy-b");
+    let summary = b.join("summary.json");
+    let text = fs::read_to_string(&summary).unwrap();
+    assert!(!text.contains("\"policy\""), "the fixture predates policies: read as kraken");
+    let other = text
+        .replace("\"scenario\": \"smoke-40\"", "\"scenario\": \"smoke-40-bt\"")
+        .replace("\"engine\": \"des\",", "\"engine\": \"des\",\n  \"policy\": \"bittorrent\",");
+    fs::write(&summary, other).unwrap();
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reports-tests").join("policy-out");
+    let c = compare(&[a, b], &out).unwrap();
+    assert!(!c.comparison.same_scenario() && c.comparison.same_workload());
+    let md = fs::read_to_string(&c.markdown).unwrap();
+    assert!(md.contains("smoke-40 (kraken), smoke-40-bt (bittorrent)"), "{md}");
+    assert!(md.contains("same host count and lower bound"), "{md}");
+    assert!(md.contains("| smoke-40 | kraken |") && md.contains("| smoke-40-bt | bittorrent |"), "{md}");
 }
 
 #[test]
