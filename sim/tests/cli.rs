@@ -171,3 +171,29 @@ fn socket_engines_run_from_the_command_line_and_print_their_replay() {
     assert!(text(&out.stderr).contains("--engine des"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_scenario_with_faults_runs_on_turmoil_and_is_refused_by_des() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml"))
+            .unwrap();
+    let file = dir.join("crash.toml");
+    std::fs::write(&file, base + "\n[[faults]]\nat_s = 0.05\nverb = \"crash\"\nhosts = [2]\n").unwrap();
+    let f = file.to_str().unwrap();
+    let small = ["--set", "topology.hosts=4", "--set", "workload.blobs.0.size=8MiB", "--no-report", "-q"];
+    let out = shoal(&[&["run", f, "--engine", "des"][..], &small].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("[[faults]]") && err.contains("--engine turmoil"), "{err}");
+    let out_dir = dir.join("out");
+    let out =
+        shoal(&[&["run", f, "--engine", "turmoil", "--out", out_dir.to_str().unwrap()][..], &small].concat());
+    // The crashed host's download failed: reported, and the exit status says so.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 downloads failed"), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(out_dir.join("downloads.csv")).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.contains("host crashed")).count(), 1, "{csv}");
+}

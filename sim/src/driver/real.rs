@@ -78,6 +78,13 @@ impl Transport for TokioTcp {
 /// Runs a scenario on loopback sockets until every pull has ended or `max_sim_time` of wall time
 /// has passed.
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
+    if !scenario.faults.is_empty() {
+        return Err(format!(
+            "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
+            scenario.source,
+            scenario.faults.len()
+        ));
+    }
     let blobs = generate_blobs(&scenario)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,22 +161,14 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 && !h.is_finished()
             {
                 h.abort();
-                let now = super::now(&t);
-                let mut m = ctx.metrics.borrow_mut();
-                let pending: Vec<u32> = m
-                    .downloads
-                    .iter()
-                    .filter(|d| d.host == host && d.end.is_none() && d.failed.is_none())
-                    .map(|d| d.blob)
-                    .collect();
-                for blob in pending {
-                    let ev = shoal_protocols::peer::Event::DownloadFailed {
-                        digest: ctx.blobs[blob as usize].digest,
-                        error: shoal_protocols::peer::DownloadError::Removed,
-                        stats: Default::default(),
-                    };
-                    m.download_event(host, blob, now, ev);
-                }
+                let error = shoal_protocols::peer::DownloadError::Removed.to_string();
+                ctx.fail_host(host, super::now(&t), &error);
+            }
+            // A killed agent's later pulls fail as they come due.
+            if let Some((host, at)) = options.kill_agent
+                && t.now() >= at
+            {
+                ctx.fail_due_pulls(host, super::now(&t));
             }
             if ctx.done() {
                 break;

@@ -19,7 +19,7 @@ use super::peer::{Node, run_node};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
 use crate::engine::{Addresses, derive_seed};
-use crate::scenario::Scenario;
+use crate::scenario::{Fault, FaultVerb, NodeSet, Scenario};
 
 /// turmoil's simulated TCP; must be used from inside a turmoil host.
 #[derive(Clone, Copy, Debug, Default)]
@@ -124,7 +124,24 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let total = ctx.scenario.workload.pulls.len();
     let mut timed_out = false;
     let mut steps = 0u64;
+    let faults = ctx.scenario.faults.clone();
+    let mut next_fault = 0;
+    // Agents whose software is down (crashed, not yet bounced).
+    let mut down = vec![false; agents as usize];
     loop {
+        while let Some(f) = faults.get(next_fault)
+            && f.at <= sim.elapsed()
+        {
+            next_fault += 1;
+            apply_fault(&mut sim, &ctx, f, &mut down);
+        }
+        let now = super::now_of(sim.elapsed());
+        for (h, _) in down.iter().enumerate().filter(|(_, d)| **d) {
+            ctx.fail_due_pulls(h as u32, now);
+        }
+        if ctx.done() {
+            break;
+        }
         sim.step().map_err(|e| format!("turmoil: {e}"))?;
         steps += 1;
         if ctx.done() {
@@ -144,4 +161,54 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
     drop(sim);
     Ok(run)
+}
+
+/// The simulated address of every node of a set.
+fn ips(addrs: &NodeAddrs, set: &NodeSet) -> Vec<IpAddr> {
+    let p = &addrs.p2p;
+    let pick = |list: &[SocketAddr], idx: &[usize]| idx.iter().map(|&i| list[i].ip()).collect::<Vec<_>>();
+    let mut v = pick(&p.agents, &set.hosts);
+    v.extend(pick(&p.origins, &set.origins));
+    v.extend(pick(&p.trackers, &set.trackers));
+    v
+}
+
+/// Applies one scenario fault through turmoil. A crashed or restarted agent's running downloads
+/// fail at once (`host crashed`, `host restarted`), and its pulls that come due while it is down
+/// fail as they start (`host down`): none is silently lost, and none is started twice.
+fn apply_fault(sim: &mut turmoil::Sim<'_>, ctx: &Ctx, f: &Fault, down: &mut [bool]) {
+    let now = super::now_of(sim.elapsed());
+    let nodes = ips(&ctx.addrs, &f.nodes);
+    match f.verb {
+        FaultVerb::Crash | FaultVerb::Bounce => {
+            let crash = f.verb == FaultVerb::Crash;
+            for &h in &f.nodes.hosts {
+                if !down[h] {
+                    ctx.fail_host(h as u32, now, if crash { "host crashed" } else { "host restarted" });
+                }
+                down[h] = crash;
+            }
+            for ip in nodes {
+                if crash {
+                    sim.crash(ip);
+                } else {
+                    sim.bounce(ip);
+                }
+            }
+        }
+        verb => {
+            let peers = ips(&ctx.addrs, &f.peers);
+            for &a in &nodes {
+                for &b in &peers {
+                    match verb {
+                        FaultVerb::Partition => sim.partition(a, b),
+                        FaultVerb::Repair => sim.repair(a, b),
+                        FaultVerb::Hold => sim.hold(a, b),
+                        FaultVerb::Release => sim.release(a, b),
+                        FaultVerb::Crash | FaultVerb::Bounce => unreachable!("handled above"),
+                    }
+                }
+            }
+        }
+    }
 }
