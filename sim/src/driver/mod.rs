@@ -34,6 +34,7 @@
 pub mod bucket;
 pub mod http;
 mod peer;
+pub mod process;
 pub mod real;
 pub mod rogue;
 pub mod sim;

@@ -5,9 +5,11 @@
 //! the scenario's `max_sim_time` as a wall-clock limit, and everything — sockets, tasks, buffers —
 //! is released when the runtime is dropped at the end of [`run`].
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -20,16 +22,37 @@ use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs}
 use crate::engine::Addresses;
 use crate::scenario::Scenario;
 
-/// tokio TCP, loopback only.
+/// tokio TCP: loopback only, or only the addresses of an allow-list.
 #[derive(Clone, Debug)]
 pub struct TokioTcp {
     start: tokio::time::Instant,
+    /// The only addresses it binds or dials; `None`: loopback addresses only.
+    allowed: Option<Arc<BTreeSet<SocketAddr>>>,
 }
 
 impl TokioTcp {
-    /// A transport whose clock starts now.
+    /// A loopback-only transport whose clock starts now.
     pub fn new() -> Self {
-        TokioTcp { start: tokio::time::Instant::now() }
+        TokioTcp { start: tokio::time::Instant::now(), allowed: None }
+    }
+
+    /// A transport that binds and dials only `allowed` (any IP), whose clock starts now.
+    pub fn with_allowed(allowed: impl IntoIterator<Item = SocketAddr>) -> Self {
+        TokioTcp {
+            start: tokio::time::Instant::now(),
+            allowed: Some(Arc::new(allowed.into_iter().collect())),
+        }
+    }
+
+    fn check(&self, addr: SocketAddr) -> io::Result<()> {
+        match &self.allowed {
+            None => loopback_only(addr),
+            Some(set) if set.contains(&addr) => Ok(()),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{addr} is not one of the node addresses given"),
+            )),
+        }
     }
 }
 
@@ -56,7 +79,7 @@ impl Transport for TokioTcp {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        loopback_only(addr)?;
+        self.check(addr)?;
         TcpListener::bind(addr).await
     }
 
@@ -68,7 +91,7 @@ impl Transport for TokioTcp {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        loopback_only(addr)?;
+        self.check(addr)?;
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
         Ok(s)
