@@ -1,8 +1,9 @@
 //! `--engine turmoil`: the driver on turmoil's simulated TCP, seeded from the scenario seed.
 //!
 //! Every node is a turmoil host with its own address (agents 10.1.x.y, origins 10.2.x.y, trackers
-//! 10.3.x.y); turmoil's step is 1 ms and its message latency is the scenario's base latency plus up
-//! to its jitter. turmoil has no bandwidth model: the driver's token buckets, on turmoil's clock,
+//! 10.3.x.y); turmoil's step is 1 ms and each link's message latency is the scenario's latency
+//! between the two nodes' places (base, plus each rack, pod or zone boundary crossed) plus up to
+//! its jitter. turmoil has no bandwidth model: the driver's token buckets, on turmoil's clock,
 //! apply the scenario's host capacities. Same scenario, seed and build ⇒ byte-identical outputs.
 //!
 //! turmoil's cost per step grows with hosts³ (reference/simulation.md §1.3): keep to tens of hosts.
@@ -121,6 +122,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             }
         });
     }
+    set_link_latencies(&sim, &ctx);
     let total = ctx.scenario.workload.pulls.len();
     let mut timed_out = false;
     let mut steps = 0u64;
@@ -161,6 +163,31 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
     drop(sim);
     Ok(run)
+}
+
+/// Gives every pair of nodes the scenario's latency between their places (base latency plus each
+/// rack, pod or zone boundary the path crosses) where it differs from the base latency, keeping
+/// the jitter range on top. Trackers sit outside every group.
+fn set_link_latencies(sim: &turmoil::Sim<'_>, ctx: &Ctx) {
+    let topo = &ctx.scenario.topology;
+    let p = &ctx.addrs.p2p;
+    let nodes: Vec<(IpAddr, Option<u32>)> = p
+        .agents
+        .iter()
+        .chain(&p.origins)
+        .enumerate()
+        .map(|(n, a)| (a.ip(), Some(n as u32)))
+        .chain(p.trackers.iter().map(|a| (a.ip(), None)))
+        .collect();
+    for (i, &(a, na)) in nodes.iter().enumerate() {
+        for &(b, nb) in &nodes[i + 1..] {
+            let lat = topo.latency_between(ctx.place(na), ctx.place(nb));
+            if lat != topo.latency {
+                sim.set_link_latency(a, b, lat);
+                sim.set_link_max_message_latency(a, b, lat + topo.latency_jitter);
+            }
+        }
+    }
 }
 
 /// The simulated address of every node of a set.
