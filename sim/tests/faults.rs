@@ -154,6 +154,7 @@ fn bad_faults_are_named_by_file_line_and_field() {
         ("[[faults]]\nat_s = 1\nverb = \"explode\"\nhosts = [1]\n", "verb", "unknown variant"),
         ("[[faults]]\nat_s = -1\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "≥ 0"),
         ("[[faults]]\nat_s = 1\nverb = \"crash\"\n", "faults.0", "names no node"),
+        ("[[faults]]\nat_s = 60\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "max_sim_time_s = 60"),
         ("[[faults]]\nat_s = 1\nverb = \"partition\"\nhosts = [1]\n", "faults.0.hosts", "a = {"),
         ("[[faults]]\nat_s = 1\nverb = \"hold\"\na = { hosts = [1] }\n", "faults.0.b", "missing"),
         (

@@ -300,7 +300,7 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     let trackers = count(raw.trackers.count, &["trackers", "count"], "agents announce to a tracker")?;
 
     let workload = workload(raw.workload, n_hosts, raw.seed, &protocol)?;
-    let faults = faults(raw.faults, (n_hosts, n_origins, trackers))?;
+    let faults = faults(raw.faults, (n_hosts, n_origins, trackers), max_sim_time)?;
     Ok(Scenario {
         faults,
         name: raw.name,
@@ -323,12 +323,23 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     })
 }
 
-/// Checks `[[faults]]` against the node counts (hosts, origins, trackers) and sorts them by time.
-fn faults(raw: Vec<RawFault>, counts: (usize, usize, usize)) -> R<Vec<Fault>> {
+/// Checks `[[faults]]` against the node counts (hosts, origins, trackers) and the run's time limit,
+/// and sorts them by time.
+fn faults(raw: Vec<RawFault>, counts: (usize, usize, usize), limit: Duration) -> R<Vec<Fault>> {
     let mut out = Vec::with_capacity(raw.len());
     for (i, f) in raw.into_iter().enumerate() {
         let i = i.to_string();
         let at = seconds(f.at_s, &["faults", &i, "at_s"], true)?;
+        if at >= limit {
+            return Err(FieldError::new(
+                &["faults", &i, "at_s"],
+                format!(
+                    "{} s is not before the end of the run (limits.max_sim_time_s = {} s)",
+                    f.at_s,
+                    limit.as_secs_f64()
+                ),
+            ));
+        }
         let link = !matches!(f.verb, FaultVerb::Crash | FaultVerb::Bounce);
         let verb = format!("{:?}", f.verb).to_lowercase();
         let (nodes, peers) = if link {
