@@ -134,6 +134,14 @@ fn help_explains_each_command() {
     }
     let s = text(&shoal(&["compare", "--help"]).stdout);
     assert!(s.contains("--out") && s.contains("ratio to the first run"), "{s}");
+    for cmd in ["agent", "origin", "tracker"] {
+        let s = text(&shoal(&[cmd, "--help"]).stdout);
+        for want in
+            ["--index", "--seed", "--base-port", "--agents", "--trackers", "--max-time-s", "BASE+1000+o"]
+        {
+            assert!(s.contains(want), "missing {want:?} in {cmd} --help:\n{s}");
+        }
+    }
 }
 
 #[test]
@@ -170,4 +178,127 @@ fn socket_engines_run_from_the_command_line_and_print_their_replay() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--engine des"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_scenario_with_faults_runs_on_turmoil_and_is_refused_by_des() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-faults-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml"))
+            .unwrap();
+    let file = dir.join("crash.toml");
+    std::fs::write(&file, base + "\n[[faults]]\nat_s = 0.05\nverb = \"crash\"\nhosts = [2]\n").unwrap();
+    let f = file.to_str().unwrap();
+    let small = ["--set", "topology.hosts=4", "--set", "workload.blobs.0.size=8MiB", "--no-report", "-q"];
+    let out = shoal(&[&["run", f, "--engine", "des"][..], &small].concat());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("[[faults]]") && err.contains("--engine turmoil"), "{err}");
+    let out_dir = dir.join("out");
+    let out =
+        shoal(&[&["run", f, "--engine", "turmoil", "--out", out_dir.to_str().unwrap()][..], &small].concat());
+    // The crashed host's download failed: reported, and the exit status says so.
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 downloads failed"), "{}", text(&out.stderr));
+    let csv = std::fs::read_to_string(out_dir.join("downloads.csv")).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.contains("host crashed")).count(), 1, "{csv}");
+}
+
+/// Kills its processes when dropped, so that a failing test leaves none behind.
+struct Procs(Vec<std::process::Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn tracker_origin_and_agents_run_as_separate_processes() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-procs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Free loopback ports: agents 0 and 1, the origin, its HTTP port, the tracker.
+    let ports: Vec<u16> = {
+        let ls: Vec<std::net::TcpListener> =
+            (0..5).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+        ls.iter().map(|l| l.local_addr().unwrap().port()).collect()
+    };
+    let a = |p: u16| format!("127.0.0.1:{p}");
+    let addrs = [
+        "--agents".to_string(),
+        format!("{},{}", a(ports[0]), a(ports[1])),
+        "--origins".into(),
+        a(ports[2]),
+        "--origin-http".into(),
+        a(ports[3]),
+        "--trackers".into(),
+        a(ports[4]),
+    ];
+    let common = |kind: &str, index: usize, max: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            [kind, "scenarios/agree-16.toml", "--index", &index.to_string(), "--max-time-s", max]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        for set in ["topology.hosts=2", "workload.blobs.0.size=8MiB", "protocol.origin.piece_length=1MiB"] {
+            v.push("--set".into());
+            v.push(set.into());
+        }
+        v.extend(addrs.iter().cloned());
+        v
+    };
+    let spawn = |args: Vec<String>| {
+        Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the shoal binary starts")
+    };
+    let mut servers = Procs(vec![spawn(common("tracker", 0, "120")), spawn(common("origin", 0, "120"))]);
+    let mut agents = Procs(
+        (0..2)
+            .map(|i| {
+                let mut args = common("agent", i, "60");
+                args.extend(["--out".to_string(), dir.join(format!("a{i}")).display().to_string()]);
+                spawn(args)
+            })
+            .collect(),
+    );
+    // The agents exit by themselves (bounded by their --max-time-s); give up after 90 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut codes = vec![None; 2];
+    while codes.iter().any(Option::is_none) && std::time::Instant::now() < deadline {
+        for (c, code) in agents.0.iter_mut().zip(&mut codes) {
+            if code.is_none() {
+                *code = c.try_wait().unwrap().map(|s| s.code());
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // The servers serve until killed.
+    for s in &mut servers.0 {
+        assert!(s.try_wait().unwrap().is_none(), "a server exited early");
+    }
+    drop(servers);
+    let outputs: Vec<Output> =
+        std::mem::take(&mut agents.0).into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for (i, (code, out)) in codes.iter().zip(&outputs).enumerate() {
+        assert_eq!(*code, Some(Some(0)), "agent {i}: {}\n{}", text(&out.stdout), text(&out.stderr));
+        let csv = std::fs::read_to_string(dir.join(format!("a{i}/downloads.csv"))).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap_or_default().split(',').collect();
+        let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name}"));
+        let rows: Vec<&str> = csv.lines().skip(1).collect();
+        assert_eq!(rows.len(), 1, "agent {i} writes its own row: {csv}");
+        let cols: Vec<&str> = rows[0].split(',').collect();
+        // Host i, all 8 pieces (each checked by CRC32, the blob by SHA-256), complete.
+        let got = (cols[col("host")], cols[col("pieces")], cols[col("outcome")]);
+        assert_eq!(got, (i.to_string().as_str(), "8", "complete"), "{csv}");
+    }
 }

@@ -34,6 +34,7 @@
 pub mod bucket;
 pub mod http;
 mod peer;
+pub mod process;
 pub mod real;
 pub mod rogue;
 pub mod sim;
@@ -80,6 +81,11 @@ pub trait Transport: Clone + 'static {
 /// The current time as the protocol sees it.
 fn now<T: Transport>(t: &T) -> Instant {
     Instant::from_nanos(u64::try_from(t.now().as_nanos()).unwrap_or(u64::MAX))
+}
+
+/// A duration since the start of the run as a protocol instant.
+fn now_of(d: Duration) -> Instant {
+    Instant::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 /// Sleeps until `at` on the transport's clock (far futures sleep an hour and are re-checked).
@@ -150,6 +156,12 @@ pub(crate) struct Ctx {
     pub emulate_latency: bool,
     /// Draws of the scenario's latency jitter.
     pub jitter_rng: RefCell<ChaCha8Rng>,
+    /// Per agent: its pulls (start time, image) in time order.
+    pub pulls_by_host: Vec<Vec<(Instant, u32)>>,
+    /// Per agent: how many of its pulls have started. Shared, not the task's own, so that an agent
+    /// restarted by a fault does not start its earlier pulls again, and pulls that come due while
+    /// it is down are consumed (and failed) by the engine.
+    pub next_pull: Vec<Cell<usize>>,
 }
 
 impl Ctx {
@@ -192,7 +204,13 @@ impl Ctx {
             let t = token(&s.protocol.origin_scheduler);
             (bucket(o.upload_bytes_per_s, t), bucket(o.download_bytes_per_s, t))
         }));
+        let mut pulls_by_host = vec![Vec::new(); agents];
+        for p in &s.workload.pulls {
+            pulls_by_host[p.host].push((Instant::ZERO + p.at, p.image as u32));
+        }
         Ok(Ctx {
+            next_pull: (0..agents).map(|_| Cell::new(0)).collect(),
+            pulls_by_host,
             metrics: RefCell::new(Metrics::new(agents, interval)),
             net,
             node_by_peer,
@@ -246,6 +264,27 @@ impl Ctx {
     pub fn done(&self) -> bool {
         let m = self.metrics.borrow();
         m.pending_downloads == 0 && m.images.len() == self.scenario.workload.pulls.len()
+    }
+
+    /// Fails every running download of agent `host` (its software is gone) with `reason`.
+    pub fn fail_host(&self, host: u32, now: Instant, reason: &str) {
+        if self.metrics.borrow_mut().fail_host(host, now, reason) > 0 {
+            self.last_end.set(self.last_end.get().max(now));
+        }
+    }
+
+    /// Starts, and fails at once, every pull of agent `host` due by `now`: the host is down.
+    pub fn fail_due_pulls(&self, host: u32, now: Instant) {
+        let pulls = &self.pulls_by_host[host as usize];
+        let cursor = &self.next_pull[host as usize];
+        while let Some(&(at, image)) = pulls.get(cursor.get()) {
+            if at > now {
+                break;
+            }
+            cursor.set(cursor.get() + 1);
+            self.metrics.borrow_mut().start_pull(&self.scenario, host, image, now);
+            self.fail_host(host, now, "host down");
+        }
     }
 
     pub fn count_event(&self) {

@@ -151,19 +151,17 @@ pub(crate) async fn run_node<T: Transport>(
     let (tx, mut rx) = mpsc::unbounded_channel::<Input<T::Stream>>();
     let _listener = spawn_local(accept_loop(t.clone(), listener, tx.clone()));
     let _http = http.map(|l| spawn_local(origin_http(t.clone(), l, tx.clone())));
-    // This host's pulls, in time order.
-    let pulls: Vec<(Instant, u32)> = ctx
-        .scenario
-        .workload
-        .pulls
-        .iter()
-        .filter(|p| p.host as u32 == node)
-        .map(|p| (Instant::ZERO + p.at, p.image as u32))
-        .collect();
-    let mut next_pull = 0;
+    // This host's pulls, in time order; `ctx.next_pull` says which have started.
+    let ctx2 = ctx.clone();
+    let no_pulls = (Vec::new(), std::cell::Cell::new(0));
+    let (pulls, next_pull) = match (ctx2.pulls_by_host.get(node as usize), ctx2.next_pull.get(node as usize))
+    {
+        (Some(p), Some(n)) => (p, n),
+        _ => (&no_pulls.0, &no_pulls.1),
+    };
     let mut d = NodeDriver { t, ctx, node, tx, conns: BTreeMap::new() };
     loop {
-        let pull_at = pulls.get(next_pull).map_or(Instant::FAR_FUTURE, |p| p.0);
+        let pull_at = pulls.get(next_pull.get()).map_or(Instant::FAR_FUTURE, |p| p.0);
         let deadline = state.poll_timeout().min(pull_at);
         let input = tokio::select! {
             biased;
@@ -175,11 +173,11 @@ pub(crate) async fn run_node<T: Transport>(
         match input {
             Some(input) => d.input(&mut state, now, input),
             None => {
-                while let Some(&(at, image)) = pulls.get(next_pull) {
+                while let Some(&(at, image)) = pulls.get(next_pull.get()) {
                     if at > now {
                         break;
                     }
-                    next_pull += 1;
+                    next_pull.set(next_pull.get() + 1);
                     d.pull(&mut state, now, image);
                 }
                 if state.poll_timeout() <= now {

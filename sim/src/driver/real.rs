@@ -5,9 +5,11 @@
 //! the scenario's `max_sim_time` as a wall-clock limit, and everything — sockets, tasks, buffers —
 //! is released when the runtime is dropped at the end of [`run`].
 
+use std::collections::BTreeSet;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -20,16 +22,37 @@ use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs}
 use crate::engine::Addresses;
 use crate::scenario::Scenario;
 
-/// tokio TCP, loopback only.
+/// tokio TCP: loopback only, or only the addresses of an allow-list.
 #[derive(Clone, Debug)]
 pub struct TokioTcp {
     start: tokio::time::Instant,
+    /// The only addresses it binds or dials; `None`: loopback addresses only.
+    allowed: Option<Arc<BTreeSet<SocketAddr>>>,
 }
 
 impl TokioTcp {
-    /// A transport whose clock starts now.
+    /// A loopback-only transport whose clock starts now.
     pub fn new() -> Self {
-        TokioTcp { start: tokio::time::Instant::now() }
+        TokioTcp { start: tokio::time::Instant::now(), allowed: None }
+    }
+
+    /// A transport that binds and dials only `allowed` (any IP), whose clock starts now.
+    pub fn with_allowed(allowed: impl IntoIterator<Item = SocketAddr>) -> Self {
+        TokioTcp {
+            start: tokio::time::Instant::now(),
+            allowed: Some(Arc::new(allowed.into_iter().collect())),
+        }
+    }
+
+    fn check(&self, addr: SocketAddr) -> io::Result<()> {
+        match &self.allowed {
+            None => loopback_only(addr),
+            Some(set) if set.contains(&addr) => Ok(()),
+            Some(_) => Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{addr} is not one of the node addresses given"),
+            )),
+        }
     }
 }
 
@@ -56,7 +79,7 @@ impl Transport for TokioTcp {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
-        loopback_only(addr)?;
+        self.check(addr)?;
         TcpListener::bind(addr).await
     }
 
@@ -68,7 +91,7 @@ impl Transport for TokioTcp {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        loopback_only(addr)?;
+        self.check(addr)?;
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
         Ok(s)
@@ -78,6 +101,13 @@ impl Transport for TokioTcp {
 /// Runs a scenario on loopback sockets until every pull has ended or `max_sim_time` of wall time
 /// has passed.
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
+    if !scenario.faults.is_empty() {
+        return Err(format!(
+            "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
+            scenario.source,
+            scenario.faults.len()
+        ));
+    }
     let blobs = generate_blobs(&scenario)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -154,22 +184,14 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 && !h.is_finished()
             {
                 h.abort();
-                let now = super::now(&t);
-                let mut m = ctx.metrics.borrow_mut();
-                let pending: Vec<u32> = m
-                    .downloads
-                    .iter()
-                    .filter(|d| d.host == host && d.end.is_none() && d.failed.is_none())
-                    .map(|d| d.blob)
-                    .collect();
-                for blob in pending {
-                    let ev = shoal_protocols::peer::Event::DownloadFailed {
-                        digest: ctx.blobs[blob as usize].digest,
-                        error: shoal_protocols::peer::DownloadError::Removed,
-                        stats: Default::default(),
-                    };
-                    m.download_event(host, blob, now, ev);
-                }
+                let error = shoal_protocols::peer::DownloadError::Removed.to_string();
+                ctx.fail_host(host, super::now(&t), &error);
+            }
+            // A killed agent's later pulls fail as they come due.
+            if let Some((host, at)) = options.kill_agent
+                && t.now() >= at
+            {
+                ctx.fail_due_pulls(host, super::now(&t));
             }
             if ctx.done() {
                 break;

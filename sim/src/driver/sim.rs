@@ -1,8 +1,9 @@
 //! `--engine turmoil`: the driver on turmoil's simulated TCP, seeded from the scenario seed.
 //!
 //! Every node is a turmoil host with its own address (agents 10.1.x.y, origins 10.2.x.y, trackers
-//! 10.3.x.y); turmoil's step is 1 ms and its message latency is the scenario's base latency plus up
-//! to its jitter. turmoil has no bandwidth model: the driver's token buckets, on turmoil's clock,
+//! 10.3.x.y); turmoil's step is 1 ms and each link's message latency is the scenario's latency
+//! between the two nodes' places (base, plus each rack, pod or zone boundary crossed) plus up to
+//! its jitter. turmoil has no bandwidth model: the driver's token buckets, on turmoil's clock,
 //! apply the scenario's host capacities. Same scenario, seed and build ⇒ byte-identical outputs.
 //!
 //! turmoil's cost per step grows with hosts³ (reference/simulation.md §1.3): keep to tens of hosts.
@@ -19,7 +20,7 @@ use super::peer::{Node, run_node};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
 use crate::engine::{Addresses, derive_seed};
-use crate::scenario::Scenario;
+use crate::scenario::{Fault, FaultVerb, NodeSet, Scenario};
 
 /// turmoil's simulated TCP; must be used from inside a turmoil host.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,10 +122,28 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             }
         });
     }
+    set_link_latencies(&sim, &ctx);
     let total = ctx.scenario.workload.pulls.len();
     let mut timed_out = false;
     let mut steps = 0u64;
+    let faults = ctx.scenario.faults.clone();
+    let mut next_fault = 0;
+    // Agents whose software is down (crashed, not yet bounced).
+    let mut down = vec![false; agents as usize];
     loop {
+        while let Some(f) = faults.get(next_fault)
+            && f.at <= sim.elapsed()
+        {
+            next_fault += 1;
+            apply_fault(&mut sim, &ctx, f, &mut down);
+        }
+        let now = super::now_of(sim.elapsed());
+        for (h, _) in down.iter().enumerate().filter(|(_, d)| **d) {
+            ctx.fail_due_pulls(h as u32, now);
+        }
+        if ctx.done() {
+            break;
+        }
         sim.step().map_err(|e| format!("turmoil: {e}"))?;
         steps += 1;
         if ctx.done() {
@@ -144,4 +163,79 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
     drop(sim);
     Ok(run)
+}
+
+/// Gives every pair of nodes the scenario's latency between their places (base latency plus each
+/// rack, pod or zone boundary the path crosses) where it differs from the base latency, keeping
+/// the jitter range on top. Trackers sit outside every group.
+fn set_link_latencies(sim: &turmoil::Sim<'_>, ctx: &Ctx) {
+    let topo = &ctx.scenario.topology;
+    let p = &ctx.addrs.p2p;
+    let nodes: Vec<(IpAddr, Option<u32>)> = p
+        .agents
+        .iter()
+        .chain(&p.origins)
+        .enumerate()
+        .map(|(n, a)| (a.ip(), Some(n as u32)))
+        .chain(p.trackers.iter().map(|a| (a.ip(), None)))
+        .collect();
+    for (i, &(a, na)) in nodes.iter().enumerate() {
+        for &(b, nb) in &nodes[i + 1..] {
+            let lat = topo.latency_between(ctx.place(na), ctx.place(nb));
+            if lat != topo.latency {
+                sim.set_link_latency(a, b, lat);
+                sim.set_link_max_message_latency(a, b, lat + topo.latency_jitter);
+            }
+        }
+    }
+}
+
+/// The simulated address of every node of a set.
+fn ips(addrs: &NodeAddrs, set: &NodeSet) -> Vec<IpAddr> {
+    let p = &addrs.p2p;
+    let pick = |list: &[SocketAddr], idx: &[usize]| idx.iter().map(|&i| list[i].ip()).collect::<Vec<_>>();
+    let mut v = pick(&p.agents, &set.hosts);
+    v.extend(pick(&p.origins, &set.origins));
+    v.extend(pick(&p.trackers, &set.trackers));
+    v
+}
+
+/// Applies one scenario fault through turmoil. A crashed or restarted agent's running downloads
+/// fail at once (`host crashed`, `host restarted`), and its pulls that come due while it is down
+/// fail as they start (`host down`): none is silently lost, and none is started twice.
+fn apply_fault(sim: &mut turmoil::Sim<'_>, ctx: &Ctx, f: &Fault, down: &mut [bool]) {
+    let now = super::now_of(sim.elapsed());
+    let nodes = ips(&ctx.addrs, &f.nodes);
+    match f.verb {
+        FaultVerb::Crash | FaultVerb::Bounce => {
+            let crash = f.verb == FaultVerb::Crash;
+            for &h in &f.nodes.hosts {
+                if !down[h] {
+                    ctx.fail_host(h as u32, now, if crash { "host crashed" } else { "host restarted" });
+                }
+                down[h] = crash;
+            }
+            for ip in nodes {
+                if crash {
+                    sim.crash(ip);
+                } else {
+                    sim.bounce(ip);
+                }
+            }
+        }
+        verb => {
+            let peers = ips(&ctx.addrs, &f.peers);
+            for &a in &nodes {
+                for &b in &peers {
+                    match verb {
+                        FaultVerb::Partition => sim.partition(a, b),
+                        FaultVerb::Repair => sim.repair(a, b),
+                        FaultVerb::Hold => sim.hold(a, b),
+                        FaultVerb::Release => sim.release(a, b),
+                        FaultVerb::Crash | FaultVerb::Bounce => unreachable!("handled above"),
+                    }
+                }
+            }
+        }
+    }
 }

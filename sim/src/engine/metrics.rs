@@ -192,13 +192,42 @@ impl Metrics {
             NodeEvent::DownloadComplete { stats, .. } => (stats, None),
             NodeEvent::DownloadFailed { error, stats, .. } => (stats, Some(error.to_string())),
         };
+        self.end_download(host, blob, now, Some((stats.pieces, stats.duplicates)), failure);
+    }
+
+    /// Fails every download of `host` still running, with `reason` as its error (the host's agent
+    /// is gone: a crash in a socket engine). Returns how many there were.
+    pub fn fail_host(&mut self, host: u32, now: Instant, reason: &str) -> usize {
+        let pending: Vec<u32> = self
+            .downloads
+            .iter()
+            .filter(|d| d.host == host && d.end.is_none() && d.failed.is_none())
+            .map(|d| d.blob)
+            .collect();
+        for &blob in &pending {
+            self.end_download(host, blob, now, None, Some(reason.to_string()));
+        }
+        pending.len()
+    }
+
+    /// Ends a download (first end only); `counts` are its (pieces, duplicates) when known.
+    fn end_download(
+        &mut self,
+        host: u32,
+        blob: u32,
+        now: Instant,
+        counts: Option<(u32, u32)>,
+        failure: Option<String>,
+    ) {
         let Some(&i) = self.index.get(&(host, blob)) else { return };
         let d = &mut self.downloads[i];
         if d.end.is_some() || d.failed.is_some() {
             return;
         }
-        d.pieces = stats.pieces;
-        d.duplicates = stats.duplicates;
+        if let Some((pieces, duplicates)) = counts {
+            d.pieces = pieces;
+            d.duplicates = duplicates;
+        }
         let failed = failure.is_some();
         match failure {
             None => d.end = Some(now),

@@ -224,6 +224,13 @@ impl std::fmt::Debug for Engine<'_> {
 
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
+        if !scenario.faults.is_empty() {
+            return Err(format!(
+                "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
+                scenario.source,
+                scenario.faults.len()
+            ));
+        }
         let world = World::build(scenario)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();

@@ -55,6 +55,37 @@ pub struct Scenario {
     pub reference: Option<Reference>,
     /// The `key=value` overrides it was loaded with, in order.
     pub overrides: Vec<(String, String)>,
+    /// `[[faults]]`, sorted by time (file order among equal times). Only the turmoil engine
+    /// applies them; the others refuse a scenario that has any.
+    pub faults: Vec<Fault>,
+}
+
+pub use raw::FaultVerb;
+
+/// A timed fault: `verb` at `at` on `nodes` (`crash`, `bounce`), or on every link between a node
+/// of `nodes` and a node of `peers` (`partition`, `repair`, `hold`, `release`; the sets are
+/// disjoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    pub at: Duration,
+    pub verb: FaultVerb,
+    pub nodes: NodeSet,
+    /// Empty for `crash` and `bounce`.
+    pub peers: NodeSet,
+}
+
+/// Nodes by index, each list ascending without repeats.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSet {
+    pub hosts: Vec<usize>,
+    pub origins: Vec<usize>,
+    pub trackers: Vec<usize>,
+}
+
+impl NodeSet {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty() && self.origins.is_empty() && self.trackers.is_empty()
+    }
 }
 
 /// Published per-host image completion times the scenario replays (`[reference]`), reported beside

@@ -28,6 +28,50 @@ pub struct RawScenario {
     #[serde(default)]
     pub protocol: RawProtocol,
     pub reference: Option<RawReference>,
+    /// `[[faults]]`: timed faults (turmoil engine only).
+    #[serde(default)]
+    pub faults: Vec<RawFault>,
+}
+
+/// One `[[faults]]` entry: a verb at a time, applied to nodes (`crash`, `bounce`) or to the links
+/// between two node sets `a` and `b` (`partition`, `repair`, `hold`, `release`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub at_s: f64,
+    pub verb: FaultVerb,
+    pub hosts: Option<Vec<i64>>,
+    pub origins: Option<Vec<i64>>,
+    pub trackers: Option<Vec<i64>>,
+    pub a: Option<RawNodeSet>,
+    pub b: Option<RawNodeSet>,
+}
+
+/// A set of nodes by index: agent hosts, origins, trackers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawNodeSet {
+    pub hosts: Vec<i64>,
+    pub origins: Vec<i64>,
+    pub trackers: Vec<i64>,
+}
+
+/// What a fault does (turmoil's fault-injection verbs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultVerb {
+    /// Stop the nodes' software: every task and socket is dropped.
+    Crash,
+    /// Restart the nodes' software (a crashed node comes back; a running one restarts).
+    Bounce,
+    /// Drop every message between `a` and `b`, in flight or sent later.
+    Partition,
+    /// End a partition between `a` and `b` (held messages stay held).
+    Repair,
+    /// Hold every message between `a` and `b` until `release`.
+    Hold,
+    /// Deliver the held messages between `a` and `b` and let new ones through.
+    Release,
 }
 
 /// Published measurements the scenario replays, printed beside the run's own.

@@ -14,10 +14,12 @@ use shoal_protocols::config::Policy;
 use super::Reference;
 use super::error::FieldError;
 use super::protocol::{self, Role};
-use super::raw::{ArrivalKind, RawArrival, RawPlacement, RawPullers, RawScenario};
+use super::raw::{
+    ArrivalKind, FaultVerb, RawArrival, RawFault, RawNodeSet, RawPlacement, RawPullers, RawScenario,
+};
 use super::{
-    Arrival, Blob, Group, Host, Image, Level, Origin, Place, Protocol, Pull, PullGroup, Scenario, Topology,
-    Workload,
+    Arrival, Blob, Fault, Group, Host, Image, Level, NodeSet, Origin, Place, Protocol, Pull, PullGroup,
+    Scenario, Topology, Workload,
 };
 
 type R<T> = Result<T, FieldError>;
@@ -306,7 +308,9 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     let trackers = count(raw.trackers.count, &["trackers", "count"], "agents announce to a tracker")?;
 
     let workload = workload(raw.workload, &topology, raw.seed, &protocol)?;
+    let faults = faults(raw.faults, (n_hosts, n_origins, trackers), max_sim_time)?;
     Ok(Scenario {
+        faults,
         name: raw.name,
         description: raw.description,
         source: source.to_string(),
@@ -324,6 +328,127 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
             p99_s: r.p99_s,
             p99_9_s: r.p99_9_s,
         }),
+    })
+}
+
+/// Checks `[[faults]]` against the node counts (hosts, origins, trackers) and the run's time limit,
+/// and sorts them by time.
+fn faults(raw: Vec<RawFault>, counts: (usize, usize, usize), limit: Duration) -> R<Vec<Fault>> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (i, f) in raw.into_iter().enumerate() {
+        let i = i.to_string();
+        let at = seconds(f.at_s, &["faults", &i, "at_s"], true)?;
+        if at >= limit {
+            return Err(FieldError::new(
+                &["faults", &i, "at_s"],
+                format!(
+                    "{} s is not before the end of the run (limits.max_sim_time_s = {} s)",
+                    f.at_s,
+                    limit.as_secs_f64()
+                ),
+            ));
+        }
+        let link = !matches!(f.verb, FaultVerb::Crash | FaultVerb::Bounce);
+        let verb = format!("{:?}", f.verb).to_lowercase();
+        let (nodes, peers) = if link {
+            for (name, given) in [
+                ("hosts", f.hosts.is_some()),
+                ("origins", f.origins.is_some()),
+                ("trackers", f.trackers.is_some()),
+            ] {
+                if given {
+                    return Err(FieldError::new(
+                        &["faults", &i, name],
+                        format!("{verb} applies to links: name the two sides as a = {{ … }} and b = {{ … }}"),
+                    ));
+                }
+            }
+            let side = |s: Option<RawNodeSet>, name: &str| -> R<NodeSet> {
+                let s = s.ok_or_else(|| {
+                    FieldError::new(
+                        &["faults", &i, name],
+                        format!("missing: {verb} needs two node sets, a = {{ hosts = […] }} and b = {{ … }}"),
+                    )
+                })?;
+                let set = node_set(s.hosts, s.origins, s.trackers, counts, &["faults", &i, name])?;
+                if set.is_empty() {
+                    return Err(FieldError::new(&["faults", &i, name], "names no node"));
+                }
+                Ok(set)
+            };
+            let (a, b) = (side(f.a, "a")?, side(f.b, "b")?);
+            let overlap = |x: &[usize], y: &[usize]| x.iter().find(|n| y.contains(n)).copied();
+            for (name, x, y) in [
+                ("hosts", &a.hosts, &b.hosts),
+                ("origins", &a.origins, &b.origins),
+                ("trackers", &a.trackers, &b.trackers),
+            ] {
+                if let Some(n) = overlap(x, y) {
+                    return Err(FieldError::new(
+                        &["faults", &i, "b", name],
+                        format!("{n} is also in a: the two sides must not share a node"),
+                    ));
+                }
+            }
+            (a, b)
+        } else {
+            for (name, given) in [("a", f.a.is_some()), ("b", f.b.is_some())] {
+                if given {
+                    return Err(FieldError::new(
+                        &["faults", &i, name],
+                        format!("{verb} applies to nodes: list them in hosts, origins and trackers"),
+                    ));
+                }
+            }
+            let set = node_set(
+                f.hosts.unwrap_or_default(),
+                f.origins.unwrap_or_default(),
+                f.trackers.unwrap_or_default(),
+                counts,
+                &["faults", &i],
+            )?;
+            if set.is_empty() {
+                return Err(FieldError::new(
+                    &["faults", &i],
+                    format!("{verb} names no node: give hosts, origins or trackers"),
+                ));
+            }
+            (set, NodeSet::default())
+        };
+        out.push(Fault { at, verb: f.verb, nodes, peers });
+    }
+    out.sort_by_key(|f| f.at);
+    Ok(out)
+}
+
+/// Node indices checked against the counts (hosts, origins, trackers), sorted, without repeats.
+fn node_set(
+    hosts: Vec<i64>,
+    origins: Vec<i64>,
+    trackers: Vec<i64>,
+    (n_hosts, n_origins, n_trackers): (usize, usize, usize),
+    path: &[&str],
+) -> R<NodeSet> {
+    let check = |v: Vec<i64>, name: &str, n: usize| -> R<Vec<usize>> {
+        let mut out = BTreeSet::new();
+        for (k, x) in v.into_iter().enumerate() {
+            if x < 0 || x as u64 >= n as u64 {
+                let mut p: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                p.push(name.to_string());
+                p.push(k.to_string());
+                return Err(FieldError::at(
+                    p,
+                    format!("no {} {x}: there are {n} (numbered from 0)", name.trim_end_matches('s')),
+                ));
+            }
+            out.insert(x as usize);
+        }
+        Ok(out.into_iter().collect())
+    };
+    Ok(NodeSet {
+        hosts: check(hosts, "hosts", n_hosts)?,
+        origins: check(origins, "origins", n_origins)?,
+        trackers: check(trackers, "trackers", n_trackers)?,
     })
 }
 

@@ -1,0 +1,177 @@
+//! Timed `[[faults]]` on the turmoil engine: crashes, restarts, partitions and held links, with
+//! every affected download reported, and outputs byte-identical for a seed.
+
+use std::path::{Path, PathBuf};
+
+use shoal_sim::driver::{self, DriverOptions};
+use shoal_sim::engine::{Engine, RunOptions, RunReport};
+use shoal_sim::scenario::Scenario;
+
+/// agree-16 scaled down (6 hosts, an 8 MiB blob in 1 MiB pieces) and slowed to 5 MB/s, so that a
+/// fault at a fraction of a second lands mid-transfer; `faults` is appended to the file.
+fn scenario(faults: &str) -> Scenario {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml");
+    let text = std::fs::read_to_string(path).unwrap() + "\n" + faults;
+    let sets: Vec<(String, String)> = [
+        ("topology.hosts", "6"),
+        ("topology.upload_bytes_per_s", "\"5MB/s\""),
+        ("topology.download_bytes_per_s", "\"5MB/s\""),
+        ("origins.upload_bytes_per_s", "\"5MB/s\""),
+        ("workload.blobs.0.size", "\"8MiB\""),
+        ("protocol.origin.piece_length", "\"1MiB\""),
+        ("limits.max_sim_time_s", "120"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    Scenario::from_toml(&text, "faults.toml", &sets).expect("scenario loads")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("shoal-faults-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn turmoil(s: &Scenario, dir: &Path) -> RunReport {
+    let run = driver::sim::run(s.clone(), DriverOptions::default()).expect("turmoil run");
+    let r = run.report(0.0);
+    run.write_outputs(dir, &r).expect("outputs written");
+    r
+}
+
+/// downloads.csv rows as (host, end_s, outcome, error).
+fn rows(dir: &Path) -> Vec<(usize, String, String, String)> {
+    let csv = std::fs::read_to_string(dir.join("downloads.csv")).unwrap();
+    let mut lines = csv.lines();
+    let head: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| head.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no {name} column"));
+    let (host, end, outcome, error) = (col("host"), col("end_s"), col("outcome"), col("error"));
+    lines
+        .map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            (c[host].parse().unwrap(), c[end].to_string(), c[outcome].to_string(), c[error].to_string())
+        })
+        .collect()
+}
+
+const CRASH: &str = "[[faults]]\nat_s = 0.5\nverb = \"crash\"\nhosts = [3, 4]\n";
+
+#[test]
+fn a_crashed_agent_reports_its_download_failed_and_the_rest_finish() {
+    let dir = tmp("crash");
+    let r = turmoil(&scenario(CRASH), &dir);
+    let sm = &r.summary;
+    assert_eq!(sm.failed_downloads, 2, "{sm:?}");
+    assert_eq!(sm.unfinished_downloads, 0);
+    assert_eq!(sm.host_images.completed, 4);
+    let rows = rows(&dir);
+    assert_eq!(rows.len(), 6, "one row per (host, blob)");
+    for (host, _, outcome, error) in rows {
+        if host == 3 || host == 4 {
+            assert_eq!((outcome.as_str(), error.as_str()), ("failed", "host crashed"), "host {host}");
+        } else {
+            assert_eq!(outcome, "complete", "host {host}");
+        }
+    }
+}
+
+#[test]
+fn fault_runs_are_byte_identical_for_a_seed() {
+    let faults = format!(
+        "{CRASH}[[faults]]\nat_s = 1.0\nverb = \"bounce\"\nhosts = [3]\n\
+         [[faults]]\nat_s = 0.2\nverb = \"partition\"\na = {{ hosts = [0] }}\nb = {{ origins = [0] }}\n\
+         [[faults]]\nat_s = 0.8\nverb = \"repair\"\na = {{ hosts = [0] }}\nb = {{ origins = [0] }}\n"
+    );
+    let s = scenario(&faults);
+    let (a, b) = (tmp("same-a"), tmp("same-b"));
+    turmoil(&s, &a);
+    turmoil(&s, &b);
+    for f in ["downloads.csv", "timeseries.csv", "summary.json"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(x == y, "{f} differs between two turmoil runs with faults");
+    }
+}
+
+#[test]
+fn a_restarted_agent_does_not_pull_twice() {
+    // Host 3 restarts mid-transfer: its download fails once, and its pull is not started again.
+    let dir = tmp("bounce");
+    let r = turmoil(&scenario("[[faults]]\nat_s = 0.5\nverb = \"bounce\"\nhosts = [3]\n"), &dir);
+    assert_eq!(r.summary.failed_downloads, 1);
+    assert_eq!(r.summary.host_images.completed, 5);
+    let rows = rows(&dir);
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.iter().filter(|r| r.0 == 3).count(), 1);
+    assert!(rows.iter().any(|r| r.0 == 3 && r.3 == "host restarted"));
+}
+
+#[test]
+fn a_partition_from_the_origin_heals_with_repair() {
+    // Hosts 0-2 cannot reach the origin nor the other hosts until 3 s.
+    let faults = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0, 1, 2] }\n\
+                  b = { hosts = [3, 4, 5], origins = [0] }\n\
+                  [[faults]]\nat_s = 3\nverb = \"repair\"\na = { hosts = [0, 1, 2] }\n\
+                  b = { hosts = [3, 4, 5], origins = [0] }\n";
+    let dir = tmp("partition");
+    let r = turmoil(&scenario(faults), &dir);
+    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
+    for (host, end, _, _) in rows(&dir) {
+        let end: f64 = end.parse().unwrap();
+        if host < 3 {
+            assert!(end > 3.0, "host {host} finished at {end} s, inside the partition");
+        }
+    }
+}
+
+#[test]
+fn held_links_delay_but_complete() {
+    let hold = "[[faults]]\nat_s = 0\nverb = \"hold\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n\
+                [[faults]]\nat_s = 2\nverb = \"release\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n";
+    let (free, held) = (tmp("free"), tmp("held"));
+    let f = turmoil(&scenario(""), &free);
+    let h = turmoil(&scenario(hold), &held);
+    assert_eq!(h.summary.failed_downloads + h.summary.unfinished_downloads, 0, "{:?}", h.summary);
+    let (pf, ph) = (f.summary.host_images.p50.unwrap(), h.summary.host_images.p50.unwrap());
+    assert!(ph > 2.0 && ph > pf, "held p50 {ph} s, free p50 {pf} s");
+}
+
+#[test]
+fn the_discrete_event_engine_and_real_sockets_refuse_faults() {
+    let s = scenario(CRASH);
+    let Err(e) = Engine::new(&s, RunOptions::default()) else { panic!("des ran a scenario with faults") };
+    assert!(e.contains("[[faults]]") && e.contains("--engine turmoil"), "{e}");
+    let Err(e) = driver::real::run(s, DriverOptions::default()) else {
+        panic!("real ran a scenario with faults")
+    };
+    assert!(e.contains("[[faults]]"), "{e}");
+}
+
+#[test]
+fn bad_faults_are_named_by_file_line_and_field() {
+    let cases = [
+        ("[[faults]]\nat_s = 1\nverb = \"crash\"\nhosts = [99]\n", "faults.0.hosts.0", "no host 99"),
+        ("[[faults]]\nat_s = 1\nverb = \"explode\"\nhosts = [1]\n", "verb", "unknown variant"),
+        ("[[faults]]\nat_s = -1\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "≥ 0"),
+        ("[[faults]]\nat_s = 1\nverb = \"crash\"\n", "faults.0", "names no node"),
+        ("[[faults]]\nat_s = 60\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "max_sim_time_s = 60"),
+        ("[[faults]]\nat_s = 1\nverb = \"partition\"\nhosts = [1]\n", "faults.0.hosts", "a = {"),
+        ("[[faults]]\nat_s = 1\nverb = \"hold\"\na = { hosts = [1] }\n", "faults.0.b", "missing"),
+        (
+            "[[faults]]\nat_s = 1\nverb = \"partition\"\na = { hosts = [1] }\nb = { hosts = [1] }\n",
+            "faults.0.b.hosts",
+            "must not share",
+        ),
+        ("[[faults]]\nat_s = 1\nverb = \"crash\"\nnodes = [1]\n", "nodes", "unknown field"),
+    ];
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml");
+    let base = std::fs::read_to_string(path).unwrap();
+    let base_lines = base.lines().count();
+    for (faults, field, message) in cases {
+        let text = format!("{base}\n{faults}");
+        let e = Scenario::from_toml(&text, "f.toml", &[]).expect_err(faults).to_string();
+        assert!(e.contains(field) && e.contains(message), "{faults}: {e}");
+        let line: usize = e.split(':').nth(1).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("{e}"));
+        assert!(line > base_lines, "{e}: line {line} is not in the faults");
+    }
+}
