@@ -16,7 +16,8 @@ use shoal_sim::net::Solver;
 use shoal_sim::scenario::Scenario;
 
 /// A simulation and benchmarking harness for peer-to-peer container registries (Uber Kraken's
-/// agent, origin and tracker protocols, replayed at scale).
+/// agent, origin and tracker protocols, and BitTorrent, Dragonfly and origin-only policies on the
+/// same nodes, replayed at scale).
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, long_about = None)]
 struct Cli {
@@ -40,7 +41,9 @@ enum Command {
         /// Output folder [default: results/<scenario>-<seed>/].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Override any scenario field: `--set topology.hosts=100 --set protocol.agent.dispatch.pipeline_limit=5`.
+        /// Override any scenario field: `--set topology.hosts=100 --set protocol.agent.dispatch.pipeline_limit=5`;
+        /// the policy with `--set protocol.policy=kraken|bittorrent|dragonfly|origin_only` and the tracker's
+        /// handout with `--set protocol.tracker.handout_policy=completeness|default|topology|naive_locality`.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         sets: Vec<String>,
         /// Which engine runs the scenario.
