@@ -369,3 +369,12 @@ impl Default for DriverOptions {
         DriverOptions { interval: Duration::from_millis(100), progress: None, rogue: None, kill_agent: None }
     }
 }
+
+/// The single-threaded tokio runtime the socket engines and node processes run on (with a
+/// `LocalSet`: nodes share state through `Rc`).
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the tokio runtime: {e}"))
+}

@@ -107,10 +107,7 @@ pub fn run_process(
         return Err(format!("{role:?}: the scenario has {count} of this kind (numbered from 0)"));
     }
     let blobs = generate_blobs(&scenario)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
         let mut allowed: Vec<SocketAddr> = addrs.p2p.agents.clone();

@@ -109,10 +109,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         ));
     }
     let blobs = generate_blobs(&scenario)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the tokio runtime: {e}"))?;
+    let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
         let t0 = TokioTcp::new();
