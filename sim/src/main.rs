@@ -52,9 +52,15 @@ enum Command {
         /// Time-series interval in milliseconds.
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
-        /// Bandwidth-sharing solver: incremental max-min (default) or full recomputation (exact, slow).
+        /// Bandwidth-sharing solver of the des engine: incremental max-min on every event (default),
+        /// full recomputation (exact, slow), or stepped: the incremental solver at most once per
+        /// --solve-step-ms over all changes since (each flow start and end then waits up to one
+        /// step; for large runs with saturated rack links, see README "Solvers").
         #[arg(long, value_enum, default_value_t = SolverKind::Incremental)]
         solver: SolverKind,
+        /// The step of `--solver stepped`, in milliseconds of simulated time.
+        #[arg(long, value_name = "MS", default_value_t = 1.0)]
+        solve_step_ms: f64,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -237,6 +243,7 @@ enum EngineKind {
 enum SolverKind {
     Incremental,
     Full,
+    Stepped,
 }
 
 fn main() -> ExitCode {
@@ -310,16 +317,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{}", c.html.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { scenario, seed, out, mut sets, engine, interval_ms, solver, quiet, no_report } => {
+        Command::Run {
+            scenario,
+            seed,
+            out,
+            mut sets,
+            engine,
+            interval_ms,
+            solver,
+            solve_step_ms,
+            quiet,
+            no_report,
+        } => {
+            let solver = match solver {
+                SolverKind::Incremental => Solver::default(),
+                SolverKind::Full => Solver::Full,
+                SolverKind::Stepped => {
+                    if !(solve_step_ms.is_finite() && solve_step_ms > 0.0 && solve_step_ms <= 1000.0) {
+                        anyhow::bail!(
+                            "--solve-step-ms {solve_step_ms}: give a step in milliseconds, above 0 and at \
+                             most 1000 (1 is the usual choice)"
+                        );
+                    }
+                    Solver::stepped(std::time::Duration::from_secs_f64(solve_step_ms / 1e3))
+                }
+            };
+            if engine != EngineKind::Des && solver != Solver::default() {
+                anyhow::bail!(
+                    "--solver applies to the des engine only: turmoil and real move bytes on (simulated \
+                     or real) sockets"
+                );
+            }
             if let Some(seed) = seed {
                 sets.push(format!("seed={seed}"));
             }
             let s = Scenario::load_with_sets(&scenario, &sets)?;
             let out = out.unwrap_or_else(|| PathBuf::from(format!("results/{}-{}", s.name, s.seed)));
             let mut replay = s.replay_command();
-            if solver == SolverKind::Full {
-                replay.push_str(" --solver full");
-            }
+            replay.push_str(&solver.cli_flags());
             match engine {
                 EngineKind::Des => {}
                 EngineKind::Turmoil => replay.push_str(" --engine turmoil"),
@@ -338,10 +373,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let pb = bar.clone();
             let options = RunOptions {
                 interval: std::time::Duration::from_millis(interval_ms.max(1)),
-                solver: match solver {
-                    SolverKind::Incremental => Solver::default(),
-                    SolverKind::Full => Solver::Full,
-                },
+                solver,
                 progress: Some(Box::new(move |t, done, _| {
                     pb.set_position(done as u64);
                     pb.set_message(format!("{t:.2} s"));

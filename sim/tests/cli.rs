@@ -49,6 +49,17 @@ fn bad_input_is_refused_with_file_field_and_exit_code_2() {
 }
 
 #[test]
+fn solver_flags_are_checked() {
+    let out = shoal(&["run", "scenarios/smoke-40.toml", "--solver", "stepped", "--solve-step-ms", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("--solve-step-ms 0") && err.contains("above 0"), "{err}");
+    let out = shoal(&["run", "scenarios/agree-16.toml", "--engine", "turmoil", "--solver", "full"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("des engine only"), "{}", text(&out.stderr));
+}
+
+#[test]
 fn run_prints_seed_and_replay_and_writes_outputs() {
     let dir: PathBuf = std::env::temp_dir().join(format!("shoal-cli-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

@@ -248,11 +248,7 @@ impl Engine<'_> {
     /// Summarises a finished run; `wall_s` is the wall time it took.
     pub fn report(&self, engine: &str, wall_s: f64) -> RunReport {
         let stats = self.net.stats();
-        let replay = if matches!(self.net.solver(), crate::net::Solver::Full) {
-            self.scenario.replay_command() + " --solver full"
-        } else {
-            self.scenario.replay_command()
-        };
+        let replay = self.scenario.replay_command() + &self.net.solver().cli_flags();
         let facts = RunFacts {
             scenario: self.scenario,
             metrics: &self.metrics,

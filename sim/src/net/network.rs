@@ -137,6 +137,9 @@ pub struct Network {
     completed_bytes: u64,
     pub(crate) scratch: Scratch,
     pub(crate) stats: SolverStats,
+    /// [`Solver::Stepped`]: when the deferred solve runs, and the flows it starts from.
+    pending_at: Option<u64>,
+    pending: Vec<u32>,
 }
 
 fn ns_to_instant(ns: u64) -> Instant {
@@ -187,6 +190,8 @@ impl Network {
             moved_updated_ns: 0,
             completed_bytes: 0,
             stats: SolverStats::default(),
+            pending_at: None,
+            pending: Vec::new(),
         }
     }
 
@@ -201,8 +206,41 @@ impl Network {
     fn advance_clock(&mut self, now: Instant) -> u64 {
         let now_ns = now.as_nanos();
         assert!(now_ns >= self.now_ns, "network model time went backwards: {now_ns} ns < {} ns", self.now_ns);
+        // A deferred solve due before `now` runs at its own time first (the engine pops it through
+        // `pop_completed`; this keeps direct callers consistent).
+        if let Some(at) = self.pending_at.filter(|&at| at < now_ns) {
+            self.run_pending(at);
+        }
         self.now_ns = now_ns;
         now_ns
+    }
+
+    /// Re-solves around `scratch.seeds` now, or with [`Solver::Stepped`] adds them to the next
+    /// step's solve.
+    fn solve_or_defer(&mut self, now_ns: u64) {
+        let step = self.solver.step_ns();
+        if step == 0 {
+            self.resolve(now_ns);
+            return;
+        }
+        self.pending.append(&mut self.scratch.seeds);
+        let at = now_ns.div_ceil(step).saturating_mul(step);
+        self.pending_at = Some(self.pending_at.map_or(at, |p| p.min(at)));
+    }
+
+    /// Runs the deferred solve at `at_ns` over the flows seeded since the last one that are still
+    /// active (a slot freed and reused meanwhile holds a new flow, itself seeded).
+    fn run_pending(&mut self, at_ns: u64) {
+        self.pending_at = None;
+        let mut seeds = std::mem::take(&mut self.pending);
+        seeds.retain(|&s| self.flows[s as usize].state == State::Active);
+        seeds.sort_unstable();
+        seeds.dedup();
+        self.pending = std::mem::replace(&mut self.scratch.seeds, seeds);
+        self.pending.clear();
+        if !self.scratch.seeds.is_empty() {
+            self.resolve(at_ns);
+        }
     }
 
     fn advance_moved(&mut self, now_ns: u64) {
@@ -291,7 +329,7 @@ impl Network {
         }
         self.scratch.seeds.clear();
         self.scratch.seeds.push(slot as u32);
-        self.resolve(now_ns);
+        self.solve_or_defer(now_ns);
         id
     }
 
@@ -315,9 +353,21 @@ impl Network {
         Some(Cancelled { token, bytes, bytes_sent: sent })
     }
 
-    /// When the next flow delivers its last byte, if any flow is active.
+    /// When the deferred solve of [`Solver::Stepped`] runs, if changes are waiting for it.
+    pub fn pending_solve(&self) -> Option<Instant> {
+        self.pending_at.map(ns_to_instant)
+    }
+
+    /// When the next flow delivers its last byte, if any flow is active; with [`Solver::Stepped`],
+    /// or when the deferred solve is due if that is earlier (then [`Network::pop_completed`] at that
+    /// time runs it and returns what finishes by then, possibly nothing).
     pub fn next_completion(&self) -> Option<Instant> {
-        self.heap.peek().map(|(t, _)| ns_to_instant(t))
+        let done = self.heap.peek().map(|(t, _)| t);
+        let next = match (done, self.pending_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        next.map(ns_to_instant)
     }
 
     /// The next flow whose last byte is sent at or before `now`, in (time, [`FlowId`]) order, or
@@ -325,10 +375,19 @@ impl Network {
     /// ideally with `now = next_completion()`) before starting or cancelling flows at `now`.
     pub fn pop_completed(&mut self, now: Instant) -> Option<Completed> {
         debug_assert!(self.heap.len() <= self.active, "heap holds a retired flow");
-        let (finish, slot) = self.heap.peek()?;
-        if finish > now.as_nanos() {
-            return None;
-        }
+        let due = |at: Option<u64>| at.filter(|&t| t <= now.as_nanos());
+        let (finish, slot) = loop {
+            let finish = due(self.heap.peek().map(|(t, _)| t));
+            match (finish, due(self.pending_at)) {
+                // Flows finishing before (or at) the solve are settled first: they seed it.
+                (Some(f), p) if p.is_none_or(|p| f <= p) => break self.heap.peek()?,
+                (_, Some(p)) => {
+                    self.now_ns = self.now_ns.max(p);
+                    self.run_pending(p);
+                }
+                (_, None) => return None,
+            }
+        };
         // A finish before the clock can only follow a contract breach (a start or cancel at a later
         // time while this completion was due); complete it at the clock rather than go back.
         let at = finish.max(self.now_ns);
@@ -385,6 +444,7 @@ impl Network {
         }
         // Seed the re-solve while the flow is still linked, stop its contribution to the
         // accounting, then unlink it from every resource.
+        self.scratch.seeds.clear();
         self.seed_removal(slot);
         self.set_rate(slot, 0.0, now_ns);
         let (len, path, pos) = {
@@ -412,7 +472,7 @@ impl Network {
         if self.active == 0 {
             self.total_load = 0.0;
         }
-        self.resolve(now_ns);
+        self.solve_or_defer(now_ns);
     }
 
     /// Applies a new rate to an active flow at `now_ns`: settles its progress and the accounting
