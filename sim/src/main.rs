@@ -362,6 +362,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             eprintln!("seed={}", s.seed);
             eprintln!("replay: {replay}");
+            let shared_links = [&s.topology.racks, &s.topology.pods, &s.topology.zones]
+                .iter()
+                .any(|l| l.as_ref().is_some_and(|l| l.groups.iter().any(|g| g.uplink_bytes_per_s.is_some())));
+            if engine == EngineKind::Des
+                && solver == Solver::default()
+                && shared_links
+                && s.topology.hosts.len() >= 1000
+            {
+                eprintln!(
+                    "hint: {} hosts behind capacity-limited group links re-rate many flows per event; \
+                     `--solver stepped` runs such scenarios several times faster (README.md, \"Solvers\")",
+                    s.topology.hosts.len()
+                );
+            }
             let bar =
                 if quiet { ProgressBar::hidden() } else { ProgressBar::new(s.workload.pulls.len() as u64) };
             bar.set_style(
