@@ -558,6 +558,17 @@ fn oversubscribed_racks(hosts: u32, rack_hosts: u32, oversub: u64, cap: u64) -> 
 /// `check_every` events, each rate is compared with the exact max-min rate. Returns the largest
 /// relative error.
 fn churn_on_racks(seed: u64, solver: Solver, rel_tol: f64, check_every: u64) -> f64 {
+    churn_on_racks_checked(seed, solver, rel_tol, |_, step| step % check_every == 0).0
+}
+
+/// [`churn_on_racks`], comparing rates after each event for which `check(net, event)` holds.
+/// Returns the largest relative error and the number of checks.
+fn churn_on_racks_checked(
+    seed: u64,
+    solver: Solver,
+    rel_tol: f64,
+    check: impl Fn(&Network, u64) -> bool,
+) -> (f64, u64) {
     let mut rng = Rng(seed);
     let rack_hosts = 4 + rng.below(5) as u32;
     let hosts = rack_hosts * (2 + rng.below(5) as u32);
@@ -566,6 +577,7 @@ fn churn_on_racks(seed: u64, solver: Solver, rel_tol: f64, check_every: u64) -> 
     let target = hosts as usize * (1 + rng.below(4) as usize);
     let mut now = T0;
     let mut worst: f64 = 0.0;
+    let mut checks = 0;
     for step in 0..600u64 {
         if net.active_flows() < target && rng.below(4) != 0 {
             let (s, d) = (rng.below(u64::from(hosts)) as u32, rng.below(u64::from(hosts)) as u32);
@@ -584,7 +596,8 @@ fn churn_on_racks(seed: u64, solver: Solver, rel_tol: f64, check_every: u64) -> 
             now = t;
             while net.pop_completed(now).is_some() {}
         }
-        if step % check_every == 0 {
+        if check(&net, step) {
+            checks += 1;
             for (id, want) in net.reference_rates() {
                 let got = net.rate(id).expect("active");
                 if want.is_finite() && got.is_finite() {
@@ -598,7 +611,7 @@ fn churn_on_racks(seed: u64, solver: Solver, rel_tol: f64, check_every: u64) -> 
             }
         }
     }
-    worst
+    (worst, checks)
 }
 
 #[test]
@@ -733,42 +746,12 @@ fn stepped_solver_with_zero_tolerance_is_max_min_after_every_solve() {
     // Random churn on oversubscribed racks; events land between steps and wait for the next one,
     // so each solve starts from the changes of many events at once. Whenever no solve is waiting,
     // every rate must be the exact max-min rate.
-    let mut checked = 0;
+    let mut checks = 0;
     for seed in 0..100u64 {
-        let mut rng = Rng(seed);
-        let rack_hosts = 4 + rng.below(5) as u32;
-        let hosts = rack_hosts * (2 + rng.below(5) as u32);
-        let topo = oversubscribed_racks(hosts, rack_hosts, 2 + rng.below(4), 1_000);
-        let mut net = Network::new(&topo.capacities(), stepped(50.0 + rng.below(500) as f64, 0.0));
-        let target = hosts as usize * (1 + rng.below(4) as usize);
-        let mut now = T0;
-        for step in 0..600u64 {
-            if net.active_flows() < target && rng.below(4) != 0 {
-                let (s, d) = (rng.below(u64::from(hosts)) as u32, rng.below(u64::from(hosts)) as u32);
-                net.start_flow(now, topo.path(s, d).resources(), 500 + rng.below(5_000), step);
-            } else if rng.below(8) == 0 {
-                let ids = net.flow_ids();
-                if !ids.is_empty() {
-                    let id = ids[rng.below(ids.len() as u64) as usize];
-                    net.cancel_flow(now, id);
-                }
-            } else if let Some(t) = net.next_completion() {
-                now = t;
-                while net.pop_completed(now).is_some() {}
-            }
-            if net.pending_solve().is_none() {
-                checked += 1;
-                for (id, want) in net.reference_rates() {
-                    let got = net.rate(id).expect("active");
-                    if want.is_finite() && got.is_finite() {
-                        assert!(
-                            (got - want).abs() <= 1e-9 * want,
-                            "seed {seed} step {step}: {id:?} rate {got}, max-min {want}"
-                        );
-                    }
-                }
-            }
-        }
+        let step_ms = 50.0 + (seed * 37 % 500) as f64;
+        checks +=
+            churn_on_racks_checked(seed, stepped(step_ms, 0.0), 1e-9, |net, _| net.pending_solve().is_none())
+                .1;
     }
-    assert!(checked > 10_000, "only {checked} checks ran: the churn rarely left the solver idle");
+    assert!(checks > 10_000, "only {checks} checks ran: the churn rarely left the solver idle");
 }
