@@ -90,6 +90,25 @@ enum Command {
         #[arg(long, default_value = "results/compare")]
         out: PathBuf,
     },
+    /// Merge the output folders of the agents of one run that ran as separate processes
+    /// (`shoal agent`) into one run folder that `report` and `compare` read like any other.
+    ///
+    /// Checks the folders are of one run and that no host is given twice; concatenates
+    /// downloads.csv (sorted by host), adds up timeseries.csv interval by interval, and rebuilds
+    /// summary.json (percentiles over all hosts, summed bytes and messages, efficiency against the
+    /// lower bound). Each agent must have pulled one image. Then writes the report unless
+    /// --no-report.
+    Merge {
+        /// The agents' output folders (`shoal agent --out`).
+        #[arg(required = true, value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+        /// Output folder of the merged run.
+        #[arg(long, default_value = "results/merged")]
+        out: PathBuf,
+        /// Do not write the report (report.html, report.md, figures).
+        #[arg(long)]
+        no_report: bool,
+    },
     /// Regression gate: run the pinned scenarios of the gate config and compare their deterministic
     /// metrics with the committed baselines.
     ///
@@ -306,6 +325,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
             for dir in &dirs {
                 let r = shoal_reports::render(dir)?;
                 println!("{}", r.html.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Merge { dirs, out, no_report } => {
+            let m = shoal_sim::engine::merge(&dirs, &out)?;
+            let images = &m.summary.host_images;
+            let pct = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.3} s"));
+            eprintln!(
+                "merged {} folders: {} downloads, {} of {} hosts complete; image pull p50 {}  p99 {}  max {}",
+                dirs.len(),
+                m.rows,
+                images.completed,
+                m.summary.hosts,
+                pct(images.p50),
+                pct(images.p99),
+                pct(images.max)
+            );
+            if !no_report {
+                let r = shoal_reports::render(&out)?;
+                println!("{}", r.html.display());
+            } else {
+                println!("{}", out.display());
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -312,4 +312,28 @@ fn tracker_origin_and_agents_run_as_separate_processes() {
         let got = (cols[col("host")], cols[col("pieces")], cols[col("outcome")]);
         assert_eq!(got, (i.to_string().as_str(), "8", "complete"), "{csv}");
     }
+
+    // `shoal merge` makes one run of the two agents' folders, which `shoal report` renders.
+    let (a0, a1, merged) = (dir.join("a0"), dir.join("a1"), dir.join("merged"));
+    let path = |p: &Path| p.display().to_string();
+    let out = shoal(&["merge", &path(&a1), &path(&a0), "--out", &path(&merged)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(merged.join("report.html").exists());
+    let csv = std::fs::read_to_string(merged.join("downloads.csv")).unwrap();
+    let hosts: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(hosts, ["0", "1"], "rows of both agents, sorted by host: {csv}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(merged.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["host_images"]["completed"], 2, "{summary}");
+    let own = |d: &Path| -> f64 {
+        let s: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(d.join("summary.json")).unwrap()).unwrap();
+        s["host_images"]["max"].as_f64().unwrap()
+    };
+    let slowest = own(&a0).max(own(&a1));
+    assert_eq!(summary["host_images"]["max"].as_f64(), Some(slowest), "{summary}");
+    // A folder given twice is refused, naming the host.
+    let out = shoal(&["merge", &path(&a0), &path(&a0), "--out", &path(&dir.join("twice"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("host 0 also has rows"), "{}", text(&out.stderr));
 }

@@ -280,7 +280,7 @@ pub fn sort_times(mut v: Vec<Option<f64>>) -> Vec<Option<f64>> {
 }
 
 /// The headline percentiles of a set of completion times, in seconds.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq)]
 pub struct Percentiles {
     pub count: usize,
     pub completed: usize,

@@ -7,6 +7,7 @@
 //! delivered one latency after it leaves. A close is delivered after everything already sent (a
 //! FIN); the closing side's incoming flow is cancelled, since nobody will read it.
 
+mod merge;
 mod metrics;
 mod output;
 pub(crate) mod world;
@@ -23,6 +24,7 @@ use shoal_protocols::peer::{ConnId, Event as NodeEvent, Output};
 use shoal_protocols::tracker::TrackerOutput;
 use shoal_protocols::{Digest, Instant, Message};
 
+pub use merge::{MergeError, Merged, merge};
 pub use metrics::{DownloadRecord, Metrics, Percentiles, Source};
 pub use output::{Perf, RunFacts, RunReport, Summary, summarize, write_run_files};
 pub use world::{Addresses, World, build_agent, build_origin, build_tracker, derive_seed};

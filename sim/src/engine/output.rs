@@ -6,21 +6,21 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shoal_protocols::Instant;
 
 use super::Engine;
 use super::metrics::{Metrics, Percentiles, round_us};
 use crate::scenario::{BoundTerm, Scenario};
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoundSummary {
     pub t_min_s: f64,
     pub binding_term: String,
     pub terms: Vec<TermSummary>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TermSummary {
     pub name: String,
     pub formula: String,
@@ -34,21 +34,21 @@ impl From<&BoundTerm> for TermSummary {
 }
 
 /// Lower bound ÷ achieved time, for the headline percentiles of per-host image completion.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Efficiency {
     pub p50: Option<f64>,
     pub p99: Option<f64>,
     pub max: Option<f64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct MessageCount {
     pub count: u64,
     pub bytes: u64,
 }
 
 /// summary.json: deterministic.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Summary {
     pub scenario: String,
     pub source: String,
@@ -83,7 +83,7 @@ pub struct Summary {
 
 /// Payload bytes received by a node from a node in another zone (a node outside every zone, such as
 /// origins placed "separate", counts as another zone): what a cloud bills as inter-AZ traffic.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CrossZoneBytes {
     pub total: u64,
     pub from_origins: u64,

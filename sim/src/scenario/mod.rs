@@ -90,7 +90,7 @@ impl NodeSet {
 
 /// Published per-host image completion times the scenario replays (`[reference]`), reported beside
 /// the run's own so the two can be compared.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reference {
     pub source: String,
     pub p50_s: Option<f64>,
