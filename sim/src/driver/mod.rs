@@ -20,6 +20,13 @@
 //!   [`bucket::TokenBucket`] shared by its connections — payload bytes are reserved before they
 //!   are written, and bytes read are reserved before the next read, so a slow reader pushes back
 //!   on the sender through TCP.
+//! - **latency** (`real` only; turmoil's network has its own): every message a connection reads
+//!   reaches the node one emulated one-way delay later (the scenario's latency plus a jitter draw),
+//!   through one queue per node that releases messages in order of their arrival times. tokio's
+//!   timers tick in whole milliseconds, so a timer per message would release everything due within
+//!   the same millisecond in a fixed order and erase sub-millisecond jitter — and at a
+//!   synchronized start, the order handshakes arrive in decides which hosts get Kraken's ten
+//!   connection slots (issue #4). HTTP exchanges wait one delay each way.
 //! - **trackers** ([`tracker`]): HTTP/1.1 with Kraken's endpoints, `POST /announce/{infohash}`
 //!   and `GET /namespace/{ns}/blobs/{digest}/metainfo`; the tracker asks origins on
 //!   `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`, served on the origin's HTTP port.

@@ -1,5 +1,6 @@
 //! The task of an agent or origin: its state machine, its listener and its connections.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -13,7 +14,7 @@ use shoal_protocols::peer::{ConnId, Event, Output};
 use shoal_protocols::wire::{self, Decoder, DecoderLimits};
 use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, spawn_local};
 
 use super::{Ctx, Transport, http, now, sleep_until};
@@ -149,6 +150,8 @@ pub(crate) async fn run_node<T: Transport>(
     http: Option<T::Listener>,
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Input<T::Stream>>();
+    let delays = ctx.emulate_latency.then(|| Rc::new(DelayQueue::default()));
+    let _pump = delays.clone().map(|q| spawn_local(delay_pump(t.clone(), q, tx.clone())));
     let _listener = spawn_local(accept_loop(t.clone(), listener, tx.clone()));
     let _http = http.map(|l| spawn_local(origin_http(t.clone(), l, tx.clone())));
     // This host's pulls, in time order; `ctx.next_pull` says which have started.
@@ -159,7 +162,7 @@ pub(crate) async fn run_node<T: Transport>(
         (Some(p), Some(n)) => (p, n),
         _ => (&no_pulls.0, &no_pulls.1),
     };
-    let mut d = NodeDriver { t, ctx, node, tx, conns: BTreeMap::new() };
+    let mut d = NodeDriver { t, ctx, node, tx, delays, conns: BTreeMap::new() };
     loop {
         let pull_at = pulls.get(next_pull.get()).map_or(Instant::FAR_FUTURE, |p| p.0);
         let deadline = state.poll_timeout().min(pull_at);
@@ -299,6 +302,8 @@ struct NodeDriver<T: Transport> {
     ctx: Rc<Ctx>,
     node: u32,
     tx: mpsc::UnboundedSender<Input<T::Stream>>,
+    /// Where the driver emulates latency: the node's inputs on their way.
+    delays: Option<Rc<DelayQueue<T::Stream>>>,
     conns: BTreeMap<ConnId, Conn>,
 }
 
@@ -370,7 +375,7 @@ impl<T: Transport> NodeDriver<T> {
                     eprintln!("{now} node {} {conn:?} closed by the remote end", self.node);
                 }
                 if let Some(c) = self.conns.remove(&conn) {
-                    stop(c);
+                    self.stop(conn, c);
                     state.handle_closed(now, conn);
                 }
             }
@@ -413,7 +418,7 @@ impl<T: Transport> NodeDriver<T> {
             self.node,
             conn,
             r,
-            self.tx.clone(),
+            Sink { tx: self.tx.clone(), delays: self.delays.clone() },
             limits,
         )));
         spawn_local(writer(self.t.clone(), self.ctx.clone(), self.node, w, wrx));
@@ -465,7 +470,7 @@ impl<T: Transport> NodeDriver<T> {
                     eprintln!("{} node {} closes {conn:?}", now(&self.t), self.node);
                 }
                 if let Some(c) = self.conns.remove(&conn) {
-                    stop(c);
+                    self.stop(conn, c);
                 }
             }
             Output::Announce { id, tracker, request } => {
@@ -505,15 +510,105 @@ async fn sleep_nonzero(d: Duration) {
     }
 }
 
-/// Ends a connection the node no longer knows: the writer sends what it has, then closes; the
-/// reader stops at once.
-fn stop(c: Conn) {
-    if let Some(w) = c.writer {
-        let _ = w.send(WriteCmd::Close);
+impl<T: Transport> NodeDriver<T> {
+    /// Ends a connection the node no longer knows: the writer sends what it has, then closes; the
+    /// reader stops at once, and what it read but had not yet delivered is dropped.
+    fn stop(&self, conn: ConnId, c: Conn) {
+        if let Some(w) = c.writer {
+            let _ = w.send(WriteCmd::Close);
+        }
+        if let Some(r) = c.reader {
+            r.abort();
+        }
+        if let Some(q) = &self.delays {
+            q.forget(conn);
+        }
     }
-    if let Some(r) = c.reader {
-        r.abort();
+}
+
+/// The inputs a node's connections have read, each held until its emulated arrival time and
+/// handed to the node in order of that time (where the driver emulates latency).
+///
+/// One queue per node rather than one timer per connection, because tokio's timers tick in whole
+/// milliseconds: every delay that ends within the same millisecond wakes at the same tick, in the
+/// timer wheel's order, which would erase a scenario's sub-millisecond jitter (`agree-16`:
+/// 1 ms ± 0.5 ms) and hand the node its handshakes in the order they were read. Kraken's
+/// connection admission is first come, first served, so that order decides which hosts get
+/// connection slots when every host dials at once.
+pub(crate) struct DelayQueue<S> {
+    items: RefCell<Queued<S>>,
+    seq: Cell<u64>,
+    /// Wakes the pump when an input is queued.
+    queued: Notify,
+}
+
+impl<S> Default for DelayQueue<S> {
+    fn default() -> Self {
+        DelayQueue { items: RefCell::new(BTreeMap::new()), seq: Cell::new(0), queued: Notify::new() }
     }
+}
+
+impl<S> DelayQueue<S> {
+    fn push(&self, due: Instant, conn: ConnId, input: Input<S>) {
+        let seq = self.seq.get() + 1;
+        self.seq.set(seq);
+        self.items.borrow_mut().insert((due, seq), (conn, input));
+        self.queued.notify_one();
+    }
+
+    /// The earliest input due by `now`.
+    fn pop_due(&self, now: Instant) -> Option<Input<S>> {
+        let mut items = self.items.borrow_mut();
+        let (&(due, _), _) = items.first_key_value()?;
+        if due > now {
+            return None;
+        }
+        items.pop_first().map(|(_, (_, input))| input)
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.items.borrow().first_key_value().map(|(&(due, _), _)| due)
+    }
+
+    /// Drops what a connection read but the node has not yet received.
+    fn forget(&self, conn: ConnId) {
+        self.items.borrow_mut().retain(|_, (c, _)| *c != conn);
+    }
+}
+
+/// (arrival time, sequence number) → the connection and what it read.
+type Queued<S> = BTreeMap<(Instant, u64), (ConnId, Input<S>)>;
+
+/// Hands a node its delayed inputs as they come due, earliest first.
+async fn delay_pump<T: Transport>(
+    t: T,
+    q: Rc<DelayQueue<T::Stream>>,
+    tx: mpsc::UnboundedSender<Input<T::Stream>>,
+) {
+    loop {
+        match q.next_due() {
+            None => q.queued.notified().await,
+            Some(due) if due > now(&t) => {
+                tokio::select! {
+                    _ = sleep_until(&t, due) => {}
+                    _ = q.queued.notified() => {}
+                }
+            }
+            Some(_) => {
+                while let Some(input) = q.pop_due(now(&t)) {
+                    if tx.send(input).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Where a reader puts what it reads: straight to the node, or through its delay queue.
+struct Sink<S> {
+    tx: mpsc::UnboundedSender<Input<S>>,
+    delays: Option<Rc<DelayQueue<S>>>,
 }
 
 async fn announce<T: Transport>(
@@ -532,43 +627,29 @@ async fn announce<T: Transport>(
 }
 
 /// Reads a connection: bytes pay the host's download bucket, then go through the decoder. Where
-/// the driver emulates latency, each message is handed to the node one latency after it was read,
-/// in order, by a delay line.
+/// the driver emulates latency, each message reaches the node one latency after it was read, in
+/// order, through the node's [`DelayQueue`].
 async fn reader<T: Transport>(
     t: T,
     ctx: Rc<Ctx>,
     node: u32,
     conn: ConnId,
     mut r: tokio::io::ReadHalf<T::Stream>,
-    tx: mpsc::UnboundedSender<Input<T::Stream>>,
+    sink: Sink<T::Stream>,
     limits: DecoderLimits,
 ) {
-    let (dtx, delay) = if ctx.emulate_latency {
-        let (dtx, drx) = mpsc::unbounded_channel::<(Instant, Input<T::Stream>)>();
-        (Some(dtx), Some(spawn_local(delay_line(t.clone(), drx, tx.clone()))))
-    } else {
-        (None, None)
-    };
-    // Aborting the reader must stop its delay line too.
-    struct AbortOnDrop(Option<JoinHandle<()>>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            if let Some(h) = self.0.take() {
-                h.abort();
-            }
-        }
-    }
-    let mut guard = AbortOnDrop(delay);
     let mut remote: Option<u32> = None;
     let mut last_due = Instant::ZERO;
     let mut send = |msg: Input<T::Stream>, remote: Option<u32>| -> bool {
-        match &dtx {
-            Some(dtx) => {
+        match &sink.delays {
+            Some(q) => {
+                // A connection's messages keep their order (TCP).
                 let due = (now(&t) + ctx.one_way(remote, Some(node))).max(last_due);
                 last_due = due;
-                dtx.send((due, msg)).is_ok()
+                q.push(due, conn, msg);
+                true
             }
-            None => tx.send(msg).is_ok(),
+            None => sink.tx.send(msg).is_ok(),
         }
     };
     let mut dec = Decoder::new(limits);
@@ -602,23 +683,8 @@ async fn reader<T: Transport>(
             break;
         }
     }
+    // Ended by the stream, not stopped by the node: the node learns of it after what was read.
     send(Input::Closed { conn }, remote);
-    // Ended by the stream, not aborted by the node: the delay line delivers what it holds, then
-    // ends when its queue closes as this function returns.
-    guard.0.take();
-}
-
-async fn delay_line<S>(
-    t: impl Transport,
-    mut rx: mpsc::UnboundedReceiver<(Instant, Input<S>)>,
-    tx: mpsc::UnboundedSender<Input<S>>,
-) {
-    while let Some((due, input)) = rx.recv().await {
-        sleep_until(&t, due).await;
-        if tx.send(input).is_err() {
-            return;
-        }
-    }
 }
 
 /// Writes a connection: payload bytes pay the host's upload bucket, chunk by chunk.
@@ -667,4 +733,39 @@ async fn write_payload<T: Transport>(
         w.write_all(chunk).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(conn: u64) -> (ConnId, Input<()>) {
+        (ConnId(conn), Input::Closed { conn: ConnId(conn) })
+    }
+
+    fn conn_of(input: Input<()>) -> u64 {
+        match input {
+            Input::Closed { conn } => conn.0,
+            _ => unreachable!("only closes are queued here"),
+        }
+    }
+
+    #[test]
+    fn delayed_inputs_come_out_in_due_order_not_read_order() {
+        let q = DelayQueue::<()>::default();
+        let at = |us: u64| Instant::from_nanos(us * 1_000);
+        // Read in this order, all due within the same millisecond (one tokio timer tick).
+        for (due, conn) in [(1_400, 1), (1_100, 2), (1_250, 3), (1_100, 4), (1_300, 5), (2_600, 6)] {
+            let (c, input) = closed(conn);
+            q.push(at(due), c, input);
+        }
+        // A connection the node stopped delivers nothing more.
+        q.forget(ConnId(5));
+        assert!(q.pop_due(at(1_099)).is_none());
+        assert_eq!(q.next_due(), Some(at(1_100)));
+        let out: Vec<u64> = std::iter::from_fn(|| q.pop_due(at(2_000))).map(conn_of).collect();
+        // Earliest first; equal times keep the order they were read in.
+        assert_eq!(out, [2, 4, 3, 1]);
+        assert_eq!(q.next_due(), Some(at(2_600)));
+    }
 }
