@@ -58,9 +58,9 @@ enum Command {
         /// step; for large runs with saturated rack links, see README "Solvers").
         #[arg(long, value_enum, default_value_t = SolverKind::Incremental)]
         solver: SolverKind,
-        /// The step of `--solver stepped`, in milliseconds of simulated time.
-        #[arg(long, value_name = "MS", default_value_t = 1.0)]
-        solve_step_ms: f64,
+        /// The step of `--solver stepped`, in milliseconds of simulated time [default: 1].
+        #[arg(long, value_name = "MS")]
+        solve_step_ms: Option<f64>,
         /// No progress bar.
         #[arg(long, short)]
         quiet: bool,
@@ -370,6 +370,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
             no_report,
         } => {
+            if solver != SolverKind::Stepped && solve_step_ms.is_some() {
+                anyhow::bail!("--solve-step-ms applies to --solver stepped only");
+            }
+            let solve_step_ms = solve_step_ms.unwrap_or(1.0);
             let solver = match solver {
                 SolverKind::Incremental => Solver::default(),
                 SolverKind::Full => Solver::Full,

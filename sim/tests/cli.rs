@@ -54,6 +54,9 @@ fn solver_flags_are_checked() {
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("--solve-step-ms 0") && err.contains("above 0"), "{err}");
+    let out = shoal(&["run", "scenarios/smoke-40.toml", "--solve-step-ms", "2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--solver stepped only"), "{}", text(&out.stderr));
     let out = shoal(&["run", "scenarios/agree-16.toml", "--engine", "turmoil", "--solver", "full"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("des engine only"), "{}", text(&out.stderr));
