@@ -219,8 +219,8 @@ fn a_killed_agent_does_not_stall_the_rest() {
 /// Kraken pays it: the metainfo request (TCP connect, request; the tracker connects to the origin
 /// and asks it; two replies), the announce (on the kept-alive tracker connection), the dial (TCP
 /// connect), both handshakes, the piece request and the payload — 16 one-way latencies from a cold
-/// start. Returns the two engines' p50 and p90 differences.
-fn latency_bound_pull(text: &str, name: &str, hosts: &str) -> (f64, f64) {
+/// start. Returns the two engines' p50 and p90 differences, and their p50s.
+fn latency_bound_pull(text: &str, name: &str, hosts: &str) -> ((f64, f64), (f64, f64)) {
     let sets: Vec<(String, String)> = [
         ("topology.hosts", hosts),
         ("workload.blobs.0.size", "\"64KiB\""),
@@ -233,7 +233,8 @@ fn latency_bound_pull(text: &str, name: &str, hosts: &str) -> (f64, f64) {
     let d = des(&s, &tmp(&format!("{name}-des")));
     let t = turmoil(&s, &tmp(&format!("{name}-turmoil")));
     eprintln!("{name}: des {:?} turmoil {:?}", d.summary.host_images, t.summary.host_images);
-    diff(&d, &t)
+    let p50 = |r: &RunReport| r.summary.host_images.p50.expect("completed downloads");
+    (diff(&d, &t), (p50(&d), p50(&t)))
 }
 
 fn agree_16_text() -> String {
@@ -241,23 +242,30 @@ fn agree_16_text() -> String {
 }
 
 /// turmoil applies the scenario's latency per pair of nodes. On a rack topology whose rack
-/// boundary costs 20 ms each way, a latency-bound pull (one 64 KiB piece) takes 16 one-way trips
-/// in both engines (des 0.330 s, turmoil 0.341 s at p50). Before TCP connects were charged a
-/// round trip in both engines and HTTP connections kept alive in the driver, des paid 11 trips
-/// (0.203 s: no connect before HTTP calls, half a round trip before a dial) and turmoil 14 (0.236
-/// s: its SYN-ACK took no time, and every HTTP call opened a new connection).
+/// boundary costs 20 ms each way, a latency-bound pull (one 64 KiB piece, eight hosts) takes 16
+/// one-way trips in both engines: des 0.269 s, turmoil 0.260 s at p50. The rest is bandwidth:
+/// turmoil has no transmission time and the driver's token buckets start full, so the origin sends
+/// the eight pieces at once where des shares its 50 MB/s over them (10 ms). Before TCP connects
+/// cost a round trip in both engines and the driver kept HTTP connections alive, des paid 11 trips
+/// (0.203 s: no connect before an HTTP call, half a round trip before a dial's first message) and
+/// turmoil 14 (0.236 s: its SYN-ACK took no time, and every HTTP call opened a new connection).
 #[test]
 fn des_and_turmoil_agree_on_rack_latencies() {
     let text = agree_16_text()
         .replace("[origins]", "[topology.racks]\nhosts_per_rack = 4\nlatency_ms = 20\n\n[origins]");
-    let (p50, p90) = latency_bound_pull(&text, "racks", "8");
+    let ((p50, p90), _) = latency_bound_pull(&text, "racks", "8");
     assert!(p50 <= 0.05 && p90 <= 0.05, "des vs turmoil: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
 }
 
-/// The same on a flat topology with 21 ms everywhere (before the fix: des 0.243 s, turmoil 0.295 s).
+/// The same on a flat topology with 21 ms everywhere: des 0.349 s, turmoil 0.340 s at p50 (before:
+/// des 0.243 s, turmoil 0.295 s).
 #[test]
 fn des_and_turmoil_agree_on_flat_latencies() {
     let text = agree_16_text().replace("latency_ms = 1\n", "latency_ms = 21\n");
-    let (p50, p90) = latency_bound_pull(&text, "flat", "8");
+    let ((p50, p90), (des, turmoil)) = latency_bound_pull(&text, "flat", "8");
     assert!(p50 <= 0.05 && p90 <= 0.05, "des vs turmoil: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
+    // 16 trips of 21 ms, plus at most their 0.5 ms jitter each and the origin's 10 ms for 8 pieces.
+    for (engine, p50) in [("des", des), ("turmoil", turmoil)] {
+        assert!((0.336..0.336 + 0.008 + 0.012).contains(&p50), "{engine}: p50 {p50} s is not 16 trips");
+    }
 }
