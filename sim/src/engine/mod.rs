@@ -12,7 +12,7 @@
 //! trip and a half after the dial. HTTP calls (announce, metainfo, the tracker's metainfo fetch
 //! from an origin) run on kept-alive connections like Kraken's Go clients: a call that finds an
 //! idle connection to its server pays one latency each way; otherwise it first pays the connect
-//! round trip ([`HttpPool`]).
+//! round trip (`HttpPool`).
 
 mod merge;
 mod metrics;
