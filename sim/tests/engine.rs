@@ -76,11 +76,14 @@ fn one_host_one_origin_takes_size_over_rate_plus_latencies() {
     ]);
     let r = run_to(&s, &tmp("single"));
     let t = r.summary.host_images.max.unwrap();
-    // 100 MB + 4 MiB at the host's 1 Gbit/s is 0.8336 s; on top come a handful of one-way latencies
-    // (metainfo, announce, handshake, first request, last payload) of 1 ms each.
+    // 100 MB + 4 MiB at the host's 1 Gbit/s is 0.8336 s; on top come 16 one-way latencies of 1 ms
+    // each: the metainfo request (TCP connect, request; the tracker's connect to the origin, its
+    // request; two replies: 8), the announce on the kept-alive connection (2), the dial's connect
+    // (2), the handshakes (2), the first request and the last payload (2).
     let transfer = (100e6 + 4.0 * 1048576.0) / 125e6;
-    assert!(t >= transfer, "{t} < {transfer}");
-    assert!(t <= transfer + 0.012, "{t} is more than a dozen latencies over {transfer}");
+    // (The summary keeps microseconds.)
+    assert!(t >= transfer + 0.016 - 1e-6, "{t} < {transfer} + 16 latencies");
+    assert!(t <= transfer + 0.018, "{t} is more than 18 latencies over {transfer}");
 }
 
 #[test]
@@ -95,7 +98,9 @@ fn racks_csv_reports_uplinks_never_over_capacity() {
         let f: Vec<&str> = line.split(',').collect();
         for u in [f[3], f[5]] {
             let u: f64 = u.parse().unwrap();
-            assert!(u <= 1.0 + 1e-6, "a rack link above its capacity: {line}");
+            // The network keeps each link's load as a running sum of rate changes, whose rounding
+            // drifts by parts per million over a run.
+            assert!(u <= 1.0 + 1e-5, "a rack link above its capacity: {line}");
             busy += usize::from(u > 0.9);
         }
     }
@@ -186,9 +191,12 @@ fn the_bittorrent_policy_completes_and_counts_its_messages() {
 fn the_stepped_solver_stays_near_the_exact_one_on_oversubscribed_racks() {
     use shoal_sim::net::Solver;
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/racks-2600.toml");
-    let s = Scenario::load_with_sets(path, &["topology.hosts=80".to_string()]).expect("racks scenario loads");
-    let run = |solver: Solver, name: &str| {
-        let mut e = Engine::new(&s, RunOptions { solver, ..RunOptions::default() }).expect("engine builds");
+    let load = |seed: u64| {
+        let sets = ["topology.hosts=80".to_string(), format!("seed={seed}")];
+        Scenario::load_with_sets(&path, &sets).expect("racks scenario loads")
+    };
+    let run = |s: &Scenario, solver: Solver, name: &str| {
+        let mut e = Engine::new(s, RunOptions { solver, ..RunOptions::default() }).expect("engine builds");
         e.run();
         let report = e.report("des", 0.0);
         let dir = tmp(name);
@@ -196,9 +204,10 @@ fn the_stepped_solver_stays_near_the_exact_one_on_oversubscribed_racks() {
         (report, dir)
     };
     let stepped = Solver::stepped(std::time::Duration::from_millis(1));
-    let (exact, _) = run(Solver::default(), "exact");
-    let (a, dir_a) = run(stepped, "stepped-a");
-    let (_, dir_b) = run(stepped, "stepped-b");
+    let s = load(1);
+    let (exact, _) = run(&s, Solver::default(), "exact");
+    let (a, dir_a) = run(&s, stepped, "stepped-a");
+    let (_, dir_b) = run(&s, stepped, "stepped-b");
     for f in ["downloads.csv", "timeseries.csv", "summary.json"] {
         assert!(
             std::fs::read(dir_a.join(f)).unwrap() == std::fs::read(dir_b.join(f)).unwrap(),
@@ -208,14 +217,24 @@ fn the_stepped_solver_stays_near_the_exact_one_on_oversubscribed_racks() {
     assert!(a.summary.replay.ends_with("--solver stepped --solve-step-ms 1"), "{}", a.summary.replay);
     assert_eq!(a.summary.host_images.completed, 80);
     assert!(a.summary.host_images.max.unwrap() >= s.lower_bound().t_min_s());
+    assert!(a.perf.solver_solves < exact.perf.solver_solves, "stepping must batch solves");
     // A start or an end waits half a step on average, against pieces of ~100 ms: the stepped
     // solver is a little slower, never much (measured at 400 hosts over 3 seeds: +0.7 % at p50).
-    for (name, x, y) in [
-        ("p50", exact.summary.host_images.p50, a.summary.host_images.p50),
-        ("p90", exact.summary.host_images.p90, a.summary.host_images.p90),
-    ] {
-        let (x, y) = (x.unwrap(), y.unwrap());
-        assert!((y - x).abs() <= 0.05 * x, "{name}: exact {x:.3} s, stepped {y:.3} s");
+    // At 80 hosts one seed's p50 or p90 moves by up to ±6 % with any change of timing (either
+    // solver, or a latency model change), so the means over three seeds are compared.
+    let (mut x50, mut x90, mut y50, mut y90) = (0.0, 0.0, 0.0, 0.0);
+    for (seed, (exact, stepped)) in [(1, (exact, a))].into_iter().chain((2..=3).map(|seed| {
+        let s = load(seed);
+        (seed, (run(&s, Solver::default(), "exact").0, run(&s, stepped, "stepped").0))
+    })) {
+        let (e, st) = (&exact.summary.host_images, &stepped.summary.host_images);
+        eprintln!("seed {seed}: exact {:?}/{:?}, stepped {:?}/{:?}", e.p50, e.p90, st.p50, st.p90);
+        x50 += e.p50.unwrap();
+        x90 += e.p90.unwrap();
+        y50 += st.p50.unwrap();
+        y90 += st.p90.unwrap();
     }
-    assert!(a.perf.solver_solves < exact.perf.solver_solves, "stepping must batch solves");
+    for (name, x, y) in [("p50", x50 / 3.0, y50 / 3.0), ("p90", x90 / 3.0, y90 / 3.0)] {
+        assert!((y - x).abs() <= 0.05 * x, "mean {name}: exact {x:.3} s, stepped {y:.3} s");
+    }
 }

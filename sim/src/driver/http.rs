@@ -1,5 +1,5 @@
-//! A small HTTP/1.1 codec for the tracker's and origin's endpoints: one request per connection
-//! (`Connection: close`), bodies sized by `Content-Length`. Malformed or oversized input is refused
+//! A small HTTP/1.1 codec for the tracker's and origin's endpoints: persistent connections (HTTP/1.1's
+//! default keep-alive, one request at a time), bodies sized by `Content-Length`. Malformed or oversized input is refused
 //! with an error, never a panic: request heads are capped at [`MAX_HEAD`] bytes and bodies at
 //! [`MAX_BODY`].
 
@@ -125,7 +125,7 @@ pub async fn write_request<W: AsyncWrite + Unpin>(
     body: &[u8],
 ) -> io::Result<()> {
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     w.write_all(head.as_bytes()).await?;
@@ -143,7 +143,7 @@ pub async fn write_response<W: AsyncWrite + Unpin>(w: &mut W, status: u16, body:
         _ => "Service Unavailable",
     };
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     w.write_all(head.as_bytes()).await?;

@@ -27,6 +27,12 @@
 //!   the same millisecond in a fixed order and erase sub-millisecond jitter — and at a
 //!   synchronized start, the order handshakes arrive in decides which hosts get Kraken's ten
 //!   connection slots (issue #4). HTTP exchanges wait one delay each way.
+//! - **connection set-up**: every new TCP connection (a dial, or an HTTP call that finds no idle
+//!   connection) costs a round trip before its dialer sends, as a real TCP connect does. turmoil
+//!   charges the SYN's latency but completes the connect the moment the listener accepts, so the
+//!   driver waits one more latency (the SYN-ACK's); on loopback (`real`) it waits both
+//!   ([`ConnectCost`]). HTTP connections are kept alive as Kraken's Go clients keep them
+//!   (`peer::HttpClient`): an agent's announces reuse the connection of its metainfo request.
 //! - **trackers** ([`tracker`]): HTTP/1.1 with Kraken's endpoints, `POST /announce/{infohash}`
 //!   and `GET /namespace/{ns}/blobs/{digest}/metainfo`; the tracker asks origins on
 //!   `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`, served on the origin's HTTP port.
@@ -161,6 +167,9 @@ pub(crate) struct Ctx {
     /// Whether the driver delays messages by the scenario's latency (real sockets; turmoil applies
     /// latency itself).
     pub emulate_latency: bool,
+    /// What a new connection still waits once the transport has connected (see
+    /// [`ConnectCost`]).
+    pub connect_cost: ConnectCost,
     /// Draws of the scenario's latency jitter.
     pub jitter_rng: RefCell<ChaCha8Rng>,
     /// Per agent: its pulls (start time, image) in time order.
@@ -229,6 +238,7 @@ impl Ctx {
             last_end: Cell::new(Instant::ZERO),
             buckets,
             emulate_latency: false,
+            connect_cost: ConnectCost::Transport,
             jitter_rng: RefCell::new(ChaCha8Rng::seed_from_u64(derive_seed(s.seed, "latency", 0))),
             scenario,
         })
@@ -252,6 +262,21 @@ impl Ctx {
         if !self.emulate_latency {
             return Duration::ZERO;
         }
+        self.latency_draw(a, b)
+    }
+
+    /// How long a new connection from `a` to `b` (`None`: a tracker) waits after the transport
+    /// connected, so that every connection costs TCP's round trip before its dialer sends.
+    pub fn connect_wait(&self, a: Option<u32>, b: Option<u32>) -> Duration {
+        match self.connect_cost {
+            ConnectCost::Transport => Duration::ZERO,
+            ConnectCost::SynAck => self.latency_draw(b, a),
+            ConnectCost::RoundTrip => self.latency_draw(a, b) + self.latency_draw(b, a),
+        }
+    }
+
+    /// One draw of the scenario's latency from `a` to `b`: base, boundaries crossed and jitter.
+    fn latency_draw(&self, a: Option<u32>, b: Option<u32>) -> Duration {
         let topo = &self.scenario.topology;
         let j = topo.latency_jitter.as_nanos() as u64;
         let jitter = if j == 0 { 0 } else { self.jitter_rng.borrow_mut().random_range(0..j) };
@@ -297,6 +322,20 @@ impl Ctx {
     pub fn count_event(&self) {
         self.events.set(self.events.get() + 1);
     }
+}
+
+/// What a TCP connect costs beyond what the transport charges. A real connect costs a round trip
+/// (SYN out, SYN-ACK back) before the dialer can send; the driver makes up what its transport
+/// leaves out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectCost {
+    /// The transport's own (a real network).
+    Transport,
+    /// One latency back: turmoil delivers the SYN after the link's latency but completes the
+    /// connect the moment the listener accepts (its SYN-ACK takes no time).
+    SynAck,
+    /// The whole round trip: loopback connects at once, and the driver emulates the latency.
+    RoundTrip,
 }
 
 /// What a socket run produced.

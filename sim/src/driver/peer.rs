@@ -162,7 +162,8 @@ pub(crate) async fn run_node<T: Transport>(
         (Some(p), Some(n)) => (p, n),
         _ => (&no_pulls.0, &no_pulls.1),
     };
-    let mut d = NodeDriver { t, ctx, node, tx, delays, conns: BTreeMap::new() };
+    let http = Rc::new(HttpClient::new(t.clone(), ctx.clone(), Some(node)));
+    let mut d = NodeDriver { t, ctx, node, tx, delays, http, conns: BTreeMap::new() };
     loop {
         let pull_at = pulls.get(next_pull.get()).map_or(Instant::FAR_FUTURE, |p| p.0);
         let deadline = state.poll_timeout().min(pull_at);
@@ -209,46 +210,39 @@ async fn accept_loop<T: Transport>(t: T, listener: T::Listener, tx: mpsc::Unboun
 /// `GET /internal/namespace/{ns}/blobs/{digest}/metainfo` on an origin's HTTP port.
 async fn origin_http<T: Transport>(t: T, listener: T::Listener, tx: mpsc::UnboundedSender<Input<T::Stream>>) {
     loop {
-        let Ok((mut s, _)) = t.accept(&listener).await else {
+        let Ok((s, _)) = t.accept(&listener).await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let tx = tx.clone();
-        spawn_local(async move {
-            let _ = tokio::time::timeout(HTTP_TIMEOUT, async {
-                let (status, body) = match http::read_request(&mut s).await {
-                    Ok(req) => match req.segments().as_deref() {
-                        Some([internal, ns_kw, ns, blobs, digest, metainfo])
-                            if req.method == "GET"
-                                && internal == "internal"
-                                && ns_kw == "namespace"
-                                && blobs == "blobs"
-                                && metainfo == "metainfo" =>
-                        {
-                            match digest.parse::<Digest>() {
-                                Ok(digest) => {
-                                    let (reply, rx) = oneshot::channel();
-                                    let _ = tx.send(Input::OriginMetaInfo {
-                                        namespace: ns.clone(),
-                                        digest,
-                                        reply,
-                                    });
-                                    match rx.await {
-                                        Ok(r) => metainfo_response(&r),
-                                        Err(_) => (503, Vec::new()),
-                                    }
+        spawn_local(serve_http(s, move |req: http::Request| {
+            let tx = tx.clone();
+            async move {
+                match req.segments().as_deref() {
+                    Some([internal, ns_kw, ns, blobs, digest, metainfo])
+                        if req.method == "GET"
+                            && internal == "internal"
+                            && ns_kw == "namespace"
+                            && blobs == "blobs"
+                            && metainfo == "metainfo" =>
+                    {
+                        match digest.parse::<Digest>() {
+                            Ok(digest) => {
+                                let (reply, rx) = oneshot::channel();
+                                let _ =
+                                    tx.send(Input::OriginMetaInfo { namespace: ns.clone(), digest, reply });
+                                match rx.await {
+                                    Ok(r) => metainfo_response(&r),
+                                    Err(_) => (503, Vec::new()),
                                 }
-                                Err(e) => (400, e.to_string().into_bytes()),
                             }
+                            Err(e) => (400, e.to_string().into_bytes()),
                         }
-                        _ => (404, b"no such endpoint".to_vec()),
-                    },
-                    Err(e) => (400, e.to_string().into_bytes()),
-                };
-                let _ = http::write_response(&mut s, status, &body).await;
-            })
-            .await;
-        });
+                    }
+                    _ => (404, b"no such endpoint".to_vec()),
+                }
+            }
+        }));
     }
 }
 
@@ -273,28 +267,153 @@ pub(crate) fn metainfo_reply(resp: std::io::Result<http::Response>) -> MetaInfoR
     }
 }
 
-/// One HTTP exchange on a new connection, bounded by [`HTTP_TIMEOUT`].
-/// `one_way` is the latency the driver emulates each way (zero where the network has its own).
-pub(crate) async fn http_call<T: Transport>(
+/// How long an idle kept-alive HTTP connection is reused: Kraken's nginx, in front of trackers
+/// and origins, closes connections idle for 65 s (`keepalive_timeout 65`).
+pub(crate) const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(65);
+
+/// Idle connections kept per server, as Go's `http.Transport` (`DefaultMaxIdleConnsPerHost`).
+const HTTP_MAX_IDLE: usize = 2;
+
+/// Opens a connection from network node `from` to `to` (`None`: a tracker) at `addr`, and waits
+/// what the transport leaves out of TCP's connect round trip ([`Ctx::connect_wait`]).
+async fn connect<T: Transport>(
     t: &T,
+    ctx: &Ctx,
+    from: Option<u32>,
+    to: Option<u32>,
+    addr: SocketAddr,
+) -> std::io::Result<T::Stream> {
+    let s = t.connect(addr).await?;
+    sleep_nonzero(ctx.connect_wait(from, to)).await;
+    Ok(s)
+}
+
+/// An HTTP client that keeps connections alive, as Kraken's Go clients do: a call reuses an idle
+/// connection to its server when one has been idle less than [`HTTP_IDLE_TIMEOUT`], and
+/// otherwise connects first (paying TCP's round trip); at most [`HTTP_MAX_IDLE`] idle connections
+/// are kept per server. A reused connection that fails (the server closed it) is retried once on
+/// a new one.
+pub(crate) struct HttpClient<T: Transport> {
+    t: T,
+    ctx: Rc<Ctx>,
+    /// The client's network node; `None`: a tracker.
+    me: Option<u32>,
+    /// Per server: idle connections and when each went idle.
+    idle: RefCell<BTreeMap<SocketAddr, Vec<Idle<T::Stream>>>>,
+}
+
+/// An idle kept-alive connection and when it went idle.
+type Idle<S> = (S, Duration);
+
+impl<T: Transport> HttpClient<T> {
+    pub(crate) fn new(t: T, ctx: Rc<Ctx>, me: Option<u32>) -> Self {
+        HttpClient { t, ctx, me, idle: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// One HTTP exchange with `server` (its network node; `None`: a tracker) at `addr`, bounded by
+    /// [`HTTP_TIMEOUT`]. Where the driver emulates latency, the request and the response each
+    /// wait one latency.
+    pub(crate) async fn call(
+        &self,
+        addr: SocketAddr,
+        server: Option<u32>,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::io::Result<http::Response> {
+        let (ctx, me) = (&self.ctx, self.me);
+        let call = async {
+            sleep_nonzero(ctx.one_way(me, server)).await;
+            let reused = match self.take(addr) {
+                Some(mut s) => exchange(&mut s, addr, method, path, body).await.ok().map(|r| (s, r)),
+                None => None,
+            };
+            let (s, r) = match reused {
+                Some(done) => done,
+                None => {
+                    let mut s = connect(&self.t, ctx, me, server, addr).await?;
+                    let r = exchange(&mut s, addr, method, path, body).await?;
+                    (s, r)
+                }
+            };
+            sleep_nonzero(ctx.one_way(server, me)).await;
+            self.put(addr, s);
+            Ok(r)
+        };
+        tokio::time::timeout(HTTP_TIMEOUT, call)
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP timeout")))
+    }
+
+    fn take(&self, addr: SocketAddr) -> Option<T::Stream> {
+        let now = self.t.now();
+        let mut idle = self.idle.borrow_mut();
+        let conns = idle.get_mut(&addr)?;
+        conns.retain(|(_, since)| now < *since + HTTP_IDLE_TIMEOUT);
+        conns.pop().map(|(s, _)| s)
+    }
+
+    fn put(&self, addr: SocketAddr, s: T::Stream) {
+        let now = self.t.now();
+        let mut idle = self.idle.borrow_mut();
+        let conns = idle.entry(addr).or_default();
+        conns.retain(|(_, since)| now < *since + HTTP_IDLE_TIMEOUT);
+        if conns.len() < HTTP_MAX_IDLE {
+            conns.push((s, now));
+        }
+    }
+}
+
+/// One request and its response on an open connection.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    s: &mut S,
     addr: SocketAddr,
     method: &str,
     path: &str,
     body: &[u8],
-    one_way: (Duration, Duration),
 ) -> std::io::Result<http::Response> {
-    let call = async {
-        sleep_nonzero(one_way.0).await;
-        let mut s = t.connect(addr).await?;
-        http::write_request(&mut s, method, &addr.to_string(), path, body).await?;
-        let r = http::read_response(&mut s).await;
-        let _ = s.shutdown().await;
-        sleep_nonzero(one_way.1).await;
-        r
-    };
-    tokio::time::timeout(HTTP_TIMEOUT, call)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP timeout")))
+    http::write_request(s, method, &addr.to_string(), path, body).await?;
+    http::read_response(s).await
+}
+
+/// Serves HTTP requests on one kept-alive connection until the client closes it, sends a
+/// malformed request, or leaves it idle for [`HTTP_IDLE_TIMEOUT`]; each request is answered
+/// within [`HTTP_TIMEOUT`] or the connection is dropped.
+pub(crate) async fn serve_http<S, F, Fut>(mut s: S, mut handle: F)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    F: FnMut(http::Request) -> Fut,
+    Fut: std::future::Future<Output = (u16, Vec<u8>)>,
+{
+    loop {
+        let req = match tokio::time::timeout(HTTP_IDLE_TIMEOUT, http::read_request(&mut s)).await {
+            Ok(Ok(req)) => Ok(req),
+            // The client closed, or reset, between requests.
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::UnexpectedEof
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                ) =>
+            {
+                return;
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => return,
+        };
+        let answer = async {
+            let ok = req.is_ok();
+            let (status, body) = match req {
+                Ok(req) => handle(req).await,
+                Err(e) => (400, e.to_string().into_bytes()),
+            };
+            http::write_response(&mut s, status, &body).await.is_ok() && ok
+        };
+        if !tokio::time::timeout(HTTP_TIMEOUT, answer).await.unwrap_or(false) {
+            return;
+        }
+    }
 }
 
 struct NodeDriver<T: Transport> {
@@ -304,6 +423,8 @@ struct NodeDriver<T: Transport> {
     tx: mpsc::UnboundedSender<Input<T::Stream>>,
     /// Where the driver emulates latency: the node's inputs on their way.
     delays: Option<Rc<DelayQueue<T::Stream>>>,
+    /// The node's HTTP client (an agent's announces and metainfo requests).
+    http: Rc<HttpClient<T>>,
     conns: BTreeMap<ConnId, Conn>,
 }
 
@@ -448,10 +569,13 @@ impl<T: Transport> NodeDriver<T> {
                     conn,
                     Conn { writer: None, queued: Vec::new(), reader: None, remote: None, blob: None },
                 );
-                let (t, tx) = (self.t.clone(), self.tx.clone());
+                let (t, tx, ctx, me) = (self.t.clone(), self.tx.clone(), self.ctx.clone(), Some(self.node));
+                let to = self.ctx.node_by_peer.get(&shoal_protocols::PeerId::from_addr(addr)).copied();
                 spawn_local(async move {
-                    let stream =
-                        tokio::time::timeout(HTTP_TIMEOUT, t.connect(addr)).await.ok().and_then(Result::ok);
+                    let stream = tokio::time::timeout(HTTP_TIMEOUT, connect(&t, &ctx, me, to, addr))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                     let _ = tx.send(Input::Dialed { conn, stream });
                 });
             }
@@ -474,23 +598,21 @@ impl<T: Transport> NodeDriver<T> {
                 }
             }
             Output::Announce { id, tracker, request } => {
-                let (t, tx) = (self.t.clone(), self.tx.clone());
-                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
+                let (http, tx) = (self.http.clone(), self.tx.clone());
                 spawn_local(async move {
-                    let result = announce(&t, tracker, &request, lat).await;
+                    let result = announce(&http, tracker, &request).await;
                     let _ = tx.send(Input::Announce { id, result });
                 });
             }
             Output::FetchMetaInfo { id, tracker, namespace, digest } => {
-                let (t, tx) = (self.t.clone(), self.tx.clone());
-                let lat = (self.ctx.one_way(Some(self.node), None), self.ctx.one_way(None, Some(self.node)));
+                let (http, tx) = (self.http.clone(), self.tx.clone());
                 spawn_local(async move {
                     let path = format!(
                         "/namespace/{}/blobs/{}/metainfo",
                         http::percent_encode(&namespace),
                         digest.hex()
                     );
-                    let reply = metainfo_reply(http_call(&t, tracker, "GET", &path, b"", lat).await);
+                    let reply = metainfo_reply(http.call(tracker, None, "GET", &path, b"").await);
                     let _ = tx.send(Input::MetaInfo { id, reply });
                 });
             }
@@ -612,14 +734,13 @@ struct Sink<S> {
 }
 
 async fn announce<T: Transport>(
-    t: &T,
+    http: &HttpClient<T>,
     tracker: SocketAddr,
     request: &AnnounceRequest,
-    lat: (Duration, Duration),
 ) -> Result<AnnounceResponse, AnnounceError> {
     let body = serde_json::to_vec(request).map_err(|_| AnnounceError::Unreachable)?;
     let path = format!("/announce/{}", request.info_hash.hex());
-    match http_call(t, tracker, "POST", &path, &body, lat).await {
+    match http.call(tracker, None, "POST", &path, &body).await {
         Ok(r) if r.status == 200 => serde_json::from_slice(&r.body).map_err(|_| AnnounceError::Unreachable),
         Ok(r) if r.status == 500 => Err(AnnounceError::NoPeers),
         _ => Err(AnnounceError::Unreachable),

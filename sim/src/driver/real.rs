@@ -142,6 +142,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         let mut ctx = Ctx::new(scenario, addrs, blobs, options.interval)?;
         // Loopback has next to no latency: the driver adds the scenario's.
         ctx.emulate_latency = true;
+        ctx.connect_cost = super::ConnectCost::RoundTrip;
         let ctx = Rc::new(ctx);
         let agents = ctx.agents();
         let nodes: Vec<Node> = (0..agents + ctx.scenario.origins.len() as u32)

@@ -15,7 +15,7 @@ use shoal_protocols::{Bitfield, Handshake, Message, MetaInfo, Payload, PeerId, P
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::spawn_local;
 
-use super::peer::http_call;
+use super::peer::HttpClient;
 use super::{Ctx, Transport};
 
 /// How the rogue peer misbehaves after the agent's handshake.
@@ -61,7 +61,7 @@ pub(crate) async fn run_rogue<T: Transport>(
         })
         .collect();
     // Announce every blob as a complete peer, every second.
-    let (t2, mi2) = (t.clone(), metainfos.clone());
+    let (mi2, http) = (metainfos.clone(), HttpClient::new(t.clone(), ctx.clone(), None));
     let trackers = ctx.addrs.p2p.trackers.clone();
     spawn_local(async move {
         loop {
@@ -75,7 +75,7 @@ pub(crate) async fn run_rogue<T: Transport>(
                 let body = serde_json::to_vec(&request).unwrap_or_default();
                 let path = format!("/announce/{}", mi.info_hash().hex());
                 for &tr in &trackers {
-                    let _ = http_call(&t2, tr, "POST", &path, &body, (Duration::ZERO, Duration::ZERO)).await;
+                    let _ = http.call(tr, None, "POST", &path, &body).await;
                 }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -89,7 +89,9 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         // Backlog and flow-control credit in segments (payload chunks are 64 KiB each).
         .tcp_capacity(4096)
         .build();
-    let ctx = Rc::new(Ctx::new(scenario, addrs, blobs, options.interval)?);
+    let mut ctx = Ctx::new(scenario, addrs, blobs, options.interval)?;
+    ctx.connect_cost = super::ConnectCost::SynAck;
+    let ctx = Rc::new(ctx);
     let p2p = ctx.addrs.p2p.clone();
     for (i, addr) in p2p.trackers.iter().copied().enumerate() {
         let ctx = ctx.clone();

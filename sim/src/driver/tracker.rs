@@ -18,7 +18,7 @@ use shoal_protocols::{Digest, InfoHash};
 use tokio::sync::oneshot;
 use tokio::task::spawn_local;
 
-use super::peer::{http_call, metainfo_reply, metainfo_response};
+use super::peer::{HttpClient, metainfo_reply, metainfo_response, serve_http};
 use super::{Ctx, Transport, http, now};
 use crate::engine::build_tracker;
 
@@ -28,6 +28,8 @@ struct State<T: Transport> {
     tracker: RefCell<Tracker>,
     waiters: RefCell<BTreeMap<u64, oneshot::Sender<MetaInfoReply>>>,
     next_request: std::cell::Cell<u64>,
+    /// The tracker's HTTP client (metainfo from origins).
+    http: HttpClient<T>,
 }
 
 /// Runs tracker `index` on `listener` until the run is dropped.
@@ -35,27 +37,22 @@ pub(crate) async fn run_tracker<T: Transport>(t: T, ctx: Rc<Ctx>, index: usize, 
     let tracker = build_tracker(&ctx.scenario, index, &ctx.addrs.p2p);
     let st = Rc::new(State {
         t: t.clone(),
-        ctx,
+        ctx: ctx.clone(),
         tracker: RefCell::new(tracker),
         waiters: RefCell::new(BTreeMap::new()),
         next_request: std::cell::Cell::new(0),
+        http: HttpClient::new(t.clone(), ctx.clone(), None),
     });
     loop {
-        let Ok((mut s, _)) = t.accept(&listener).await else {
+        let Ok((s, _)) = t.accept(&listener).await else {
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let st = st.clone();
-        spawn_local(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(10), async {
-                let (status, body) = match http::read_request(&mut s).await {
-                    Ok(req) => st.handle(req).await,
-                    Err(e) => (400, e.to_string().into_bytes()),
-                };
-                let _ = http::write_response(&mut s, status, &body).await;
-            })
-            .await;
-        });
+        spawn_local(serve_http(s, move |req| {
+            let st = st.clone();
+            async move { st.handle(req).await }
+        }));
     }
 }
 
@@ -141,8 +138,7 @@ impl<T: Transport> State<T> {
                     digest.hex()
                 );
                 let o = self.ctx.node_by_peer.get(&shoal_protocols::PeerId::from_addr(origin)).copied();
-                let lat = (self.ctx.one_way(None, o), self.ctx.one_way(o, None));
-                metainfo_reply(http_call(&self.t, addr, "GET", &path, b"", lat).await)
+                metainfo_reply(self.http.call(addr, o, "GET", &path, b"").await)
             }
             None => MetaInfoReply::Unreachable,
         };

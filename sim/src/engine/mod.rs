@@ -6,6 +6,13 @@
 //! direction while its flow is in the network; messages sent behind it wait, then every message is
 //! delivered one latency after it leaves. A close is delivered after everything already sent (a
 //! FIN); the closing side's incoming flow is cancelled, since nobody will read it.
+//!
+//! Connection set-up costs what TCP's does: a dial is accepted one round trip after it starts (SYN
+//! out, SYN-ACK back), and only then does the dialer send, so its first message arrives a round
+//! trip and a half after the dial. HTTP calls (announce, metainfo, the tracker's metainfo fetch
+//! from an origin) run on kept-alive connections like Kraken's Go clients: a call that finds an
+//! idle connection to its server pays one latency each way; otherwise it first pays the connect
+//! round trip (`HttpPool`).
 
 mod merge;
 mod metrics;
@@ -99,6 +106,7 @@ enum Control {
     AnnounceReply {
         agent: u32,
         id: u64,
+        tracker: usize,
         result: Result<AnnounceResponse, AnnounceError>,
     },
     MetaInfoRequest {
@@ -124,8 +132,51 @@ enum Control {
     MetaInfoReply {
         agent: u32,
         id: u64,
+        tracker: usize,
         reply: MetaInfoReply,
     },
+}
+
+/// One end of an HTTP exchange: a network node (agent or origin) or a tracker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum HttpEnd {
+    Node(u32),
+    Tracker(usize),
+}
+
+/// The idle kept-alive HTTP connections of every (client, server) pair, as Go's `http.Transport`
+/// (which Kraken's clients use) keeps them: at most [`HttpPool::MAX_IDLE`] per pair, each reused
+/// while it has been idle less than [`HttpPool::IDLE_TIMEOUT`]. Calls in flight hold their
+/// connection; a call that finds none idle opens a new one. Lookups only, never iterated.
+#[derive(Debug, Default)]
+struct HttpPool {
+    /// (client, server) → when each idle connection went idle.
+    idle: Map<(HttpEnd, HttpEnd), Vec<Instant>>,
+}
+
+impl HttpPool {
+    /// Go's `DefaultMaxIdleConnsPerHost`.
+    const MAX_IDLE: usize = 2;
+    /// Kraken's nginx (in front of trackers and origins) closes connections idle for 65 s
+    /// (`keepalive_timeout 65`), before Go's client would (90 s).
+    const IDLE_TIMEOUT: Duration = Duration::from_secs(65);
+
+    /// Takes an idle connection from `client` to `server` for a call starting at `now`; `false`
+    /// when the call must connect first.
+    fn take(&mut self, client: HttpEnd, server: HttpEnd, now: Instant) -> bool {
+        let Some(idle) = self.idle.get_mut(&(client, server)) else { return false };
+        idle.retain(|&since| now < since + Self::IDLE_TIMEOUT);
+        idle.pop().is_some()
+    }
+
+    /// A call's response reached its client at `now`: its connection is idle again.
+    fn put(&mut self, client: HttpEnd, server: HttpEnd, now: Instant) {
+        let idle = self.idle.entry((client, server)).or_default();
+        idle.retain(|&since| now < since + Self::IDLE_TIMEOUT);
+        if idle.len() < Self::MAX_IDLE {
+            idle.push(now);
+        }
+    }
 }
 
 struct Queued {
@@ -211,6 +262,8 @@ pub struct Engine<'s> {
     /// Tracker metainfo request id → (agent, agent's request id).
     metainfo_requests: Map<u64, (u32, u64)>,
     next_request: u64,
+    /// Kept-alive HTTP connections.
+    http: HttpPool,
     pub metrics: Metrics,
     /// Latency jitter; seeded from the scenario.
     rng: ChaCha8Rng,
@@ -248,6 +301,7 @@ impl<'s> Engine<'s> {
             armed: vec![Instant::FAR_FUTURE; nodes],
             metainfo_requests: Map::default(),
             next_request: 0,
+            http: HttpPool::default(),
             metrics: Metrics::new(world.agents.len(), options.interval),
             rng: ChaCha8Rng::seed_from_u64(derive_seed(scenario.seed, "network", 0)),
             world,
@@ -299,6 +353,14 @@ impl<'s> Engine<'s> {
     fn tracker_latency(&mut self, n: u32) -> Duration {
         self.scenario.topology.latency_between(self.world.places[n as usize], Default::default())
             + self.jitter()
+    }
+
+    /// How long an HTTP request from `client` to `server` takes to arrive, where `net` is the
+    /// network node at the other end from the tracker: one latency on a kept-alive connection, or
+    /// three (SYN, SYN-ACK, then the request) on a new one.
+    fn http_request_delay(&mut self, client: HttpEnd, server: HttpEnd, net: u32) -> Duration {
+        let legs = if self.http.take(client, server, self.now) { 1 } else { 3 };
+        (0..legs).map(|_| self.tracker_latency(net)).sum()
     }
 
     fn jitter(&mut self) -> Duration {
@@ -384,9 +446,13 @@ impl<'s> Engine<'s> {
                 self.metrics.announces += 1;
                 let result = self.world.trackers[tracker].handle_announce(now, &request);
                 let at = now + self.tracker_latency(agent);
-                self.push(at, Event::Control(Box::new(Control::AnnounceReply { agent, id, result })));
+                self.push(
+                    at,
+                    Event::Control(Box::new(Control::AnnounceReply { agent, id, tracker, result })),
+                );
             }
-            Control::AnnounceReply { agent, id, result } => {
+            Control::AnnounceReply { agent, id, tracker, result } => {
+                self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
                 self.world.agents[agent as usize].handle_announce_response(now, id, result);
                 self.drain(agent);
             }
@@ -415,11 +481,13 @@ impl<'s> Engine<'s> {
                 );
             }
             Control::OriginMetaInfoReply { tracker, origin, namespace, digest, reply } => {
+                self.http.put(HttpEnd::Tracker(tracker), HttpEnd::Node(origin), now);
                 let addr = world::origin_addr((origin - self.agents()) as usize);
                 self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
                 self.drain_tracker(tracker);
             }
-            Control::MetaInfoReply { agent, id, reply } => {
+            Control::MetaInfoReply { agent, id, tracker, reply } => {
+                self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
                 self.world.agents[agent as usize].handle_metainfo_response(now, id, reply);
                 self.drain(agent);
             }
@@ -498,7 +566,8 @@ impl<'s> Engine<'s> {
             match out {
                 TrackerOutput::FetchMetaInfo { origin, namespace, digest } => {
                     let Some(&node) = self.world.addrs.get(&origin) else { continue };
-                    let at = self.now + self.tracker_latency(node);
+                    let at = self.now
+                        + self.http_request_delay(HttpEnd::Tracker(tracker), HttpEnd::Node(node), node);
                     self.push(
                         at,
                         Event::Control(Box::new(Control::OriginMetaInfo {
@@ -512,7 +581,10 @@ impl<'s> Engine<'s> {
                 TrackerOutput::MetaInfo { request_id, reply } => {
                     let Some((agent, id)) = self.metainfo_requests.remove(&request_id) else { continue };
                     let at = self.now + self.tracker_latency(agent);
-                    self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, reply })));
+                    self.push(
+                        at,
+                        Event::Control(Box::new(Control::MetaInfoReply { agent, id, tracker, reply })),
+                    );
                 }
             }
         }
@@ -534,7 +606,10 @@ impl<'s> Engine<'s> {
                 self.conns.insert(end, Conn { last_delivery: now, ..Conn::default() });
                 match self.world.addrs.get(&addr).copied() {
                     Some(to) => {
-                        let at = now + self.latency(node, to);
+                        // TCP's handshake: the SYN out and the SYN-ACK back before the dialer
+                        // may send (the acceptor is told then too; its first input is the
+                        // dialer's handshake, which arrives one latency later).
+                        let at = now + self.latency(node, to) + self.latency(to, node);
                         self.push(at, Event::Connect { from: end, to });
                     }
                     None => self.push(now, Event::Closed { to: end }),
@@ -564,7 +639,7 @@ impl<'s> Engine<'s> {
             Output::Close { conn } => self.close(node, conn),
             Output::Announce { id, tracker, request } => {
                 let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
-                let at = now + self.tracker_latency(node);
+                let at = now + self.http_request_delay(HttpEnd::Node(node), HttpEnd::Tracker(t), node);
                 self.push(
                     at,
                     Event::Control(Box::new(Control::Announce { agent: node, id, tracker: t, request })),
@@ -572,7 +647,7 @@ impl<'s> Engine<'s> {
             }
             Output::FetchMetaInfo { id, tracker, namespace, digest } => {
                 let Some(&t) = self.world.tracker_addrs.get(&tracker) else { return };
-                let at = now + self.tracker_latency(node);
+                let at = now + self.http_request_delay(HttpEnd::Node(node), HttpEnd::Tracker(t), node);
                 self.push(
                     at,
                     Event::Control(Box::new(Control::MetaInfoRequest {
