@@ -7,6 +7,7 @@
 //! delivered one latency after it leaves. A close is delivered after everything already sent (a
 //! FIN); the closing side's incoming flow is cancelled, since nobody will read it.
 
+mod faults;
 mod merge;
 mod metrics;
 mod output;
@@ -208,14 +209,16 @@ pub struct Engine<'s> {
     next_token: u64,
     /// The time each node's timer event is armed for.
     armed: Vec<Instant>,
-    /// Tracker metainfo request id → (agent, agent's request id).
-    metainfo_requests: Map<u64, (u32, u64)>,
+    /// Tracker metainfo request id → (agent, agent's request id, tracker).
+    metainfo_requests: Map<u64, (u32, u64, usize)>,
     next_request: u64,
     pub metrics: Metrics,
     /// Latency jitter; seeded from the scenario.
     rng: ChaCha8Rng,
     events: u64,
     options: RunOptions,
+    /// `[[faults]]`: the next to apply and which nodes are down.
+    faults: faults::Faults,
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -226,13 +229,7 @@ impl std::fmt::Debug for Engine<'_> {
 
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
-        if !scenario.faults.is_empty() {
-            return Err(format!(
-                "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
-                scenario.source,
-                scenario.faults.len()
-            ));
-        }
+        let faults = faults::Faults::new(scenario)?;
         let world = World::build(scenario)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
@@ -253,6 +250,7 @@ impl<'s> Engine<'s> {
             world,
             events: 0,
             options,
+            faults,
         };
         for pull in &scenario.workload.pulls {
             let at = Instant::ZERO + pull.at;
@@ -313,11 +311,22 @@ impl<'s> Engine<'s> {
         loop {
             let next_event = self.queue.peek().map(|q| q.0.at);
             let next_flow = self.net.next_completion();
+            let next_fault = self.faults.next_at(self.scenario);
             let at = match (next_event, next_flow) {
-                (None, None) => break,
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (Some(a), None) | (None, Some(a)) => Some(a),
             };
+            if let Some(f) = next_fault
+                && f <= limit
+                && at.is_none_or(|a| f <= a)
+            {
+                // A fault comes first, before the events of its own time.
+                self.now = self.now.max(f);
+                self.apply_fault();
+                continue;
+            }
+            let Some(at) = at else { break };
             if at > limit {
                 break;
             }
@@ -360,6 +369,7 @@ impl<'s> Engine<'s> {
                 }
                 self.drain(node);
             }
+            Event::Connect { from, to } if self.faults.is_down(to) => self.refuse(from, to),
             Event::Connect { from, to } => self.connect(from, to),
             Event::Deliver { to, msg } => self.deliver(to, msg),
             Event::Closed { to } => {
@@ -371,9 +381,14 @@ impl<'s> Engine<'s> {
                     self.node_closed(to);
                 }
             }
+            Event::Pull { host, image } if self.faults.is_down(host) => self.pull_while_down(host, image),
             Event::Pull { host, image } => self.pull(host, image),
             Event::Sample => self.sample(),
-            Event::Control(c) => self.control(*c),
+            Event::Control(c) => {
+                if let Some(c) = self.unless_down(*c) {
+                    self.control(c);
+                }
+            }
         }
     }
 
@@ -394,7 +409,7 @@ impl<'s> Engine<'s> {
                 self.metrics.metainfo_requests += 1;
                 self.next_request += 1;
                 let rid = self.next_request;
-                self.metainfo_requests.insert(rid, (agent, id));
+                self.metainfo_requests.insert(rid, (agent, id, tracker));
                 self.world.trackers[tracker].handle_metainfo_request(now, rid, &namespace, digest);
                 self.drain_tracker(tracker);
             }
@@ -510,7 +525,7 @@ impl<'s> Engine<'s> {
                     );
                 }
                 TrackerOutput::MetaInfo { request_id, reply } => {
-                    let Some((agent, id)) = self.metainfo_requests.remove(&request_id) else { continue };
+                    let Some((agent, id, _)) = self.metainfo_requests.remove(&request_id) else { continue };
                     let at = self.now + self.tracker_latency(agent);
                     self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, reply })));
                 }
