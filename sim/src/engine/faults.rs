@@ -1,5 +1,6 @@
-//! Timed `[[faults]]` in the discrete-event engine: `crash` and `bounce` of agents, origins and
-//! trackers, with the turmoil engine's reporting (scenarios/README.md, "`[[faults]]`").
+//! Timed `[[faults]]` in the discrete-event engine: every verb of the turmoil engine, with its
+//! reporting (scenarios/README.md, "`[[faults]]`"). A fault applies at its exact time, before the
+//! events of that time.
 //!
 //! A node's software stopping (a crash, or the first half of a bounce) is modelled as:
 //! - every event addressed to it is dropped from the queue: its timers, deliveries and closes on
@@ -16,18 +17,29 @@
 //!
 //! While a node is down, a dial to it is refused (the dialer sees the connection close one latency
 //! after its dial arrived), a request to a tracker or an origin's metainfo endpoint is answered
-//! `Unreachable` one latency after it arrived (a refused connection; agents then try their next
-//! tracker, trackers their next origin), and a pull due on a down host starts and fails at once
+//! `Unreachable` one latency after it arrived (a refused connection: an agent moves on to its
+//! next tracker, as with any unreachable tracker), and a pull due on a down host starts and fails at once
 //! (`host down`). A bounced node comes back at once as a fresh state machine, seeded from its own
 //! seed and its restart count; a restarted agent only does its later pulls (the run's metrics
 //! already hold its earlier ones). Requests that arrive after the restart are served by the new
 //! incarnation.
 //!
-//! `partition`, `repair`, `hold` and `release` are not applied by this engine: a scenario that has
-//! any is refused, naming the verb.
+//! Links (`partition`, `repair`, `hold`, `release`) keep turmoil's model: each link between two
+//! nodes is healthy, partitioned or held, the last verb winning. What crosses a link is judged
+//! when it would arrive, so messages in flight when the verb applies are caught too:
+//! - partitioned: dropped. Messages in flight are dropped at once (a `repair` does not bring them
+//!   back), and so are messages held on the link. Payload flows crossing the link are cancelled
+//!   (their bytes, and the messages queued behind them, are lost), and a payload sent across it
+//!   later starts no flow. A dial is lost (the dialer's handshake timeout ends it), a control
+//!   request gets no reply (the protocol's timeouts handle it), a close is never seen;
+//! - held: kept, and handed over at `release`, in the order they would have arrived, at the time
+//!   of the release. Payload flows go on using the network (as turmoil's senders go on writing),
+//!   only their deliveries wait;
+//! - `repair` makes a link healthy and keeps what it holds; `release` makes it healthy and hands
+//!   over what it holds.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 
 use shoal_protocols::Instant;
 use shoal_protocols::announce::{AnnounceError, MetaInfoReply};
@@ -36,7 +48,7 @@ use super::world::{
     Addresses, backend, build_agent_seeded, build_origin_seeded, build_tracker_seeded, incarnation_seed,
 };
 use super::{Control, End, Engine, Event};
-use crate::scenario::{FaultVerb, Scenario};
+use crate::scenario::{FaultVerb, NodeSet, Scenario};
 
 /// What the engine knows of the scenario's faults: the next to apply, and which nodes are down.
 #[derive(Debug)]
@@ -49,40 +61,50 @@ pub(super) struct Faults {
     /// Per network node and per tracker: how many times it was restarted (seeds its next start).
     restarts: Vec<u32>,
     tracker_restarts: Vec<u32>,
+    /// Network nodes; tracker `t` is node `nodes + t` in `links`.
+    nodes: u32,
+    /// Links with a `partition` or a `hold` on them, by (lower, higher) node.
+    links: BTreeMap<(u32, u32), Link>,
+    /// Events held so far: orders the held events of every link by when they arrived.
+    held: u64,
 }
 
-fn verb_name(v: FaultVerb) -> &'static str {
-    match v {
-        FaultVerb::Crash => "crash",
-        FaultVerb::Bounce => "bounce",
-        FaultVerb::Partition => "partition",
-        FaultVerb::Repair => "repair",
-        FaultVerb::Hold => "hold",
-        FaultVerb::Release => "release",
-    }
+/// One link's state, as turmoil keeps it: one of healthy, partitioned or held (the last verb
+/// wins), and the messages held on it.
+#[derive(Debug, Default)]
+struct Link {
+    state: LinkState,
+    /// What arrived while held, in arrival order, each numbered by `Faults::held`. Kept through a
+    /// `repair`; dropped by a `partition`; delivered by a `release`.
+    buffer: Vec<(u64, Event)>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LinkState {
+    #[default]
+    Healthy,
+    Partitioned,
+    Held,
+}
+
+fn link(x: u32, y: u32) -> (u32, u32) {
+    (x.min(y), x.max(y))
 }
 
 impl Faults {
-    /// The engine's fault state for a scenario; refuses the verbs this engine does not apply.
-    pub(super) fn new(s: &Scenario) -> Result<Self, String> {
-        if let Some((i, f)) =
-            s.faults.iter().enumerate().find(|(_, f)| !matches!(f.verb, FaultVerb::Crash | FaultVerb::Bounce))
-        {
-            return Err(format!(
-                "{}: faults.{i}.verb = \"{}\": the des engine applies only crash and bounce faults; \
-                 --engine turmoil applies every verb",
-                s.source,
-                verb_name(f.verb)
-            ));
-        }
+    /// The engine's fault state for a scenario.
+    pub(super) fn new(s: &Scenario) -> Self {
         let nodes = s.topology.hosts.len() + s.origins.len();
-        Ok(Faults {
+        Faults {
+            nodes: nodes as u32,
+            links: BTreeMap::new(),
+            held: 0,
             next: 0,
             down: vec![false; nodes],
             tracker_down: vec![false; s.trackers],
             restarts: vec![0; nodes],
             tracker_restarts: vec![0; s.trackers],
-        })
+        }
     }
 
     /// When the next fault is due, if any is left.
@@ -93,6 +115,25 @@ impl Faults {
     /// Network node `node`'s software is down (crashed, not yet bounced).
     pub(super) fn is_down(&self, node: u32) -> bool {
         self.down[node as usize]
+    }
+
+    /// Some link is partitioned or held (or has held messages).
+    pub(super) fn links_faulted(&self) -> bool {
+        !self.links.is_empty()
+    }
+
+    /// The link between network nodes `x` and `y` is partitioned.
+    pub(super) fn partitioned(&self, x: u32, y: u32) -> bool {
+        self.links.get(&link(x, y)).is_some_and(|l| l.state == LinkState::Partitioned)
+    }
+
+    /// Every node of a set, as link ends.
+    fn ids(&self, s: &Scenario, set: &NodeSet) -> Vec<u32> {
+        let agents = s.topology.hosts.len();
+        let hosts = set.hosts.iter().copied();
+        let origins = set.origins.iter().map(|o| agents + o);
+        let trackers = set.trackers.iter().map(|t| self.nodes as usize + t);
+        hosts.chain(origins).chain(trackers).map(|n| n as u32).collect()
     }
 }
 
@@ -123,6 +164,10 @@ impl Engine<'_> {
         let f = &s.faults[self.faults.next];
         self.faults.next += 1;
         let now = self.now;
+        if !matches!(f.verb, FaultVerb::Crash | FaultVerb::Bounce) {
+            self.link_fault(f.verb, &f.nodes, &f.peers);
+            return;
+        }
         let crash = f.verb == FaultVerb::Crash;
         let agents = self.agents() as usize;
         for &h in &f.nodes.hosts {
@@ -188,6 +233,9 @@ impl Engine<'_> {
         let queue = std::mem::take(&mut self.queue).into_vec();
         let kept: Vec<_> = queue.into_iter().filter(|Reverse(q)| !addressed(&q.event, &hit, &thit)).collect();
         self.queue = BinaryHeap::from(kept);
+        for l in self.faults.links.values_mut() {
+            l.buffer.retain(|(_, e)| !addressed(e, &hit, &thit));
+        }
         for &n in nodes {
             self.armed[n as usize] = Instant::FAR_FUTURE;
         }
@@ -200,12 +248,12 @@ impl Engine<'_> {
             .map(|(&rid, &v)| (rid, v))
             .collect();
         held.sort_unstable_by_key(|(rid, _)| *rid);
-        for (rid, (agent, id, _)) in held {
+        for (rid, (agent, id, tracker)) in held {
             self.metainfo_requests.remove(&rid);
             if !hit[agent as usize] {
                 let at = now + self.tracker_latency(agent);
                 let reply = MetaInfoReply::Unreachable;
-                self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, reply })));
+                self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, tracker, reply })));
             }
         }
         // Connections: the stopped nodes' ends go; live ends connected to them are orphaned.
@@ -247,6 +295,100 @@ impl Engine<'_> {
         }
     }
 
+    /// `partition`, `repair`, `hold` or `release` on every link between `a` and `b`.
+    fn link_fault(&mut self, verb: FaultVerb, a: &NodeSet, b: &NodeSet) {
+        let (a, b) = (self.faults.ids(self.scenario, a), self.faults.ids(self.scenario, b));
+        let mut released = Vec::new();
+        for &x in &a {
+            for &y in &b {
+                let l = self.faults.links.entry(link(x, y)).or_default();
+                match verb {
+                    FaultVerb::Partition => {
+                        l.state = LinkState::Partitioned;
+                        l.buffer.clear();
+                    }
+                    FaultVerb::Repair => l.state = LinkState::Healthy,
+                    FaultVerb::Hold => l.state = LinkState::Held,
+                    FaultVerb::Release => {
+                        l.state = LinkState::Healthy;
+                        released.append(&mut l.buffer);
+                    }
+                    FaultVerb::Crash | FaultVerb::Bounce => unreachable!("node faults are applied apart"),
+                }
+            }
+        }
+        self.faults.links.retain(|_, l| l.state != LinkState::Healthy || !l.buffer.is_empty());
+        // Held messages arrive now, in the order they first arrived.
+        released.sort_unstable_by_key(|(n, _)| *n);
+        for (_, e) in released {
+            self.push(self.now, e);
+        }
+        if verb != FaultVerb::Partition {
+            return;
+        }
+        // Messages in flight across the partition are lost.
+        let queue = std::mem::take(&mut self.queue).into_vec();
+        let kept: Vec<_> = queue
+            .into_iter()
+            .filter(|Reverse(q)| !self.link_of(&q.event).is_some_and(|k| self.faults.partitioned(k.0, k.1)))
+            .collect();
+        self.queue = BinaryHeap::from(kept);
+        // Payload flows crossing a new partition stop; their bytes, and the messages queued
+        // behind them, are lost. A connection whose node already closed it is gone.
+        let mut cut: Vec<End> = self
+            .conns
+            .iter()
+            .filter(|(e, c)| c.flow.is_some() && c.remote.is_some_and(|r| self.faults.partitioned(e.0, r.0)))
+            .map(|(e, _)| *e)
+            .collect();
+        cut.sort_unstable();
+        for end in cut {
+            let c = self.conns.get_mut(&end).expect("listed above");
+            c.in_flight.clear();
+            let flow = c.flow.take().expect("listed with a flow");
+            if c.closing {
+                self.conns.remove(&end);
+            }
+            self.cancel(flow);
+        }
+    }
+
+    /// An event crossing a faulted link: dropped (partitioned), kept until `release` (held), or
+    /// given back to be handled.
+    pub(super) fn across_links(&mut self, event: Event) -> Option<Event> {
+        let Some(key) = self.link_of(&event) else { return Some(event) };
+        let Some(l) = self.faults.links.get_mut(&key) else { return Some(event) };
+        match l.state {
+            LinkState::Healthy => Some(event),
+            LinkState::Partitioned => None,
+            LinkState::Held => {
+                self.faults.held += 1;
+                l.buffer.push((self.faults.held, event));
+                None
+            }
+        }
+    }
+
+    /// The link a message crosses (sender and receiver), if the event is a message.
+    fn link_of(&self, event: &Event) -> Option<(u32, u32)> {
+        let t = |tracker: usize| self.faults.nodes + tracker as u32;
+        let (x, y) = match event {
+            // The receiving end knows its remote; an end orphaned by a crash has none.
+            Event::Deliver { to, .. } | Event::Closed { to } => (self.conns.get(to)?.remote?.0, to.0),
+            Event::Connect { from, to } => (from.0, *to),
+            Event::Control(c) => match &**c {
+                Control::Announce { agent, tracker, .. }
+                | Control::AnnounceReply { agent, tracker, .. }
+                | Control::MetaInfoRequest { agent, tracker, .. }
+                | Control::MetaInfoReply { agent, tracker, .. } => (*agent, t(*tracker)),
+                Control::OriginMetaInfo { tracker, origin, .. }
+                | Control::OriginMetaInfoReply { tracker, origin, .. } => (*origin, t(*tracker)),
+            },
+            Event::Timer { .. } | Event::Pull { .. } | Event::Sample => return None,
+        };
+        Some(link(x, y))
+    }
+
     /// A dial reached a node that is down: the dialer sees its connection close one latency later.
     pub(super) fn refuse(&mut self, from: End, to: u32) {
         let at = self.now + self.latency(to, from.0);
@@ -266,10 +408,10 @@ impl Engine<'_> {
         let reply = match c {
             Control::Announce { agent, id, tracker, .. } if self.faults.tracker_down[tracker] => {
                 let result = Err(AnnounceError::Unreachable);
-                (agent, Control::AnnounceReply { agent, id, result })
+                (agent, Control::AnnounceReply { agent, id, tracker, result })
             }
             Control::MetaInfoRequest { agent, id, tracker, .. } if self.faults.tracker_down[tracker] => {
-                (agent, Control::MetaInfoReply { agent, id, reply: MetaInfoReply::Unreachable })
+                (agent, Control::MetaInfoReply { agent, id, tracker, reply: MetaInfoReply::Unreachable })
             }
             Control::OriginMetaInfo { tracker, origin, namespace, digest } if self.faults.is_down(origin) => {
                 let reply = MetaInfoReply::Unreachable;

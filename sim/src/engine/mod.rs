@@ -100,6 +100,8 @@ enum Control {
     AnnounceReply {
         agent: u32,
         id: u64,
+        /// The tracker replying (for `[[faults]]` on its link).
+        tracker: usize,
         result: Result<AnnounceResponse, AnnounceError>,
     },
     MetaInfoRequest {
@@ -125,6 +127,8 @@ enum Control {
     MetaInfoReply {
         agent: u32,
         id: u64,
+        /// The tracker replying (for `[[faults]]` on its link).
+        tracker: usize,
         reply: MetaInfoReply,
     },
 }
@@ -229,7 +233,7 @@ impl std::fmt::Debug for Engine<'_> {
 
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
-        let faults = faults::Faults::new(scenario)?;
+        let faults = faults::Faults::new(scenario);
         let world = World::build(scenario)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
@@ -355,6 +359,13 @@ impl<'s> Engine<'s> {
 
     fn handle(&mut self, event: Event) {
         let now = self.now;
+        // A partitioned link drops what crosses it; a held one keeps it until `release`.
+        let event = if self.faults.links_faulted() {
+            let Some(event) = self.across_links(event) else { return };
+            event
+        } else {
+            event
+        };
         match event {
             Event::Timer { node } => {
                 if self.armed[node as usize] != now {
@@ -399,9 +410,12 @@ impl<'s> Engine<'s> {
                 self.metrics.announces += 1;
                 let result = self.world.trackers[tracker].handle_announce(now, &request);
                 let at = now + self.tracker_latency(agent);
-                self.push(at, Event::Control(Box::new(Control::AnnounceReply { agent, id, result })));
+                self.push(
+                    at,
+                    Event::Control(Box::new(Control::AnnounceReply { agent, id, tracker, result })),
+                );
             }
-            Control::AnnounceReply { agent, id, result } => {
+            Control::AnnounceReply { agent, id, result, .. } => {
                 self.world.agents[agent as usize].handle_announce_response(now, id, result);
                 self.drain(agent);
             }
@@ -434,7 +448,7 @@ impl<'s> Engine<'s> {
                 self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
                 self.drain_tracker(tracker);
             }
-            Control::MetaInfoReply { agent, id, reply } => {
+            Control::MetaInfoReply { agent, id, reply, .. } => {
                 self.world.agents[agent as usize].handle_metainfo_response(now, id, reply);
                 self.drain(agent);
             }
@@ -527,7 +541,8 @@ impl<'s> Engine<'s> {
                 TrackerOutput::MetaInfo { request_id, reply } => {
                     let Some((agent, id, _)) = self.metainfo_requests.remove(&request_id) else { continue };
                     let at = self.now + self.tracker_latency(agent);
-                    self.push(at, Event::Control(Box::new(Control::MetaInfoReply { agent, id, reply })));
+                    let reply = Control::MetaInfoReply { agent, id, tracker, reply };
+                    self.push(at, Event::Control(Box::new(reply)));
                 }
             }
         }
@@ -606,6 +621,10 @@ impl<'s> Engine<'s> {
     fn send(&mut self, end: End, msg: Message) {
         let now = self.now;
         let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
+        if self.faults.links_faulted() && self.faults.partitioned(end.0, remote.0) {
+            // Lost in the partition: no flow, no delivery.
+            return;
+        }
         let c = self.conns.get_mut(&end).expect("checked above");
         if let Some((flow, token)) = c.flow {
             // Behind the payload in flight: a payload becomes the flow's next segment.
