@@ -195,7 +195,7 @@ fn socket_engines_run_from_the_command_line_and_print_their_replay() {
 }
 
 #[test]
-fn a_scenario_with_faults_runs_on_turmoil_and_is_refused_by_des() {
+fn a_scenario_with_faults_runs_on_des_and_turmoil_and_is_refused_by_real() {
     let dir = std::env::temp_dir().join(format!("shoal-cli-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -206,18 +206,20 @@ fn a_scenario_with_faults_runs_on_turmoil_and_is_refused_by_des() {
     std::fs::write(&file, base + "\n[[faults]]\nat_s = 0.05\nverb = \"crash\"\nhosts = [2]\n").unwrap();
     let f = file.to_str().unwrap();
     let small = ["--set", "topology.hosts=4", "--set", "workload.blobs.0.size=8MiB", "--no-report", "-q"];
-    let out = shoal(&[&["run", f, "--engine", "des"][..], &small].concat());
+    let out = shoal(&[&["run", f, "--engine", "real"][..], &small].concat());
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
     assert!(err.contains("[[faults]]") && err.contains("--engine turmoil"), "{err}");
-    let out_dir = dir.join("out");
-    let out =
-        shoal(&[&["run", f, "--engine", "turmoil", "--out", out_dir.to_str().unwrap()][..], &small].concat());
-    // The crashed host's download failed: reported, and the exit status says so.
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("1 downloads failed"), "{}", text(&out.stderr));
-    let csv = std::fs::read_to_string(out_dir.join("downloads.csv")).unwrap();
-    assert_eq!(csv.lines().filter(|l| l.contains("host crashed")).count(), 1, "{csv}");
+    for engine in ["des", "turmoil"] {
+        let out_dir = dir.join(engine);
+        let args = ["run", f, "--engine", engine, "--out", out_dir.to_str().unwrap()];
+        let out = shoal(&[&args[..], &small].concat());
+        // The crashed host's download failed: reported, and the exit status says so.
+        assert_eq!(out.status.code(), Some(1), "{engine}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("1 downloads failed"), "{engine}: {}", text(&out.stderr));
+        let csv = std::fs::read_to_string(out_dir.join("downloads.csv")).unwrap();
+        assert_eq!(csv.lines().filter(|l| l.contains("host crashed")).count(), 1, "{engine}: {csv}");
+    }
 }
 
 /// Kills its processes when dropped, so that a failing test leaves none behind.

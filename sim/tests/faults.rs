@@ -1,5 +1,6 @@
-//! Timed `[[faults]]` on the turmoil engine: crashes, restarts, partitions and held links, with
-//! every affected download reported, and outputs byte-identical for a seed.
+//! Timed `[[faults]]` on the turmoil engine (crashes, restarts, partitions and held links) and on
+//! the discrete-event engine (crashes and restarts), with every affected download reported, and
+//! outputs byte-identical for a seed.
 
 use std::path::{Path, PathBuf};
 
@@ -10,6 +11,11 @@ use shoal_sim::scenario::Scenario;
 /// agree-16 scaled down (6 hosts, an 8 MiB blob in 1 MiB pieces) and slowed to 5 MB/s, so that a
 /// fault at a fraction of a second lands mid-transfer; `faults` is appended to the file.
 fn scenario(faults: &str) -> Scenario {
+    scenario_with(faults, &[])
+}
+
+/// [`scenario`] with further `--set`s.
+fn scenario_with(faults: &str, extra: &[(&str, &str)]) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml");
     let text = std::fs::read_to_string(path).unwrap() + "\n" + faults;
     let sets: Vec<(String, String)> = [
@@ -22,6 +28,7 @@ fn scenario(faults: &str) -> Scenario {
         ("limits.max_sim_time_s", "120"),
     ]
     .iter()
+    .chain(extra)
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     Scenario::from_toml(&text, "faults.toml", &sets).expect("scenario loads")
@@ -37,6 +44,14 @@ fn turmoil(s: &Scenario, dir: &Path) -> RunReport {
     let run = driver::sim::run(s.clone(), DriverOptions::default()).expect("turmoil run");
     let r = run.report(0.0);
     run.write_outputs(dir, &r).expect("outputs written");
+    r
+}
+
+fn des(s: &Scenario, dir: &Path) -> RunReport {
+    let mut e = Engine::new(s, RunOptions::default()).expect("des builds");
+    e.run();
+    let r = e.report("des", 0.0);
+    e.write_outputs(dir, &r).expect("outputs written");
     r
 }
 
@@ -137,14 +152,156 @@ fn held_links_delay_but_complete() {
 }
 
 #[test]
-fn the_discrete_event_engine_and_real_sockets_refuse_faults() {
-    let s = scenario(CRASH);
-    let Err(e) = Engine::new(&s, RunOptions::default()) else { panic!("des ran a scenario with faults") };
-    assert!(e.contains("[[faults]]") && e.contains("--engine turmoil"), "{e}");
-    let Err(e) = driver::real::run(s, DriverOptions::default()) else {
+fn des_applies_every_verb_and_real_sockets_refuse_faults() {
+    let all = "[[faults]]\nat_s = 1\nverb = \"crash\"\nhosts = [1]\n\
+               [[faults]]\nat_s = 2\nverb = \"hold\"\na = { hosts = [0] }\nb = { origins = [0] }\n\
+               [[faults]]\nat_s = 3\nverb = \"partition\"\na = { hosts = [2] }\nb = { trackers = [0] }\n";
+    assert!(Engine::new(&scenario(all), RunOptions::default()).is_ok(), "des applies every verb");
+    let Err(e) = driver::real::run(scenario(CRASH), DriverOptions::default()) else {
         panic!("real ran a scenario with faults")
     };
     assert!(e.contains("[[faults]]"), "{e}");
+}
+
+/// (host, blob, outcome, error) of every row, sorted (engines list rows in start order).
+fn outcomes(dir: &Path) -> Vec<(usize, String, String, String)> {
+    let csv = std::fs::read_to_string(dir.join("downloads.csv")).unwrap();
+    let blob = csv.lines().next().unwrap().split(',').position(|h| h == "blob").expect("a blob column");
+    let blobs = csv.lines().skip(1).map(|l| l.split(',').nth(blob).unwrap().to_string());
+    let mut v: Vec<_> = rows(dir).into_iter().zip(blobs).map(|((h, _, o, e), b)| (h, b, o, e)).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn des_crashed_agents_fail_and_the_rest_finish_as_in_turmoil() {
+    let s = scenario(CRASH);
+    let (d, t) = (tmp("des-crash"), tmp("des-crash-turmoil"));
+    let r = des(&s, &d);
+    let sm = &r.summary;
+    assert_eq!((sm.failed_downloads, sm.unfinished_downloads), (2, 0), "{sm:?}");
+    assert_eq!(sm.host_images.completed, 4);
+    let rows = rows(&d);
+    assert_eq!(rows.len(), 6, "one row per (host, blob)");
+    for (host, end, outcome, error) in &rows {
+        if *host == 3 || *host == 4 {
+            assert_eq!((outcome.as_str(), error.as_str()), ("failed", "host crashed"), "host {host}");
+            assert!(end.is_empty(), "a failed row has no end: {end}");
+        } else {
+            assert_eq!(outcome, "complete", "host {host}");
+        }
+    }
+    turmoil(&s, &t);
+    assert_eq!(outcomes(&d), outcomes(&t), "des and turmoil disagree on which rows fail");
+}
+
+#[test]
+fn des_fault_runs_are_byte_identical_for_a_seed() {
+    let faults = format!(
+        "{CRASH}[[faults]]\nat_s = 1.0\nverb = \"bounce\"\nhosts = [3]\n\
+         [[faults]]\nat_s = 0.7\nverb = \"bounce\"\nhosts = [1]\norigins = [0]\ntrackers = [0]\n\
+         [[faults]]\nat_s = 0.2\nverb = \"partition\"\na = {{ hosts = [0] }}\nb = {{ origins = [0] }}\n\
+         [[faults]]\nat_s = 0.8\nverb = \"repair\"\na = {{ hosts = [0] }}\nb = {{ origins = [0] }}\n\
+         [[faults]]\nat_s = 0.3\nverb = \"hold\"\na = {{ hosts = [2] }}\nb = {{ hosts = [5], trackers = [0] }}\n\
+         [[faults]]\nat_s = 1.5\nverb = \"release\"\na = {{ hosts = [2] }}\nb = {{ hosts = [5], trackers = [0] }}\n"
+    );
+    let s = scenario(&faults);
+    let (a, b) = (tmp("des-same-a"), tmp("des-same-b"));
+    des(&s, &a);
+    des(&s, &b);
+    for f in ["downloads.csv", "timeseries.csv", "summary.json"] {
+        let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+        assert!(!x.is_empty());
+        assert!(x == y, "{f} differs between two des runs with faults");
+    }
+    let free = tmp("des-same-free");
+    des(&scenario(""), &free);
+    let (x, y) =
+        (std::fs::read(a.join("downloads.csv")).unwrap(), std::fs::read(free.join("downloads.csv")).unwrap());
+    assert!(x != y, "the faults changed nothing");
+}
+
+#[test]
+fn des_restarted_agent_does_not_pull_twice() {
+    let dir = tmp("des-bounce");
+    let r = des(&scenario("[[faults]]\nat_s = 0.5\nverb = \"bounce\"\nhosts = [3]\n"), &dir);
+    assert_eq!(r.summary.failed_downloads, 1, "{:?}", r.summary);
+    assert_eq!(r.summary.unfinished_downloads, 0);
+    assert_eq!(r.summary.host_images.completed, 5);
+    let rows = rows(&dir);
+    assert_eq!(rows.len(), 6);
+    assert_eq!(rows.iter().filter(|r| r.0 == 3).count(), 1);
+    assert!(rows.iter().any(|r| r.0 == 3 && r.2 == "failed" && r.3 == "host restarted"), "{rows:?}");
+}
+
+/// A second blob pulled by every host at 2 s: host 3 crashes at 0.5 s and is back at 1 s, host 4
+/// crashes at 0.5 s for good.
+const LATER_PULL: &str = "[[workload.blobs]]\nname = \"layer2\"\nsize = \"2MiB\"\n\
+    [[workload.pulls]]\nimage = \"layer2\"\nstart_s = 2\n\
+    [[faults]]\nat_s = 0.5\nverb = \"crash\"\nhosts = [3, 4]\n\
+    [[faults]]\nat_s = 1\nverb = \"bounce\"\nhosts = [3]\n";
+
+#[test]
+fn des_pulls_due_while_down_fail_and_a_restarted_host_does_its_later_pulls() {
+    let s = scenario(LATER_PULL);
+    let (d, t) = (tmp("des-later"), tmp("des-later-turmoil"));
+    let r = des(&s, &d);
+    assert_eq!((r.summary.failed_downloads, r.summary.unfinished_downloads), (3, 0), "{:?}", r.summary);
+    let csv = std::fs::read_to_string(d.join("downloads.csv")).unwrap();
+    let blob = |line: &str| line.split(',').any(|c| c == "layer2");
+    for (line, (host, _, outcome, error)) in csv.lines().skip(1).zip(rows(&d)) {
+        let expect = match (host, blob(line)) {
+            (3 | 4, false) => ("failed", "host crashed"),
+            (4, true) => ("failed", "host down"),
+            _ => ("complete", ""),
+        };
+        assert_eq!((outcome.as_str(), error.as_str()), expect, "{line}");
+    }
+    turmoil(&s, &t);
+    assert_eq!(outcomes(&d), outcomes(&t), "des and turmoil disagree on which rows fail");
+}
+
+#[test]
+fn des_downloads_finish_from_the_other_origin_when_one_crashes() {
+    for at in ["0", "0.5"] {
+        let faults = format!("[[faults]]\nat_s = {at}\nverb = \"crash\"\norigins = [0]\n");
+        let s = scenario_with(&faults, &[("origins.count", "2")]);
+        let dir = tmp(&format!("des-origin-{at}"));
+        let r = des(&s, &dir);
+        let sm = &r.summary;
+        assert_eq!((sm.failed_downloads, sm.unfinished_downloads), (0, 0), "origin crash at {at} s: {sm:?}");
+        assert_eq!(sm.host_images.completed, 6);
+    }
+}
+
+#[test]
+fn des_a_crashed_tracker_fails_over_or_leaves_rows_honestly_unfinished() {
+    // Two trackers, one crashes before anything is asked: every download finishes through the other.
+    let crash0 = "[[faults]]\nat_s = 0\nverb = \"crash\"\ntrackers = [0]\n";
+    let r = des(&scenario_with(crash0, &[("trackers.count", "2")]), &tmp("des-tracker-2"));
+    let sm = &r.summary;
+    assert_eq!((sm.failed_downloads, sm.unfinished_downloads), (0, 0), "{sm:?}");
+    // The only tracker crashes: nobody learns the blob's metainfo; the run stops at the time limit
+    // with every row reported, none complete.
+    let dir = tmp("des-tracker-1");
+    let s = scenario_with(crash0, &[("limits.max_sim_time_s", "20")]);
+    let mut e = Engine::new(&s, RunOptions::default()).expect("des builds");
+    e.run();
+    assert!(e.now().as_secs_f64() <= 20.0, "ran past the time limit: {:?}", e.now());
+    let r = e.report("des", 0.0);
+    e.write_outputs(&dir, &r).expect("outputs written");
+    let rows = rows(&dir);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.2 != "complete"), "{rows:?}");
+    let failed = rows.iter().filter(|r| r.2 == "failed").count();
+    let unfinished = rows.iter().filter(|r| r.2 == "unfinished").count();
+    assert_eq!((r.summary.failed_downloads, r.summary.unfinished_downloads), (failed, unfinished));
+    assert_eq!(failed + unfinished, 6);
+    // Bounced mid-run, it comes back empty: the agents announce again and finish.
+    let bounce = "[[faults]]\nat_s = 0.5\nverb = \"bounce\"\ntrackers = [0]\n";
+    let r = des(&scenario(bounce), &tmp("des-tracker-bounce"));
+    let sm = &r.summary;
+    assert_eq!((sm.failed_downloads, sm.unfinished_downloads), (0, 0), "{sm:?}");
 }
 
 #[test]
@@ -174,4 +331,74 @@ fn bad_faults_are_named_by_file_line_and_field() {
         let line: usize = e.split(':').nth(1).and_then(|l| l.parse().ok()).unwrap_or_else(|| panic!("{e}"));
         assert!(line > base_lines, "{e}: line {line} is not in the faults");
     }
+}
+
+#[test]
+fn des_a_partition_from_the_origin_heals_with_repair() {
+    // Hosts 0-2 cannot reach the origin nor the other hosts until 3 s.
+    let faults = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0, 1, 2] }\n\
+                  b = { hosts = [3, 4, 5], origins = [0] }\n\
+                  [[faults]]\nat_s = 3\nverb = \"repair\"\na = { hosts = [0, 1, 2] }\n\
+                  b = { hosts = [3, 4, 5], origins = [0] }\n";
+    let dir = tmp("des-partition");
+    let r = des(&scenario(faults), &dir);
+    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
+    for (host, end, _, _) in rows(&dir) {
+        let end: f64 = end.parse().unwrap();
+        if host < 3 {
+            assert!(end > 3.0, "host {host} finished at {end} s, inside the partition");
+        }
+    }
+}
+
+#[test]
+fn des_a_partition_mid_transfer_loses_the_bytes_in_flight_and_recovers() {
+    // Host 0 is cut from everyone at 0.5 s, mid-transfer, until 2 s: its flows stop and the
+    // protocol's timeouts recover the download after the repair.
+    let cut = "a = { hosts = [0] }\nb = { hosts = [1, 2, 3, 4, 5], origins = [0], trackers = [0] }\n";
+    let faults = format!(
+        "[[faults]]\nat_s = 0.5\nverb = \"partition\"\n{cut}[[faults]]\nat_s = 2\nverb = \"repair\"\n{cut}"
+    );
+    let (free, cutd) = (tmp("des-cut-free"), tmp("des-cut"));
+    des(&scenario(""), &free);
+    let r = des(&scenario(&faults), &cutd);
+    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
+    let end = |d: &Path| rows(d).into_iter().find(|r| r.0 == 0).map(|r| r.1.parse::<f64>().unwrap()).unwrap();
+    assert!(
+        end(&cutd) > 2.0 && end(&cutd) > end(&free),
+        "host 0: {} s cut, {} s free",
+        end(&cutd),
+        end(&free)
+    );
+}
+
+#[test]
+fn des_held_links_delay_but_complete() {
+    let hold = "[[faults]]\nat_s = 0\nverb = \"hold\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n\
+                [[faults]]\nat_s = 2\nverb = \"release\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n";
+    let (free, held) = (tmp("des-free"), tmp("des-held"));
+    let f = des(&scenario(""), &free);
+    let h = des(&scenario(hold), &held);
+    assert_eq!(h.summary.failed_downloads + h.summary.unfinished_downloads, 0, "{:?}", h.summary);
+    let (pf, ph) = (f.summary.host_images.p50.unwrap(), h.summary.host_images.p50.unwrap());
+    assert!(ph > 2.0 && ph > pf, "held p50 {ph} s, free p50 {pf} s");
+}
+
+#[test]
+fn des_a_host_cut_off_for_good_is_reported_not_finished() {
+    // Host 0 loses every link at 0 s and never gets them back: its row is reported failed or
+    // unfinished at the time limit, the others complete.
+    let faults = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0] }\n\
+                  b = { hosts = [1, 2, 3, 4, 5], origins = [0], trackers = [0] }\n";
+    let dir = tmp("des-cut-for-good");
+    let s = scenario_with(faults, &[("limits.max_sim_time_s", "30")]);
+    let r = des(&s, &dir);
+    for (host, _, outcome, _) in rows(&dir) {
+        if host == 0 {
+            assert_ne!(outcome, "complete", "host 0 finished with no links");
+        } else {
+            assert_eq!(outcome, "complete", "host {host}");
+        }
+    }
+    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 1, "{:?}", r.summary);
 }

@@ -103,7 +103,7 @@ impl Transport for TokioTcp {
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
     if !scenario.faults.is_empty() {
         return Err(format!(
-            "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
+            "{}: the scenario has {} [[faults]]; only --engine des and --engine turmoil apply faults",
             scenario.source,
             scenario.faults.len()
         ));

@@ -14,6 +14,7 @@
 //! idle connection to its server pays one latency each way; otherwise it first pays the connect
 //! round trip (`HttpPool`).
 
+mod faults;
 mod merge;
 mod metrics;
 mod output;
@@ -106,6 +107,7 @@ enum Control {
     AnnounceReply {
         agent: u32,
         id: u64,
+        /// The tracker replying (for `[[faults]]` on its link).
         tracker: usize,
         result: Result<AnnounceResponse, AnnounceError>,
     },
@@ -132,6 +134,7 @@ enum Control {
     MetaInfoReply {
         agent: u32,
         id: u64,
+        /// The tracker replying (for `[[faults]]` on its link).
         tracker: usize,
         reply: MetaInfoReply,
     },
@@ -167,6 +170,12 @@ impl HttpPool {
         let Some(idle) = self.idle.get_mut(&(client, server)) else { return false };
         idle.retain(|&since| now < since + Self::IDLE_TIMEOUT);
         idle.pop().is_some()
+    }
+
+    /// Drops the idle connections of every pair with an end for which `gone` holds (a crashed or
+    /// restarted node's connections are closed).
+    fn forget(&mut self, gone: impl Fn(HttpEnd) -> bool) {
+        self.idle.retain(|(client, server), _| !gone(*client) && !gone(*server));
     }
 
     /// A call's response reached its client at `now`: its connection is idle again.
@@ -259,8 +268,8 @@ pub struct Engine<'s> {
     next_token: u64,
     /// The time each node's timer event is armed for.
     armed: Vec<Instant>,
-    /// Tracker metainfo request id → (agent, agent's request id).
-    metainfo_requests: Map<u64, (u32, u64)>,
+    /// Tracker metainfo request id → (agent, agent's request id, tracker).
+    metainfo_requests: Map<u64, (u32, u64, usize)>,
     next_request: u64,
     /// Kept-alive HTTP connections.
     http: HttpPool,
@@ -269,6 +278,8 @@ pub struct Engine<'s> {
     rng: ChaCha8Rng,
     events: u64,
     options: RunOptions,
+    /// `[[faults]]`: the next to apply and which nodes are down.
+    faults: faults::Faults,
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -279,13 +290,7 @@ impl std::fmt::Debug for Engine<'_> {
 
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
-        if !scenario.faults.is_empty() {
-            return Err(format!(
-                "{}: the scenario has {} [[faults]]; only --engine turmoil applies faults",
-                scenario.source,
-                scenario.faults.len()
-            ));
-        }
+        let faults = faults::Faults::new(scenario);
         let world = World::build(scenario)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
@@ -307,6 +312,7 @@ impl<'s> Engine<'s> {
             world,
             events: 0,
             options,
+            faults,
         };
         for pull in &scenario.workload.pulls {
             let at = Instant::ZERO + pull.at;
@@ -375,11 +381,22 @@ impl<'s> Engine<'s> {
         loop {
             let next_event = self.queue.peek().map(|q| q.0.at);
             let next_flow = self.net.next_completion();
+            let next_fault = self.faults.next_at(self.scenario);
             let at = match (next_event, next_flow) {
-                (None, None) => break,
-                (Some(a), Some(b)) => a.min(b),
-                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => None,
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (Some(a), None) | (None, Some(a)) => Some(a),
             };
+            if let Some(f) = next_fault
+                && f <= limit
+                && at.is_none_or(|a| f <= a)
+            {
+                // A fault comes first, before the events of its own time.
+                self.now = self.now.max(f);
+                self.apply_fault();
+                continue;
+            }
+            let Some(at) = at else { break };
             if at > limit {
                 break;
             }
@@ -408,6 +425,13 @@ impl<'s> Engine<'s> {
 
     fn handle(&mut self, event: Event) {
         let now = self.now;
+        // A partitioned link drops what crosses it; a held one keeps it until `release`.
+        let event = if self.faults.links_faulted() {
+            let Some(event) = self.across_links(event) else { return };
+            event
+        } else {
+            event
+        };
         match event {
             Event::Timer { node } => {
                 if self.armed[node as usize] != now {
@@ -422,6 +446,7 @@ impl<'s> Engine<'s> {
                 }
                 self.drain(node);
             }
+            Event::Connect { from, to } if self.faults.is_down(to) => self.refuse(from, to),
             Event::Connect { from, to } => self.connect(from, to),
             Event::Deliver { to, msg } => self.deliver(to, msg),
             Event::Closed { to } => {
@@ -433,9 +458,14 @@ impl<'s> Engine<'s> {
                     self.node_closed(to);
                 }
             }
+            Event::Pull { host, image } if self.faults.is_down(host) => self.pull_while_down(host, image),
             Event::Pull { host, image } => self.pull(host, image),
             Event::Sample => self.sample(),
-            Event::Control(c) => self.control(*c),
+            Event::Control(c) => {
+                if let Some(c) = self.unless_down(*c) {
+                    self.control(c);
+                }
+            }
         }
     }
 
@@ -460,7 +490,7 @@ impl<'s> Engine<'s> {
                 self.metrics.metainfo_requests += 1;
                 self.next_request += 1;
                 let rid = self.next_request;
-                self.metainfo_requests.insert(rid, (agent, id));
+                self.metainfo_requests.insert(rid, (agent, id, tracker));
                 self.world.trackers[tracker].handle_metainfo_request(now, rid, &namespace, digest);
                 self.drain_tracker(tracker);
             }
@@ -579,7 +609,7 @@ impl<'s> Engine<'s> {
                     );
                 }
                 TrackerOutput::MetaInfo { request_id, reply } => {
-                    let Some((agent, id)) = self.metainfo_requests.remove(&request_id) else { continue };
+                    let Some((agent, id, _)) = self.metainfo_requests.remove(&request_id) else { continue };
                     let at = self.now + self.tracker_latency(agent);
                     self.push(
                         at,
@@ -666,6 +696,10 @@ impl<'s> Engine<'s> {
     fn send(&mut self, end: End, msg: Message) {
         let now = self.now;
         let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
+        if self.faults.links_faulted() && self.faults.partitioned(end.0, remote.0) {
+            // Lost in the partition: no flow, no delivery.
+            return;
+        }
         let c = self.conns.get_mut(&end).expect("checked above");
         if let Some((flow, token)) = c.flow {
             // Behind the payload in flight: a payload becomes the flow's next segment.

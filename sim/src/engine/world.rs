@@ -73,10 +73,21 @@ impl Addresses {
     }
 }
 
+/// The seed of a node's software after its `restarts`-th restart (`[[faults]]` `bounce`): the
+/// node's own derived seed for the first run, a seed derived from it and the count after that.
+pub fn incarnation_seed(s: &Scenario, kind: &str, i: usize, restarts: u32) -> u64 {
+    let seed = derive_seed(s.seed, kind, i as u64);
+    if restarts == 0 { seed } else { derive_seed(seed, "restart", u64::from(restarts)) }
+}
+
 /// Agent `i` of a scenario, with its derived seed.
 pub fn build_agent(s: &Scenario, i: usize, addrs: &Addresses, now: Instant) -> Agent {
+    build_agent_seeded(s, i, addrs, now, derive_seed(s.seed, "agent", i as u64))
+}
+
+/// Agent `i` of a scenario, with the given seed (a restarted agent's, [`incarnation_seed`]).
+pub fn build_agent_seeded(s: &Scenario, i: usize, addrs: &Addresses, now: Instant, seed: u64) -> Agent {
     let cfg = AgentConfig { scheduler: s.protocol.agent.clone(), trackers: addrs.trackers.clone() };
-    let seed = derive_seed(s.seed, "agent", i as u64);
     match dragonfly(s) {
         Some(df) => Agent::with_dragonfly(now, cfg, addrs.agents[i], seed, df.clone()),
         None => Agent::new(now, cfg, addrs.agents[i], seed),
@@ -96,29 +107,38 @@ pub fn build_origin(
     backend: BTreeMap<Digest, BlobContent>,
     now: Instant,
 ) -> Origin {
+    build_origin_seeded(s, o, addrs, backend, now, derive_seed(s.seed, "origin", o as u64))
+}
+
+/// Origin `o` of a scenario, with the given seed (a restarted origin's, [`incarnation_seed`]).
+pub fn build_origin_seeded(
+    s: &Scenario,
+    o: usize,
+    addrs: &Addresses,
+    backend: BTreeMap<Digest, BlobContent>,
+    now: Instant,
+    seed: u64,
+) -> Origin {
     let scheduler = s.protocol.origin_scheduler.clone();
     let scheduler = match dragonfly(s) {
         Some(df) => df.origin_scheduler(scheduler),
         None => scheduler,
     };
-    Origin::new(
-        now,
-        scheduler,
-        s.protocol.origin.clone(),
-        addrs.origins[o],
-        backend,
-        derive_seed(s.seed, "origin", o as u64),
-    )
+    Origin::new(now, scheduler, s.protocol.origin.clone(), addrs.origins[o], backend, seed)
 }
 
 /// Tracker `t` of a scenario, knowing every origin, with its derived seed.
 pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
+    build_tracker_seeded(s, addrs, derive_seed(s.seed, "tracker", t as u64))
+}
+
+/// A tracker of a scenario with the given seed (a restarted tracker's, [`incarnation_seed`]).
+pub fn build_tracker_seeded(s: &Scenario, addrs: &Addresses, seed: u64) -> Tracker {
     let origin_infos: Vec<PeerInfo> = addrs
         .origins
         .iter()
         .map(|&addr| PeerInfo { peer_id: PeerId::from_addr(addr), addr, origin: true, complete: true })
         .collect();
-    let seed = derive_seed(s.seed, "tracker", t as u64);
     let mut tracker =
         Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed);
     // Every node's place, for the tracker's locality policies (Kraken agents' --zone/--cluster).
@@ -143,6 +163,11 @@ pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
     tracker
 }
 
+/// What every origin's backend holds: every blob of the workload, as synthetic content.
+pub fn backend(s: &Scenario) -> BTreeMap<Digest, BlobContent> {
+    s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect()
+}
+
 impl World {
     pub fn build(s: &Scenario) -> Result<World, String> {
         let now = Instant::ZERO;
@@ -150,8 +175,7 @@ impl World {
         let trackers_addrs = addrs.trackers.clone();
         let agents: Vec<Agent> =
             (0..s.topology.hosts.len()).map(|i| build_agent(s, i, &addrs, now)).collect();
-        let backend: BTreeMap<Digest, BlobContent> =
-            s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect();
+        let backend = backend(s);
         let origins: Vec<Origin> =
             (0..s.origins.len()).map(|o| build_origin(s, o, &addrs, backend.clone(), now)).collect();
         let trackers: Vec<Tracker> = (0..s.trackers).map(|t| build_tracker(s, t, &addrs)).collect();

@@ -55,8 +55,8 @@ pub struct Scenario {
     pub reference: Option<Reference>,
     /// The `key=value` overrides it was loaded with, in order.
     pub overrides: Vec<(String, String)>,
-    /// `[[faults]]`, sorted by time (file order among equal times). Only the turmoil engine
-    /// applies them; the others refuse a scenario that has any.
+    /// `[[faults]]`, sorted by time (file order among equal times). The des and turmoil engines
+    /// apply them; the real-socket engine refuses a scenario that has any.
     pub faults: Vec<Fault>,
 }
 

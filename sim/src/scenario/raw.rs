@@ -28,7 +28,7 @@ pub struct RawScenario {
     #[serde(default)]
     pub protocol: RawProtocol,
     pub reference: Option<RawReference>,
-    /// `[[faults]]`: timed faults (turmoil engine only).
+    /// `[[faults]]`: timed faults (des and turmoil engines).
     #[serde(default)]
     pub faults: Vec<RawFault>,
 }
