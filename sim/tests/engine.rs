@@ -219,7 +219,7 @@ fn the_stepped_solver_stays_near_the_exact_one_on_oversubscribed_racks() {
     assert!(a.summary.host_images.max.unwrap() >= s.lower_bound().t_min_s());
     assert!(a.perf.solver_solves < exact.perf.solver_solves, "stepping must batch solves");
     // A start or an end waits half a step on average, against pieces of ~100 ms: the stepped
-    // solver is a little slower, never much (measured at 400 hosts over 3 seeds: +0.7 % at p50).
+    // solver is at most a little slower (measured at 400 hosts over 3 seeds: +0.1 % at p50).
     // At 80 hosts one seed's p50 or p90 moves by up to ±6 % with any change of timing (either
     // solver, or a latency model change), so the means over three seeds are compared.
     let (mut x50, mut x90, mut y50, mut y90) = (0.0, 0.0, 0.0, 0.0);
