@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use shoal_reports::schema::{Download, Interval, Outcome, read_csv, read_json};
 
 use super::metrics::{Percentiles, round_us};
-use super::output::{Efficiency, Summary};
+use super::output::{Efficiency, Summary, TIMESERIES_COLUMNS};
 
 /// Why folders could not be merged.
 #[derive(Debug, thiserror::Error)]
@@ -172,16 +172,7 @@ fn write_timeseries(path: &Path, parts: &[&[Interval]]) -> Result<(), MergeError
     let len = parts.iter().map(|p| p.len()).max().unwrap_or(0);
     let step = parts.first().and_then(|p| p.first()).map_or(0.1, |i| i.time_s);
     let mut w = csv::Writer::from_path(path).map_err(|e| err(&e))?;
-    w.write_record([
-        "time_s",
-        "bytes_moved",
-        "throughput_bytes_per_s",
-        "origin_egress_bytes",
-        "downloads_active",
-        "downloads_finished",
-        "images_finished",
-    ])
-    .map_err(|e| err(&e))?;
+    w.write_record(TIMESERIES_COLUMNS).map_err(|e| err(&e))?;
     for b in 0..len {
         let (mut moved, mut origin, mut active, mut finished, mut images) = (0u64, 0u64, 0u64, 0u64, 0u64);
         for p in parts {

@@ -346,17 +346,20 @@ fn write_downloads(dir: &Path, s: &Scenario, m: &Metrics) -> io::Result<()> {
     w.flush()
 }
 
+/// The columns of timeseries.csv (docs/outputs.md).
+pub(super) const TIMESERIES_COLUMNS: [&str; 7] = [
+    "time_s",
+    "bytes_moved",
+    "throughput_bytes_per_s",
+    "origin_egress_bytes",
+    "downloads_active",
+    "downloads_finished",
+    "images_finished",
+];
+
 fn write_timeseries(dir: &Path, m: &Metrics, end: Instant) -> io::Result<()> {
     let mut w = csv::Writer::from_path(dir.join("timeseries.csv"))?;
-    w.write_record([
-        "time_s",
-        "bytes_moved",
-        "throughput_bytes_per_s",
-        "origin_egress_bytes",
-        "downloads_active",
-        "downloads_finished",
-        "images_finished",
-    ])?;
+    w.write_record(TIMESERIES_COLUMNS)?;
     let step = m.interval.as_nanos().max(1) as u64;
     let buckets = (end.as_nanos() / step + 1) as usize;
     let mut starts: Vec<u64> = m.downloads.iter().map(|d| d.start.as_nanos()).collect();
