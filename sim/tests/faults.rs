@@ -121,15 +121,16 @@ fn a_restarted_agent_does_not_pull_twice() {
     assert!(rows.iter().any(|r| r.0 == 3 && r.3 == "host restarted"));
 }
 
-#[test]
-fn a_partition_from_the_origin_heals_with_repair() {
-    // Hosts 0-2 cannot reach the origin nor the other hosts until 3 s.
-    let faults = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0, 1, 2] }\n\
-                  b = { hosts = [3, 4, 5], origins = [0] }\n\
-                  [[faults]]\nat_s = 3\nverb = \"repair\"\na = { hosts = [0, 1, 2] }\n\
-                  b = { hosts = [3, 4, 5], origins = [0] }\n";
-    let dir = tmp("partition");
-    let r = turmoil(&scenario(faults), &dir);
+const PARTITION_UNTIL_3S: &str = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0, 1, 2] }\n\
+                                  b = { hosts = [3, 4, 5], origins = [0] }\n\
+                                  [[faults]]\nat_s = 3\nverb = \"repair\"\na = { hosts = [0, 1, 2] }\n\
+                                  b = { hosts = [3, 4, 5], origins = [0] }\n";
+
+/// Hosts 0-2 cannot reach the origin nor the other hosts until 3 s: every download completes,
+/// theirs after the repair.
+fn partition_heals_with_repair(run: fn(&Scenario, &Path) -> RunReport, name: &str) {
+    let dir = tmp(name);
+    let r = run(&scenario(PARTITION_UNTIL_3S), &dir);
     assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
     for (host, end, _, _) in rows(&dir) {
         let end: f64 = end.parse().unwrap();
@@ -139,16 +140,27 @@ fn a_partition_from_the_origin_heals_with_repair() {
     }
 }
 
-#[test]
-fn held_links_delay_but_complete() {
+/// Every host's link to the origin is held from 0 to 2 s: every download completes, later than
+/// without the hold.
+fn held_links_delay_but_complete_on(run: fn(&Scenario, &Path) -> RunReport, name: &str) {
     let hold = "[[faults]]\nat_s = 0\nverb = \"hold\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n\
                 [[faults]]\nat_s = 2\nverb = \"release\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n";
-    let (free, held) = (tmp("free"), tmp("held"));
-    let f = turmoil(&scenario(""), &free);
-    let h = turmoil(&scenario(hold), &held);
+    let (free, held) = (tmp(&format!("{name}-free")), tmp(&format!("{name}-held")));
+    let f = run(&scenario(""), &free);
+    let h = run(&scenario(hold), &held);
     assert_eq!(h.summary.failed_downloads + h.summary.unfinished_downloads, 0, "{:?}", h.summary);
     let (pf, ph) = (f.summary.host_images.p50.unwrap(), h.summary.host_images.p50.unwrap());
     assert!(ph > 2.0 && ph > pf, "held p50 {ph} s, free p50 {pf} s");
+}
+
+#[test]
+fn a_partition_from_the_origin_heals_with_repair() {
+    partition_heals_with_repair(turmoil, "partition");
+}
+
+#[test]
+fn held_links_delay_but_complete() {
+    held_links_delay_but_complete_on(turmoil, "turmoil");
 }
 
 #[test]
@@ -335,20 +347,7 @@ fn bad_faults_are_named_by_file_line_and_field() {
 
 #[test]
 fn des_a_partition_from_the_origin_heals_with_repair() {
-    // Hosts 0-2 cannot reach the origin nor the other hosts until 3 s.
-    let faults = "[[faults]]\nat_s = 0\nverb = \"partition\"\na = { hosts = [0, 1, 2] }\n\
-                  b = { hosts = [3, 4, 5], origins = [0] }\n\
-                  [[faults]]\nat_s = 3\nverb = \"repair\"\na = { hosts = [0, 1, 2] }\n\
-                  b = { hosts = [3, 4, 5], origins = [0] }\n";
-    let dir = tmp("des-partition");
-    let r = des(&scenario(faults), &dir);
-    assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
-    for (host, end, _, _) in rows(&dir) {
-        let end: f64 = end.parse().unwrap();
-        if host < 3 {
-            assert!(end > 3.0, "host {host} finished at {end} s, inside the partition");
-        }
-    }
+    partition_heals_with_repair(des, "des-partition");
 }
 
 #[test]
@@ -374,14 +373,7 @@ fn des_a_partition_mid_transfer_loses_the_bytes_in_flight_and_recovers() {
 
 #[test]
 fn des_held_links_delay_but_complete() {
-    let hold = "[[faults]]\nat_s = 0\nverb = \"hold\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n\
-                [[faults]]\nat_s = 2\nverb = \"release\"\na = { hosts = [0, 1, 2, 3, 4, 5] }\nb = { origins = [0] }\n";
-    let (free, held) = (tmp("des-free"), tmp("des-held"));
-    let f = des(&scenario(""), &free);
-    let h = des(&scenario(hold), &held);
-    assert_eq!(h.summary.failed_downloads + h.summary.unfinished_downloads, 0, "{:?}", h.summary);
-    let (pf, ph) = (f.summary.host_images.p50.unwrap(), h.summary.host_images.p50.unwrap());
-    assert!(ph > 2.0 && ph > pf, "held p50 {ph} s, free p50 {pf} s");
+    held_links_delay_but_complete_on(des, "des");
 }
 
 #[test]
