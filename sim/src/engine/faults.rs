@@ -113,6 +113,11 @@ impl Faults {
     }
 
     /// Network node `node`'s software is down (crashed, not yet bounced).
+    /// Whether tracker `t` is crashed.
+    pub(super) fn tracker_is_down(&self, t: usize) -> bool {
+        self.tracker_down[t]
+    }
+
     pub(super) fn is_down(&self, node: u32) -> bool {
         self.down[node as usize]
     }

@@ -482,7 +482,10 @@ impl<'s> Engine<'s> {
                 );
             }
             Control::AnnounceReply { agent, id, tracker, result } => {
-                self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
+                // A call refused by a down server opened no connection to keep.
+                if !self.faults.tracker_is_down(tracker) {
+                    self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
+                }
                 self.world.agents[agent as usize].handle_announce_response(now, id, result);
                 self.drain(agent);
             }
@@ -511,13 +514,18 @@ impl<'s> Engine<'s> {
                 );
             }
             Control::OriginMetaInfoReply { tracker, origin, namespace, digest, reply } => {
-                self.http.put(HttpEnd::Tracker(tracker), HttpEnd::Node(origin), now);
+                if !self.faults.is_down(origin) {
+                    self.http.put(HttpEnd::Tracker(tracker), HttpEnd::Node(origin), now);
+                }
                 let addr = world::origin_addr((origin - self.agents()) as usize);
                 self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
                 self.drain_tracker(tracker);
             }
             Control::MetaInfoReply { agent, id, tracker, reply } => {
-                self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
+                // A call refused by a down server opened no connection to keep.
+                if !self.faults.tracker_is_down(tracker) {
+                    self.http.put(HttpEnd::Node(agent), HttpEnd::Tracker(tracker), now);
+                }
                 self.world.agents[agent as usize].handle_metainfo_response(now, id, reply);
                 self.drain(agent);
             }
