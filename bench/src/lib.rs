@@ -1,6 +1,8 @@
 //! shoal's benches live in `benches/` (one file per area, run with `cargo bench -p shoal-bench`);
 //! this library holds the inputs they share. The regression gate's configuration and baselines are
-//! in `bench/gate.toml` and `bench/baselines/`, run by `shoal gate` (see `shoal_sim::gate`).
+//! in `bench/gate.toml` and `bench/baselines/`, run by `shoal gate` through [`gate`].
+
+pub mod gate;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

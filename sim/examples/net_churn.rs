@@ -33,20 +33,16 @@ const SLOTS_PER_HOST: u32 = 10;
 const FLOW_BYTES: u64 = 4 << 20;
 const HOST_BYTES_PER_S: u64 = 300_000_000;
 
-/// SplitMix64: seeded, no dependency.
-struct Rng(u64);
+/// The churn's seeded generator (ChaCha8, as the simulator's own).
+struct Rng(rand_chacha::ChaCha8Rng);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+    fn new(seed: u64) -> Self {
+        Rng(rand::SeedableRng::seed_from_u64(seed))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        rand::Rng::random_range(&mut self.0, 0..n)
     }
 }
 
@@ -137,7 +133,7 @@ impl Churn {
         let topo = spec.build().expect("racks of consecutive hosts are a valid topology");
         let slots: Vec<u32> =
             (0..hosts).flat_map(|h| std::iter::repeat_n(h, SLOTS_PER_HOST as usize)).collect();
-        Churn { topo, free_out: slots.clone(), free_in: slots, rng: Rng(seed), events: 0, completed: 0 }
+        Churn { topo, free_out: slots.clone(), free_in: slots, rng: Rng::new(seed), events: 0, completed: 0 }
     }
 
     /// Starts one flow between random free slots (source ≠ destination).

@@ -1,7 +1,33 @@
-//! shoal's drivers and models.
+//! shoal's simulator: scenarios, the engines that run them and the outputs they write.
+//!
+//! - [`scenario`]: scenario files (TOML) loaded, validated and resolved into a [`scenario::Scenario`];
+//! - [`build`]: a run's nodes (agents, origins, trackers), seeds and topology, for every engine;
+//! - [`engine`]: the discrete-event engine, with the flow-level network model of [`net`];
+//! - [`driver`]: the async driver, on turmoil's simulated TCP or on real sockets;
+//! - [`output`]: what a run records and the files it writes (downloads.csv, timeseries.csv,
+//!   summary.json, perf.json), and [`output::merge`] of separate agent processes' folders.
+//!
+//! Every engine drives the state machines of `shoal-protocols` and makes no protocol decision.
+//!
+//! ```no_run
+//! use shoal_sim::engine::{Engine, RunOptions};
+//! use shoal_sim::scenario::Scenario;
+//!
+//! let path = std::path::Path::new("scenarios/smoke-40.toml");
+//! let s = Scenario::load_with_sets(path, &["topology.hosts=10".to_string()])?;
+//! let mut e = Engine::new(&s, RunOptions::default())?;
+//! e.run();
+//! let report = e.report("des", 0.0);
+//! println!("p50 {:?} s", report.summary.host_images.p50);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+pub mod build;
 pub mod driver;
 pub mod engine;
-pub mod gate;
 pub mod net;
+pub mod output;
 pub mod scenario;
+
+/// A progress callback: (simulated seconds, image pulls finished, image pulls in all).
+pub type ProgressFn = Box<dyn FnMut(f64, usize, usize)>;

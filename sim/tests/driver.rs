@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use shoal_sim::driver::{self, DriverOptions};
-use shoal_sim::engine::{Engine, RunOptions, RunReport};
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::output::RunReport;
 use shoal_sim::scenario::Scenario;
 
 fn scenario(file: &str, sets: &[&str]) -> Scenario {

@@ -12,7 +12,7 @@ fn scenario(sets: &[&str]) -> Scenario {
     Scenario::load_with_sets(path, &sets).expect("smoke scenario loads")
 }
 
-fn run_to(s: &Scenario, dir: &Path) -> shoal_sim::engine::RunReport {
+fn run_to(s: &Scenario, dir: &Path) -> shoal_sim::output::RunReport {
     let mut e = Engine::new(s, RunOptions::default()).expect("engine builds");
     e.run();
     let report = e.report("des", 0.0);

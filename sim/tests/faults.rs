@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use shoal_sim::driver::{self, DriverOptions};
-use shoal_sim::engine::{Engine, RunOptions, RunReport};
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::output::RunReport;
 use shoal_sim::scenario::Scenario;
 
 /// agree-16 scaled down (6 hosts, an 8 MiB blob in 1 MiB pieces) and slowed to 5 MB/s, so that a

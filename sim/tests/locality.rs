@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use shoal_sim::engine::{Engine, RunOptions, RunReport};
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::output::RunReport;
 use shoal_sim::scenario::Scenario;
 
 fn load(file: &str, sets: &[&str]) -> Scenario {

@@ -11,7 +11,7 @@
 //!
 //! What the driver does, node by node:
 //!
-//! - **agents and origins** ([`peer`]): a listener task hands accepted streams to the node's task;
+//! - **agents and origins** (`peer`): a listener task hands accepted streams to the node's task;
 //!   each connection gets a reader task (bytes → [`wire::Decoder`] → messages, refusing tagged
 //!   payloads and frames larger than the scenario's pieces) and a writer task (messages →
 //!   [`wire::encode_header`] + payload bytes in chunks). A decoding error closes the connection
@@ -33,7 +33,7 @@
 //!   driver waits one more latency (the SYN-ACK's); on loopback (`real`) it waits both
 //!   ([`ConnectCost`]). HTTP connections are kept alive as Kraken's Go clients keep them
 //!   (`peer::HttpClient`): an agent's announces reuse the connection of its metainfo request.
-//! - **trackers** ([`tracker`]): HTTP/1.1 with Kraken's endpoints, `POST /announce/{infohash}`
+//! - **trackers** (`tracker`): HTTP/1.1 with Kraken's endpoints, `POST /announce/{infohash}`
 //!   and `GET /namespace/{ns}/blobs/{digest}/metainfo`; the tracker asks origins on
 //!   `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`, served on the origin's HTTP port.
 //! - **content**: real bytes. Every blob is generated from the scenario seed, its digest is its
@@ -66,8 +66,9 @@ use shoal_protocols::origin::BlobContent;
 use shoal_protocols::{Digest, Instant, PeerId};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::engine::{Addresses, Metrics, RunFacts, RunReport, derive_seed, summarize, write_run_files};
+use crate::build::{Addresses, derive_seed};
 use crate::net::Topology as NetTopology;
+use crate::output::{Metrics, RunFacts, RunReport, summarize, write_run_files};
 use crate::scenario::{Place, Scenario};
 
 pub use bucket::TokenBucket;
@@ -188,8 +189,9 @@ impl Ctx {
         interval: Duration,
     ) -> Result<Ctx, String> {
         let s = &scenario;
-        let net = crate::engine::world::net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
+        let net = crate::build::net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
         let agents = s.topology.hosts.len();
+        tracing::info!(scenario = %s.name, seed = s.seed, hosts = agents, "socket run start");
         let mut node_by_peer = BTreeMap::new();
         for (i, a) in addrs.p2p.agents.iter().enumerate() {
             node_by_peer.insert(PeerId::from_addr(*a), i as u32);
@@ -356,6 +358,7 @@ pub struct DriverRun {
 impl DriverRun {
     pub(crate) fn from_ctx(ctx: &Ctx, engine: &'static str, timed_out: bool) -> DriverRun {
         let end = if timed_out { Instant::ZERO + ctx.scenario.max_sim_time } else { ctx.last_end.get() };
+        tracing::info!(engine, at = %end, events = ctx.events.get(), timed_out, "socket run end");
         DriverRun {
             scenario: ctx.scenario.clone(),
             metrics: std::mem::take(&mut *ctx.metrics.borrow_mut()),
@@ -384,7 +387,7 @@ impl DriverRun {
 
     /// Writes downloads.csv, timeseries.csv, summary.json and perf.json into `dir`.
     pub fn write_outputs(&self, dir: &std::path::Path, report: &RunReport) -> io::Result<()> {
-        write_run_files(dir, &self.scenario, &self.metrics, self.end, report)
+        write_run_files(dir, &self.scenario, &self.metrics, self.end, report, |_| Ok(()))
     }
 }
 
@@ -393,7 +396,7 @@ pub struct DriverOptions {
     /// Time-series interval.
     pub interval: Duration,
     /// Called every so often with (seconds since start, image pulls finished, image pulls in all).
-    pub progress: Option<crate::engine::ProgressFn>,
+    pub progress: Option<crate::ProgressFn>,
     /// Adds a misbehaving peer to a `real` run (robustness tests).
     pub rogue: Option<rogue::Rogue>,
     /// Kills agent `host`'s task (and so its sockets) at this time into a `real` run; its unfinished

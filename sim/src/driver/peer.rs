@@ -18,7 +18,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, spawn_local};
 
 use super::{Ctx, Transport, http, now, sleep_until};
-use crate::engine::{Source, build_agent, build_origin};
+use crate::build::{build_agent, build_origin};
+use crate::output::Source;
 
 /// Bytes per socket read and per payload write: small enough that a host's connections interleave
 /// on its token buckets, large enough to keep per-chunk overhead low.
@@ -492,9 +493,7 @@ impl<T: Transport> NodeDriver<T> {
                 state.handle_message(now, conn, msg);
             }
             Input::Closed { conn } => {
-                if trace_on() {
-                    eprintln!("{now} node {} {conn:?} closed by the remote end", self.node);
-                }
+                tracing::debug!(at = %now, node = self.node, ?conn, "closed by the remote end");
                 if let Some(c) = self.conns.remove(&conn) {
                     self.stop(conn, c);
                     state.handle_closed(now, conn);
@@ -562,9 +561,7 @@ impl<T: Transport> NodeDriver<T> {
     fn output(&mut self, out: Output) {
         match out {
             Output::Dial { conn, addr } => {
-                if trace_on() {
-                    eprintln!("{} node {} dials {addr} as {conn:?}", now(&self.t), self.node);
-                }
+                tracing::debug!(at = %now(&self.t), node = self.node, %addr, ?conn, "dial");
                 self.conns.insert(
                     conn,
                     Conn { writer: None, queued: Vec::new(), reader: None, remote: None, blob: None },
@@ -590,9 +587,7 @@ impl<T: Transport> NodeDriver<T> {
                 }
             }
             Output::Close { conn } => {
-                if trace_on() {
-                    eprintln!("{} node {} closes {conn:?}", now(&self.t), self.node);
-                }
+                tracing::debug!(at = %now(&self.t), node = self.node, ?conn, "close");
                 if let Some(c) = self.conns.remove(&conn) {
                     self.stop(conn, c);
                 }
@@ -618,12 +613,6 @@ impl<T: Transport> NodeDriver<T> {
             }
         }
     }
-}
-
-/// `SHOAL_TRACE=1` prints every dial and close of the socket engines on stderr.
-fn trace_on() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var_os("SHOAL_TRACE").is_some())
 }
 
 async fn sleep_nonzero(d: Duration) {

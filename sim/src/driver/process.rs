@@ -21,7 +21,7 @@ use super::peer::{Node, run_node};
 use super::real::TokioTcp;
 use super::tracker::run_tracker;
 use super::{Ctx, DriverRun, NodeAddrs, Transport, generate_blobs};
-use crate::engine::Addresses;
+use crate::build::Addresses;
 use crate::scenario::Scenario;
 
 /// Which node of the scenario a process runs.

@@ -19,7 +19,7 @@ use super::peer::{Node, run_node};
 use super::rogue::{RogueReport, run_rogue};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
-use crate::engine::Addresses;
+use crate::build::Addresses;
 use crate::scenario::Scenario;
 
 /// tokio TCP: loopback only, or only the addresses of an allow-list.

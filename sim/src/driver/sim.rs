@@ -19,7 +19,7 @@ use turmoil::net::{TcpListener, TcpStream};
 use super::peer::{Node, run_node};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
-use crate::engine::{Addresses, derive_seed};
+use crate::build::{Addresses, derive_seed};
 use crate::scenario::{Fault, FaultVerb, NodeSet, Scenario};
 
 /// turmoil's simulated TCP; must be used from inside a turmoil host.

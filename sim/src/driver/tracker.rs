@@ -20,7 +20,7 @@ use tokio::task::spawn_local;
 
 use super::peer::{HttpClient, metainfo_reply, metainfo_response, serve_http};
 use super::{Ctx, Transport, http, now};
-use crate::engine::build_tracker;
+use crate::build::build_tracker;
 
 struct State<T: Transport> {
     t: T,

@@ -44,10 +44,10 @@ use std::collections::{BTreeMap, BinaryHeap};
 use shoal_protocols::Instant;
 use shoal_protocols::announce::{AnnounceError, MetaInfoReply};
 
-use super::world::{
+use super::{Control, End, Engine, Event};
+use crate::build::{
     Addresses, backend, build_agent_seeded, build_origin_seeded, build_tracker_seeded, incarnation_seed,
 };
-use super::{Control, End, Engine, Event};
 use crate::scenario::{FaultVerb, NodeSet, Scenario};
 
 /// What the engine knows of the scenario's faults: the next to apply, and which nodes are down.

@@ -15,14 +15,11 @@
 //! round trip (`HttpPool`).
 
 mod faults;
-mod merge;
-mod metrics;
 mod output;
-pub(crate) mod world;
+mod world;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::BuildHasherDefault;
+use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
@@ -32,39 +29,18 @@ use shoal_protocols::peer::{ConnId, Event as NodeEvent, Output};
 use shoal_protocols::tracker::TrackerOutput;
 use shoal_protocols::{Digest, Instant, Message};
 
-pub use merge::{MergeError, Merged, merge};
-pub use metrics::{DownloadRecord, Metrics, Percentiles, Source};
-pub use output::{Perf, RunFacts, RunReport, Summary, summarize, write_run_files};
-pub use world::{Addresses, World, build_agent, build_origin, build_tracker, derive_seed};
+pub use world::World;
 
+use crate::build::{self, derive_seed};
 use crate::net::{FlowId, Network, Solver};
+use crate::output::{Metrics, RackSample, Source};
 use crate::scenario::Scenario;
 
-/// Lookup-only maps (never iterated where order reaches output), keyed by small integers: a
-/// multiply-rotate hash (FxHash's), deterministic and much cheaper than SipHash on the hot path.
-type Map<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+/// Lookup-only maps (never iterated where order reaches output), keyed by small integers:
+/// rustc-hash's Fx hash, deterministic and much cheaper than SipHash on the hot path.
+/// Lookup-only maps (never iterated where order reaches output), keyed by small integers:
+/// rustc-hash's Fx hash, deterministic and much cheaper than SipHash on the hot path.
+type Map<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// One end of a connection: network node and the node's connection handle.
 type End = (u32, ConnId);
@@ -239,8 +215,7 @@ pub struct RunOptions {
     pub progress: Option<ProgressFn>,
 }
 
-/// A progress callback: (simulated seconds, image pulls finished, image pulls in all).
-pub type ProgressFn = Box<dyn FnMut(f64, usize, usize)>;
+pub use crate::ProgressFn;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -378,6 +353,8 @@ impl<'s> Engine<'s> {
     pub fn run(&mut self) {
         let limit = Instant::ZERO + self.scenario.max_sim_time;
         let total = self.scenario.workload.pulls.len();
+        let s = self.scenario;
+        tracing::info!(scenario = %s.name, seed = s.seed, hosts = s.topology.hosts.len(), "des run start");
         loop {
             let next_event = self.queue.peek().map(|q| q.0.at);
             let next_flow = self.net.next_completion();
@@ -421,6 +398,7 @@ impl<'s> Engine<'s> {
                 break;
             }
         }
+        tracing::info!(at = %self.now, events = self.events, "des run end");
     }
 
     fn handle(&mut self, event: Event) {
@@ -517,7 +495,7 @@ impl<'s> Engine<'s> {
                 if !self.faults.is_down(origin) {
                     self.http.put(HttpEnd::Tracker(tracker), HttpEnd::Node(origin), now);
                 }
-                let addr = world::origin_addr((origin - self.agents()) as usize);
+                let addr = build::origin_addr((origin - self.agents()) as usize);
                 self.world.trackers[tracker].handle_origin_metainfo(now, &namespace, digest, addr, reply);
                 self.drain_tracker(tracker);
             }
@@ -540,7 +518,7 @@ impl<'s> Engine<'s> {
             let up = self.net.bytes_carried(self.world.net.uplink(Level::Rack, r as u32), now);
             let down = self.net.bytes_carried(self.world.net.downlink(Level::Rack, r as u32), now);
             let (up0, down0) = std::mem::replace(&mut self.metrics.racks[r], (up, down));
-            self.metrics.rack_samples.push(metrics::RackSample {
+            self.metrics.rack_samples.push(RackSample {
                 at: now,
                 rack: r as u32,
                 up_bytes: (up - up0).max(0.0),
@@ -774,9 +752,9 @@ impl<'s> Engine<'s> {
             return;
         }
         let remote_addr = if from.0 < self.agents() {
-            world::agent_addr(from.0 as usize)
+            build::agent_addr(from.0 as usize)
         } else {
-            world::origin_addr((from.0 - self.agents()) as usize)
+            build::origin_addr((from.0 - self.agents()) as usize)
         };
         let conn = if to < self.agents() {
             self.world.agents[to as usize].handle_accept(self.now, remote_addr)

@@ -1,43 +1,19 @@
-//! Building the simulated world from a scenario: node addresses, seeds, the network topology, and
-//! the protocol nodes themselves.
+//! The discrete-event engine's world: every protocol node of a run, built by [`crate::build`], and
+//! the lookups the engine needs to route between them.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::SocketAddr;
 
-use sha2::{Digest as _, Sha256};
-use shoal_protocols::agent::{Agent, AgentConfig};
-use shoal_protocols::config::Policy;
-use shoal_protocols::origin::{BlobContent, Origin};
-use shoal_protocols::policy::dragonfly::HostLocation;
-use shoal_protocols::tracker::{Places, Tracker};
-use shoal_protocols::{Digest, Instant, PeerId, PeerInfo};
+use shoal_protocols::agent::Agent;
+use shoal_protocols::origin::Origin;
+use shoal_protocols::tracker::Tracker;
+use shoal_protocols::{Digest, Instant};
 
-use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
+use crate::build::{
+    Addresses, agent_addr, backend, build_agent, build_origin, build_tracker, net_topology, origin_addr,
+};
+use crate::net::Topology as NetTopology;
 use crate::scenario::{Place, Scenario};
-
-/// Derives a component's seed from the master seed: independent of the order components are built
-/// in, so adding one component changes no other's seed.
-pub fn derive_seed(master: u64, kind: &str, index: u64) -> u64 {
-    let mut h = Sha256::new();
-    h.update(master.to_be_bytes());
-    h.update(kind.as_bytes());
-    h.update(index.to_be_bytes());
-    u64::from_be_bytes(h.finalize()[..8].try_into().expect("sha256 is 32 bytes"))
-}
-
-/// Agent `i` listens on 127.a.b.c:7000 (loopback addresses: nothing here is ever dialled for real).
-pub fn agent_addr(i: usize) -> SocketAddr {
-    let n = i as u32 + 1;
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8), 7000))
-}
-
-pub fn origin_addr(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 250, (i >> 8) as u8, i as u8 + 1), 9000))
-}
-
-pub fn tracker_addr(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 251, (i >> 8) as u8, i as u8 + 1), 8000))
-}
 
 /// Every protocol node of a run. Network node `n` is agent `n` for `n < agents.len()`, then origin
 /// `n - agents.len()`; trackers carry control traffic only and are not network nodes.
@@ -52,120 +28,6 @@ pub struct World {
     pub tracker_addrs: BTreeMap<SocketAddr, usize>,
     pub blob_by_digest: BTreeMap<Digest, u32>,
     pub net: NetTopology,
-}
-
-/// Where every node listens. The discrete-event engine uses [`Addresses::simulated`]; the socket
-/// engines use the ports or simulated hosts they bind.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Addresses {
-    pub agents: Vec<SocketAddr>,
-    pub origins: Vec<SocketAddr>,
-    pub trackers: Vec<SocketAddr>,
-}
-
-impl Addresses {
-    pub fn simulated(s: &Scenario) -> Self {
-        Addresses {
-            agents: (0..s.topology.hosts.len()).map(agent_addr).collect(),
-            origins: (0..s.origins.len()).map(origin_addr).collect(),
-            trackers: (0..s.trackers).map(tracker_addr).collect(),
-        }
-    }
-}
-
-/// The seed of a node's software after its `restarts`-th restart (`[[faults]]` `bounce`): the
-/// node's own derived seed for the first run, a seed derived from it and the count after that.
-pub fn incarnation_seed(s: &Scenario, kind: &str, i: usize, restarts: u32) -> u64 {
-    let seed = derive_seed(s.seed, kind, i as u64);
-    if restarts == 0 { seed } else { derive_seed(seed, "restart", u64::from(restarts)) }
-}
-
-/// Agent `i` of a scenario, with its derived seed.
-pub fn build_agent(s: &Scenario, i: usize, addrs: &Addresses, now: Instant) -> Agent {
-    build_agent_seeded(s, i, addrs, now, derive_seed(s.seed, "agent", i as u64))
-}
-
-/// Agent `i` of a scenario, with the given seed (a restarted agent's, [`incarnation_seed`]).
-pub fn build_agent_seeded(s: &Scenario, i: usize, addrs: &Addresses, now: Instant, seed: u64) -> Agent {
-    let cfg = AgentConfig { scheduler: s.protocol.agent.clone(), trackers: addrs.trackers.clone() };
-    match dragonfly(s) {
-        Some(df) => Agent::with_dragonfly(now, cfg, addrs.agents[i], seed, df.clone()),
-        None => Agent::new(now, cfg, addrs.agents[i], seed),
-    }
-}
-
-/// `[protocol.dragonfly]` when the scenario runs the Dragonfly policy.
-fn dragonfly(s: &Scenario) -> Option<&shoal_protocols::policy::dragonfly::DragonflyConfig> {
-    (s.protocol.policy == Policy::Dragonfly).then_some(&s.protocol.dragonfly)
-}
-
-/// Origin `o` of a scenario, serving `backend`, with its derived seed.
-pub fn build_origin(
-    s: &Scenario,
-    o: usize,
-    addrs: &Addresses,
-    backend: BTreeMap<Digest, BlobContent>,
-    now: Instant,
-) -> Origin {
-    build_origin_seeded(s, o, addrs, backend, now, derive_seed(s.seed, "origin", o as u64))
-}
-
-/// Origin `o` of a scenario, with the given seed (a restarted origin's, [`incarnation_seed`]).
-pub fn build_origin_seeded(
-    s: &Scenario,
-    o: usize,
-    addrs: &Addresses,
-    backend: BTreeMap<Digest, BlobContent>,
-    now: Instant,
-    seed: u64,
-) -> Origin {
-    let scheduler = s.protocol.origin_scheduler.clone();
-    let scheduler = match dragonfly(s) {
-        Some(df) => df.origin_scheduler(scheduler),
-        None => scheduler,
-    };
-    Origin::new(now, scheduler, s.protocol.origin.clone(), addrs.origins[o], backend, seed)
-}
-
-/// Tracker `t` of a scenario, knowing every origin, with its derived seed.
-pub fn build_tracker(s: &Scenario, t: usize, addrs: &Addresses) -> Tracker {
-    build_tracker_seeded(s, addrs, derive_seed(s.seed, "tracker", t as u64))
-}
-
-/// A tracker of a scenario with the given seed (a restarted tracker's, [`incarnation_seed`]).
-pub fn build_tracker_seeded(s: &Scenario, addrs: &Addresses, seed: u64) -> Tracker {
-    let origin_infos: Vec<PeerInfo> = addrs
-        .origins
-        .iter()
-        .map(|&addr| PeerInfo { peer_id: PeerId::from_addr(addr), addr, origin: true, complete: true })
-        .collect();
-    let mut tracker =
-        Tracker::new(s.protocol.tracker.clone(), origin_infos, s.protocol.origin.max_replica, seed);
-    // Every node's place, for the tracker's locality policies (Kraken agents' --zone/--cluster).
-    let places: Places = s
-        .topology
-        .hosts
-        .iter()
-        .zip(&addrs.agents)
-        .map(|(h, a)| (*a, h.place.location()))
-        .chain(s.origins.iter().zip(&addrs.origins).map(|(o, a)| (*a, o.place.location())))
-        .collect();
-    tracker.set_places(places);
-    if let Some(df) = dragonfly(s) {
-        tracker.set_dragonfly(df.clone());
-        let sched = tracker.dragonfly_mut().expect("set above");
-        let hosts = s.topology.hosts.iter().zip(&addrs.agents).map(|(h, a)| (*a, h.place));
-        let origins = s.origins.iter().zip(&addrs.origins).map(|(o, a)| (*a, o.place));
-        for (addr, place) in hosts.chain(origins) {
-            sched.set_location(addr, host_location(place));
-        }
-    }
-    tracker
-}
-
-/// What every origin's backend holds: every blob of the workload, as synthetic content.
-pub fn backend(s: &Scenario) -> BTreeMap<Digest, BlobContent> {
-    s.workload.blobs.iter().map(|b| (b.digest, BlobContent::Synthetic { size: b.size })).collect()
 }
 
 impl World {
@@ -194,56 +56,4 @@ impl World {
         let net = net_topology(s).map_err(|e| format!("topology: {e:?}"))?;
         Ok(World { agents, origins, trackers, places, addrs, tracker_addrs, blob_by_digest, net })
     }
-}
-
-/// Dragonfly's host strings from a place: the zone is the IDC, and the location is
-/// `zone|pod|rack`, so hosts in one rack match fully and hosts in one pod on two elements.
-fn host_location(place: Place) -> HostLocation {
-    let part = |x: Option<usize>, p: &str| x.map_or_else(String::new, |v| format!("{p}{v}"));
-    let (zone, pod, rack) = (part(place.zone, "zone"), part(place.pod, "pod"), part(place.rack, "rack"));
-    let location = if place.rack.is_none() && place.pod.is_none() && place.zone.is_none() {
-        String::new()
-    } else {
-        format!("{zone}|{pod}|{rack}")
-    };
-    HostLocation { idc: zone, location }
-}
-
-/// The flow model's view: hosts (agents, then origins) with their capacities and groups.
-pub(crate) fn net_topology(s: &Scenario) -> Result<NetTopology, crate::net::TopologyError> {
-    let host = |place: Place, up: u64, down: u64| HostSpec {
-        upload_bytes_per_s: up,
-        download_bytes_per_s: down,
-        rack: place.rack.map(|r| r as u32),
-        pod: place.pod.map(|p| p as u32),
-        zone: place.zone.map(|z| z as u32),
-    };
-    let mut hosts: Vec<HostSpec> = s
-        .topology
-        .hosts
-        .iter()
-        .map(|h| host(h.place, h.upload_bytes_per_s, h.download_bytes_per_s))
-        .collect();
-    hosts.extend(s.origins.iter().map(|o| host(o.place, o.upload_bytes_per_s, o.download_bytes_per_s)));
-    let groups = |level: &Option<crate::scenario::Level>| -> Vec<GroupSpec> {
-        level.as_ref().map_or_else(Vec::new, |l| {
-            l.groups
-                .iter()
-                .map(|g| GroupSpec {
-                    uplink_bytes_per_s: g.uplink_bytes_per_s.unwrap_or(0),
-                    downlink_bytes_per_s: g.uplink_bytes_per_s.unwrap_or(0),
-                    // Latency comes from the scenario's own rule (`Topology::latency_between`).
-                    latency: std::time::Duration::ZERO,
-                })
-                .collect()
-        })
-    };
-    TopologySpec {
-        base_latency: s.topology.latency,
-        hosts,
-        racks: groups(&s.topology.racks),
-        pods: groups(&s.topology.pods),
-        zones: groups(&s.topology.zones),
-    }
-    .build()
 }

@@ -16,16 +16,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use shoal_reports::schema::{Download, Interval, Outcome, read_csv, read_json};
-
 use super::metrics::{Percentiles, round_us};
-use super::output::{Efficiency, Summary, TIMESERIES_COLUMNS};
+use super::read::{
+    DownloadRow as Download, IntervalRow as Interval, Outcome, ReadError, read_csv, read_json,
+};
+use super::{Efficiency, Summary, TIMESERIES_COLUMNS};
 
 /// Why folders could not be merged.
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error(transparent)]
-    Read(#[from] shoal_reports::Error),
+    Read(#[from] ReadError),
     #[error("{}: {msg}", dir.display())]
     Mismatch { dir: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
@@ -51,28 +52,10 @@ struct Part {
 
 fn load(dir: &Path) -> Result<Part, MergeError> {
     let summary: Summary = read_json(&dir.join("summary.json"))?;
-    let path = dir.join("downloads.csv");
-    let typed: Vec<Download> = read_csv(&path)?;
-    let mut reader = csv::Reader::from_path(&path)
-        .map_err(|e| shoal_reports::Error::File { file: path.clone(), msg: e.to_string() })?;
-    let headers = reader
-        .headers()
-        .map_err(|e| shoal_reports::Error::File { file: path.clone(), msg: e.to_string() })?
-        .clone();
-    let raw: Vec<csv::StringRecord> = reader
-        .records()
-        .collect::<Result<_, _>>()
-        .map_err(|e| shoal_reports::Error::File { file: path.clone(), msg: e.to_string() })?;
+    let (headers, rows) = super::read::read_csv_records::<Download>(&dir.join("downloads.csv"))?;
     let series: Vec<Interval> = read_csv(&dir.join("timeseries.csv"))?;
     let perf = read_json(&dir.join("perf.json")).unwrap_or(serde_json::Value::Null);
-    Ok(Part {
-        dir: dir.to_path_buf(),
-        summary,
-        headers,
-        rows: typed.into_iter().zip(raw).collect(),
-        series,
-        perf,
-    })
+    Ok(Part { dir: dir.to_path_buf(), summary, headers, rows, series, perf })
 }
 
 fn mismatch(dir: &Path, msg: impl Into<String>) -> MergeError {

@@ -26,8 +26,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, RunOptions, Summary};
-use crate::scenario::{Scenario, ScenarioError};
+use shoal_sim::engine::{Engine, RunOptions};
+use shoal_sim::output::Summary;
+use shoal_sim::scenario::{Scenario, ScenarioError};
 
 /// The relative tolerance of a metric the configuration does not name.
 pub const DEFAULT_TOLERANCE: f64 = 0.01;

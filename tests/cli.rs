@@ -7,7 +7,7 @@ use std::process::{Command, Output};
 fn shoal(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
         .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("the shoal binary runs")
 }
@@ -199,9 +199,8 @@ fn a_scenario_with_faults_runs_on_des_and_turmoil_and_is_refused_by_real() {
     let dir = std::env::temp_dir().join(format!("shoal-cli-faults-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let base =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml"))
-            .unwrap();
+    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/agree-16.toml"))
+        .unwrap();
     let file = dir.join("crash.toml");
     std::fs::write(&file, base + "\n[[faults]]\nat_s = 0.05\nverb = \"crash\"\nhosts = [2]\n").unwrap();
     let f = file.to_str().unwrap();
@@ -271,7 +270,7 @@ fn tracker_origin_and_agents_run_as_separate_processes() {
     let spawn = |args: Vec<String>| {
         Command::new(env!("CARGO_BIN_EXE_shoal"))
             .args(args)
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -341,4 +340,33 @@ fn tracker_origin_and_agents_run_as_separate_processes() {
     let out = shoal(&["merge", &path(&a0), &path(&a0), "--out", &path(&dir.join("twice"))]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("host 0 also has rows"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn gate_exits_1_on_regression_0_on_pass_2_on_bad_input() {
+    // Slower origins on the small scenario: image pulls take twice as long.
+    let out = shoal(&[
+        "gate",
+        "--no-speed",
+        "--scenario",
+        "smoke-40",
+        "--set",
+        "origins.upload_bytes_per_s=1Gbit/s",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.contains("| smoke-40 | host_images.p99 |") && md.contains("**regression**"), "{md}");
+
+    let out = shoal(&["gate", "--no-speed", "--scenario", "smoke-40"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("**PASS**"));
+
+    for args in [
+        &["gate", "--config", "bench/nope.toml"][..],
+        &["gate", "--scenario", "nope"][..],
+        &["gate", "--bless", "--set", "seed=2"][..],
+    ] {
+        let out = shoal(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
