@@ -149,22 +149,27 @@ impl Ring {
         &self.labels
     }
 
+    /// Number of members, healthy or not.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True if the ring has no member.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Owners per digest when all are healthy (Kraken's `max_replica`).
     pub fn max_replica(&self) -> usize {
         self.max_replica
     }
 
+    /// True if `label` is a member.
     pub fn contains(&self, label: &str) -> bool {
         self.labels.binary_search_by(|l| l.as_str().cmp(label)).is_ok()
     }
 
+    /// True if `label` is a member marked healthy.
     pub fn is_healthy(&self, label: &str) -> bool {
         self.healthy.contains(label)
     }
