@@ -1,5 +1,19 @@
 //! Torrent metadata (Kraken's `core.MetaInfo`): piece length, CRC32 piece sums, name and length, and
 //! the info hash derived from them.
+//!
+//! ## The bencoding is kept by hand, for Kraken's bytes
+//!
+//! The info hash names a torrent everywhere (handshakes, announce URLs, the tracker's peer store),
+//! and a receiver recomputes it from the metainfo JSON, so shoal's must equal Kraken's byte for byte:
+//! SHA-1 over exactly the bytes jackpal/bencode-go writes for Kraken's `info` Go struct. That is a
+//! dictionary whose keys bencode-go sorts (`Length`, `Name`, `PieceLength`, `PieceSums`: not the
+//! struct's field order, which the JSON form keeps), integers in decimal, the piece sums as a list of
+//! integers. The layout is four fixed keys, so the private `bencode` function writes it directly
+//! instead of going through a bencode crate, whose key order and integer encoding would need the
+//! same pinning.
+//!
+//! Pinned by the test `metainfo::tests::info_hash_is_sha1_of_sorted_bencode`, whose expected bencoding
+//! is written out literally from that rule; no info hash produced by Kraken itself is checked.
 
 use std::fmt::Write as _;
 

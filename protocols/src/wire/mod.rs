@@ -10,6 +10,7 @@
 //! generator) in the private modules `codec` and `proto`; the output is byte-identical to Go's
 //! `proto.Marshal` up to the order of map entries, which Go randomises and shoal sorts. A reader refuses N above
 //! [`MAX_MESSAGE_SIZE`] (32 KiB, Kraken's `maxMessageSize`); [`encode`] refuses to produce such a frame.
+//! Why no protobuf crate is used, and which tests pin the bytes, is in the doc of `codec` and `proto`.
 //!
 //! # The shoal extension: tagged payloads
 //!
