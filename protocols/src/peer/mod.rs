@@ -1,8 +1,9 @@
 //! The P2P scheduler shared by agents and origins (`lib/torrent/scheduler/`): connections, handshakes,
 //! per-torrent dispatchers, preemption.
 //!
-//! [`crate::agent::Agent`] and [`crate::origin::Origin`] wrap a [`Scheduler`] with what differs between
-//! them: agents announce, fetch metainfo and dial; origins only accept, and serve blobs from a backend.
+//! [`crate::agent::Agent`] and [`crate::origin::Origin`] wrap a `Scheduler` (crate-private) with what
+//! differs between them: agents announce, fetch metainfo and dial; origins only accept, and serve blobs
+//! from a backend.
 
 pub mod choker;
 pub mod connstate;
