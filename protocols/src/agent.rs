@@ -89,6 +89,7 @@ struct MetaInfoFetch {
 /// An agent's identity and collaborators.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
+    /// The P2P scheduler's configuration ([`SchedulerConfig::agent_base_yaml`] is Kraken's shipped agent).
     pub scheduler: SchedulerConfig,
     /// Every tracker; each digest is routed to them in rendezvous order.
     pub trackers: Vec<SocketAddr>,
@@ -129,14 +130,17 @@ impl Agent {
         }
     }
 
+    /// This agent's peer id: Kraken's `addr_hash` of its listening address.
     pub fn peer_id(&self) -> PeerId {
         self.sched.me.peer_id
     }
 
+    /// The address this agent listens on.
     pub fn addr(&self) -> SocketAddr {
         self.sched.me.addr
     }
 
+    /// The scheduler configuration in force.
     pub fn config(&self) -> &SchedulerConfig {
         &self.sched.config
     }
@@ -146,6 +150,7 @@ impl Agent {
         self.torrent(digest).map(|d| d.bitfield())
     }
 
+    /// True if the agent holds every piece of `digest`.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.torrent(digest).is_some_and(|d| d.is_complete())
     }
@@ -476,6 +481,8 @@ impl Agent {
         t.min(self.df_timeout())
     }
 
+    /// Runs what is due at `now`: handshake deadlines, request watchers, rechokes and preemption,
+    /// metainfo polls and request timeouts, announce timeouts, the announce tick and Dragonfly reports.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sched.handle_timeout(now);
         let due: Vec<Digest> = self
@@ -545,11 +552,13 @@ impl Agent {
         }
     }
 
+    /// The next thing the driver must do, in the order produced.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.sched.out.pop_front()
     }
 
+    /// The next download completion or failure, in the order produced.
     #[must_use]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.sched.events.pop_front()

@@ -12,7 +12,9 @@ use crate::types::{Digest, InfoHash, PeerInfo};
 /// `POST /announce/{infohash}`: an agent tells the tracker it takes part in a torrent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnnounceRequest {
+    /// The blob the torrent carries; the tracker places its owning origins by it.
     pub digest: Digest,
+    /// The torrent.
     pub info_hash: InfoHash,
     /// The announcing peer, with `complete` set once it has every piece.
     pub peer: PeerInfo,
@@ -24,6 +26,8 @@ pub struct AnnounceRequest {
 /// The tracker's answer: whom to dial, and when to announce again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnnounceResponse {
+    /// Peers to dial, in the handout policy's order, the owning origins included; empty for a seeder.
+    /// Under Dragonfly, the parents (or origins) the decision names.
     pub peers: Vec<PeerInfo>,
     /// Kraken sends the interval as int64 nanoseconds.
     pub interval_ns: u64,
@@ -33,6 +37,7 @@ pub struct AnnounceResponse {
 }
 
 impl AnnounceResponse {
+    /// `interval_ns` as a [`Duration`].
     pub fn interval(&self) -> Duration {
         Duration::from_nanos(self.interval_ns)
     }
@@ -52,6 +57,7 @@ pub enum AnnounceError {
 /// The answer to `GET /namespace/{ns}/blobs/{digest}/metainfo`, from an origin or through a tracker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetaInfoReply {
+    /// 200: the blob's metainfo.
     Ready(MetaInfo),
     /// 202: the origin is fetching the blob from its backend; poll again.
     Pending,

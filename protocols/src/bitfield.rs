@@ -28,10 +28,12 @@ impl Bitfield {
         b
     }
 
+    /// Number of pieces the bitfield covers (its bit length N).
     pub fn len(&self) -> u32 {
         self.len
     }
 
+    /// True for a bitfield of length 0 (not one with no piece present: see [`Bitfield::count_ones`]).
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -41,6 +43,7 @@ impl Bitfield {
         self.ones
     }
 
+    /// True if every piece is present (also for length 0).
     pub fn is_full(&self) -> bool {
         self.ones == self.len
     }
@@ -63,6 +66,7 @@ impl Bitfield {
         was_absent
     }
 
+    /// Marks every piece present; bits past the length stay clear.
     pub fn set_all(&mut self) {
         for w in &mut self.words {
             *w = u64::MAX;
@@ -92,6 +96,7 @@ impl Bitfield {
         8 + 8 * self.words.len()
     }
 
+    /// The wire form (see the type's doc): the bit length, then the words, all big-endian.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len());
         out.extend_from_slice(&u64::from(self.len).to_be_bytes());
@@ -152,12 +157,26 @@ impl fmt::Debug for Bitfield {
 /// A bitfield that did not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BitfieldError {
+    /// Fewer than the 8 bytes of the length header.
     #[error("bitfield shorter than its 8-byte length header")]
     Truncated,
+    /// The bit length exceeds the caller's limit.
     #[error("bitfield of {len} bits exceeds the limit of {max}")]
-    TooLong { len: u64, max: u32 },
+    TooLong {
+        /// The bit length the header gives.
+        len: u64,
+        /// The caller's limit, in bits.
+        max: u32,
+    },
+    /// The bytes after the header are not the 8·⌈len/64⌉ the length needs.
     #[error("bitfield of {len} bits carries {bytes} bytes of words")]
-    WordCount { len: u32, bytes: usize },
+    WordCount {
+        /// The bit length the header gives.
+        len: u32,
+        /// Bytes of words that follow the header.
+        bytes: usize,
+    },
+    /// A bit at or past the length is set in the last word.
     #[error("bitfield has a bit set past its length")]
     BitPastEnd,
 }

@@ -26,12 +26,19 @@ pub struct SchedulerConfig {
     pub conn_ttl_ms: u64,
     /// How often idle connections and torrents are evicted.
     pub preemption_interval_ms: u64,
+    /// Turns the periodic eviction of idle connections and torrents off (Kraken: for tests; default false).
     pub disable_preemption: bool,
+    /// Connection admission and the blacklist.
     pub conn_state: ConnStateConfig,
+    /// Per-connection settings: handshake timeout, queues, bandwidth.
     pub conn: ConnConfig,
+    /// Piece requests: policy, pipelining, timeouts, endgame.
     pub dispatch: DispatchConfig,
+    /// The announce timer.
     pub announcer: AnnouncerConfig,
+    /// Metainfo download from the tracker.
     pub metainfo_client: MetaInfoClientConfig,
+    /// Kraken behaviours shoal reproduces by default or can fix.
     pub quirks: Quirks,
     /// The BitTorrent classic peer behaviour (choking, interest, piece order, endgame), set by
     /// [`BitTorrentConfig::apply_scheduler`] under `protocol.policy = "bittorrent"`; `None` runs Kraken's.
@@ -75,18 +82,23 @@ impl SchedulerConfig {
         SchedulerConfig::default()
     }
 
+    /// `seeder_tti_ms` as a [`Duration`].
     pub fn seeder_tti(&self) -> Duration {
         ms(self.seeder_tti_ms)
     }
+    /// `leecher_tti_ms` as a [`Duration`].
     pub fn leecher_tti(&self) -> Duration {
         ms(self.leecher_tti_ms)
     }
+    /// `conn_tti_ms` as a [`Duration`].
     pub fn conn_tti(&self) -> Duration {
         ms(self.conn_tti_ms)
     }
+    /// `conn_ttl_ms` as a [`Duration`].
     pub fn conn_ttl(&self) -> Duration {
         ms(self.conn_ttl_ms)
     }
+    /// `preemption_interval_ms` as a [`Duration`], at least 1 ms so the timer always advances.
     pub fn preemption_interval(&self) -> Duration {
         ms(self.preemption_interval_ms.max(1))
     }
@@ -103,6 +115,7 @@ pub struct ConnStateConfig {
     pub max_mutual_conn: Option<usize>,
     /// How long a failed (peer, torrent) is not dialled again.
     pub blacklist_duration_ms: u64,
+    /// Never blacklist a (peer, torrent) (Kraken: for tests; default false).
     pub disable_blacklist: bool,
 }
 
@@ -118,9 +131,11 @@ impl Default for ConnStateConfig {
 }
 
 impl ConnStateConfig {
+    /// `max_mutual_conn`, or `max_open_conn` when unset.
     pub fn max_mutual_conn(&self) -> usize {
         self.max_mutual_conn.unwrap_or(self.max_open_conn)
     }
+    /// `blacklist_duration_ms` as a [`Duration`].
     pub fn blacklist_duration(&self) -> Duration {
         ms(self.blacklist_duration_ms)
     }
@@ -134,7 +149,10 @@ pub struct ConnConfig {
     pub handshake_timeout_ms: u64,
     /// Messages queued for sending before further sends are dropped.
     pub sender_buffer_size: usize,
+    /// Kraken's receive queue per connection, in messages (default 10,000). Kept for configuration parity:
+    /// no shoal node or driver reads it.
     pub receiver_buffer_size: usize,
+    /// The per-host bandwidth limiter.
     pub bandwidth: BandwidthConfig,
 }
 
@@ -150,6 +168,7 @@ impl Default for ConnConfig {
 }
 
 impl ConnConfig {
+    /// `handshake_timeout_ms` as a [`Duration`].
     pub fn handshake_timeout(&self) -> Duration {
         ms(self.handshake_timeout_ms)
     }
@@ -160,6 +179,8 @@ impl ConnConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BandwidthConfig {
+    /// Whether the limiter applies. Kraken's code default is false; `config/agent/base.yaml` enables it for
+    /// agents, origins stay unlimited.
     pub enable: bool,
     /// 200 MiB/s.
     pub egress_bits_per_s: u64,
@@ -196,7 +217,10 @@ pub enum PiecePolicy {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DispatchConfig {
+    /// How a leecher picks the pieces it requests: code default `random`, agent base.yaml `rarest_first`.
     pub piece_request_policy: PiecePolicy,
+    /// Floor of a piece request's timeout (Kraken default 4 s); see
+    /// [`DispatchConfig::piece_request_timeout`].
     pub piece_request_min_timeout_ms: u64,
     /// Multiplied by the largest piece length in MiB.
     pub piece_request_timeout_per_mib_ms: u64,
@@ -207,6 +231,7 @@ pub struct DispatchConfig {
     /// Remaining pieces at or below which duplicate requests are allowed. `None` means
     /// `pipeline_limit`, Kraken's default.
     pub endgame_threshold: Option<u32>,
+    /// Never allow duplicate requests near the end of a download (Kraken default false).
     pub disable_endgame: bool,
 }
 
@@ -225,6 +250,7 @@ impl Default for DispatchConfig {
 }
 
 impl DispatchConfig {
+    /// `endgame_threshold`, or `pipeline_limit` when unset.
     pub fn endgame_threshold(&self) -> u32 {
         self.endgame_threshold.unwrap_or(self.pipeline_limit as u32)
     }
@@ -260,11 +286,16 @@ impl Default for AnnouncerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MetaInfoClientConfig {
+    /// One metainfo request unanswered for this long counts as an unreachable tracker, and the next tracker
+    /// is tried (Kraken's HTTP timeout, 10 s).
     pub timeout_ms: u64,
+    /// First wait after a 202 (pending) answer (Kraken default 1 s).
     pub backoff_initial_ms: u64,
+    /// Factor applied to the wait after each 202 (Kraken default 1.3).
     pub backoff_multiplier: f64,
     /// Each wait is scaled by a uniform factor in [1 − jitter, 1 + jitter].
     pub backoff_jitter: f64,
+    /// Cap on the wait between polls, before jitter (Kraken default 5 s).
     pub backoff_max_ms: u64,
     /// Total time after which the download fails.
     pub give_up_after_ms: u64,
@@ -470,15 +501,19 @@ impl BitTorrentConfig {
         t.handout_policy = HandoutPolicy::Default;
     }
 
+    /// `rechoke_interval_ms` as a [`Duration`], at least 1 ms.
     pub fn rechoke_interval(&self) -> Duration {
         ms(self.rechoke_interval_ms.max(1))
     }
+    /// `optimistic_rotate_ms` as a [`Duration`], at least 1 ms.
     pub fn optimistic_rotate(&self) -> Duration {
         ms(self.optimistic_rotate_ms.max(1))
     }
+    /// `rate_window_ms` as a [`Duration`], at least 1 ms.
     pub fn rate_window(&self) -> Duration {
         ms(self.rate_window_ms.max(1))
     }
+    /// `snub_timeout_ms` as a [`Duration`].
     pub fn snub_timeout(&self) -> Duration {
         ms(self.snub_timeout_ms)
     }
@@ -510,8 +545,11 @@ pub enum HandoutPolicy {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TopologyLevel {
+    /// The rack: the smallest group of hosts.
     Rack,
+    /// The pod: a group of racks.
     Pod,
+    /// The zone: a group of pods; the widest level, and the default.
     #[default]
     Zone,
 }
@@ -545,10 +583,13 @@ pub struct TrackerConfig {
     pub announce_interval_ms: u64,
     /// Peers handed out per announce; the owning origins come on top.
     pub announce_limit: usize,
+    /// A peer that has not announced a torrent for this long is dropped from its store (Kraken default 5 h).
     pub peer_ttl_ms: u64,
+    /// How the peers handed out are ordered; Kraken's shipped tracker uses `completeness`.
     pub handout_policy: HandoutPolicy,
     /// How long a metainfo answer from the origins is cached (nginx): 200s for 5 min, others for 1 s.
     pub metainfo_cache_ttl_ms: u64,
+    /// How long any other metainfo answer (202, 404, every owner unreachable) is cached (nginx: 1 s).
     pub metainfo_error_cache_ttl_ms: u64,
     /// Parameters of the `topology` and `naive_locality` handout policies.
     pub locality: LocalityConfig,
@@ -575,6 +616,7 @@ pub struct OriginConfig {
     /// Origins that own each blob (rendezvous hashing on the digest's shard id). Kraken's code default
     /// is 3; its example and helm configurations use 2.
     pub max_replica: usize,
+    /// Piece length chosen by blob size when an origin generates metainfo.
     pub piece_lengths: PieceLengths,
     /// True if every owned blob is in the origin's cache at start; false makes the first request fetch
     /// it from the backend.

@@ -17,6 +17,23 @@
 //! - score = −weight / ln(u) with weight 100 for every node (`hashring._defaultWeight`);
 //! - nodes sort by score descending (`sort.Sort(sort.Reverse(..))`, unstable; shoal breaks exact ties
 //!   by label so that placement never depends on insertion order).
+//!
+//! ## murmur3 is kept by hand, for Kraken's placement
+//!
+//! Placement is only Kraken's if the hash is exactly spaolacci/murmur3's `New64()` with seed 0:
+//! h1 of murmur3 x64_128, taken from the big-endian `Sum` bytes, over the key bytes and label as
+//! above. The hash is short and must match one Go library bit for bit, so it is written here
+//! ([`murmur3_x64_128`], [`murmur3_64`]) rather than taken from a crate whose variant (x86 or x64, 32
+//! or 128 bits, which half, which byte order) would need the same pinning.
+//!
+//! Pinned by `hrw::tests::murmur3_matches_published_vectors` (spaolacci/murmur3's own
+//! `murmur_test.go` vectors, h1 and h2, seeds 0, 1 and 0x2a) and
+//! `murmur3_passes_smhasher_verification` (SMHasher's 0x6384BA69 check over every tail length);
+//! `shard_key_is_decoded_shard_id` pins the key decoding. No test checks a score or an owner order
+//! against Kraken's own `hrw`/`hashring` output: the layers above the hash (label concatenation,
+//! `UInt64ToFloat64`, −w / ln u, the sort) are tested only for their properties
+//! (`score_is_positive_and_deterministic`, `removing_an_origin_moves_only_its_blobs`,
+//! `placement_is_balanced`, `locations_skip_unhealthy_nodes`).
 
 use std::collections::BTreeSet;
 
@@ -149,22 +166,27 @@ impl Ring {
         &self.labels
     }
 
+    /// Number of members, healthy or not.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// True if the ring has no member.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
+    /// Owners per digest when all are healthy (Kraken's `max_replica`).
     pub fn max_replica(&self) -> usize {
         self.max_replica
     }
 
+    /// True if `label` is a member.
     pub fn contains(&self, label: &str) -> bool {
         self.labels.binary_search_by(|l| l.as_str().cmp(label)).is_ok()
     }
 
+    /// True if `label` is a member marked healthy.
     pub fn is_healthy(&self, label: &str) -> bool {
         self.healthy.contains(label)
     }

@@ -15,6 +15,8 @@
 //! Every configuration value, with Kraken's default, is in [`config`]. The specification followed is
 //! Kraken at commit 2a7fbcb (see `shared/reference/kraken.md`).
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod announce;
 pub mod bitfield;

@@ -13,10 +13,13 @@ use crate::types::{Digest, InfoHash, PeerId, PieceIndex};
 /// The handshake: one BITFIELD message in each direction.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
+    /// The sender's peer id.
     pub peer_id: PeerId,
+    /// The torrent the connection is for (one connection per torrent).
     pub info_hash: InfoHash,
     /// The blob digest (Kraken's `name`).
     pub digest: Digest,
+    /// The pieces the sender has; its length must be the torrent's piece count.
     pub bitfield: Bitfield,
     /// The bitfields of every peer the sender is connected to for this torrent.
     pub remote_bitfields: BTreeMap<PeerId, Bitfield>,
@@ -27,6 +30,7 @@ pub struct Handshake {
 /// Kraken's only error code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// `PIECE_REQUEST_FAILED` (0): the requested piece cannot be served.
     PieceRequestFailed,
 }
 
@@ -34,11 +38,19 @@ pub enum ErrorCode {
 /// bytes would have. Both pass the same integrity check, [`Payload::crc32`].
 #[derive(Clone, PartialEq, Eq)]
 pub enum Payload {
+    /// The piece's real bytes.
     Bytes(Bytes),
-    Tagged { len: u64, tag: u32 },
+    /// A simulated piece: no bytes, only their length and content tag.
+    Tagged {
+        /// The piece's length in bytes.
+        len: u64,
+        /// The CRC32 the bytes are deemed to have ([`crate::metainfo::content_tag`]).
+        tag: u32,
+    },
 }
 
 impl Payload {
+    /// The piece's length in bytes.
     pub fn len(&self) -> u64 {
         match self {
             Payload::Bytes(b) => b.len() as u64,
@@ -46,6 +58,7 @@ impl Payload {
         }
     }
 
+    /// True for a zero-length payload.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -74,15 +87,42 @@ pub enum Message {
     /// BITFIELD: the handshake, once per direction.
     Bitfield(Box<Handshake>),
     /// PIECE_REQUEST: a whole piece (Kraken requires `offset == 0` and `length == piece length`).
-    PieceRequest { index: PieceIndex, offset: u64, length: u64 },
+    PieceRequest {
+        /// The piece.
+        index: PieceIndex,
+        /// Byte offset in the piece: 0 (any other is refused with ERROR).
+        offset: u64,
+        /// Bytes asked for: the piece's length (any other is refused with ERROR).
+        length: u64,
+    },
     /// PIECE_PAYLOAD: the header, followed on the wire by `payload.len()` raw bytes.
-    PiecePayload { index: PieceIndex, offset: u64, payload: Payload },
+    PiecePayload {
+        /// The piece.
+        index: PieceIndex,
+        /// Byte offset in the piece: 0, as only whole pieces are served.
+        offset: u64,
+        /// The piece's content.
+        payload: Payload,
+    },
     /// ANNOUCE_PIECE (sic): the sender now has piece `index`.
-    AnnouncePiece { index: PieceIndex },
+    AnnouncePiece {
+        /// The piece the sender now has.
+        index: PieceIndex,
+    },
     /// CANCEL_PIECE: defined by the protocol, never sent by Kraken.
-    CancelPiece { index: PieceIndex },
+    CancelPiece {
+        /// The piece whose request is cancelled.
+        index: PieceIndex,
+    },
     /// ERROR: a request could not be served.
-    Error { index: PieceIndex, code: ErrorCode, message: String },
+    Error {
+        /// The piece that could not be served.
+        index: PieceIndex,
+        /// Why, as Kraken's code.
+        code: ErrorCode,
+        /// A human-readable reason.
+        message: String,
+    },
     /// COMPLETE: the sender has every piece.
     Complete,
     /// CHOKE (shoal extension, BitTorrent policy): the sender will not serve the receiver's requests;
@@ -119,16 +159,27 @@ impl Message {
 /// BitTorrent policy (7–10), which Kraken peers do not know and never receive.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum MessageKind {
+    /// `BITFIELD`: the handshake.
     Bitfield = 0,
+    /// `PIECE_REQUEST`.
     PieceRequest = 1,
+    /// `PIECE_PAYLOAD`.
     PiecePayload = 2,
+    /// `ANNOUCE_PIECE` (sic).
     AnnouncePiece = 3,
+    /// `CANCEL_PIECE`.
     CancelPiece = 4,
+    /// `ERROR`.
     Error = 5,
+    /// `COMPLETE`.
     Complete = 6,
+    /// `CHOKE` (shoal extension).
     Choke = 7,
+    /// `UNCHOKE` (shoal extension).
     Unchoke = 8,
+    /// `INTERESTED` (shoal extension).
     Interested = 9,
+    /// `NOT_INTERESTED` (shoal extension).
     NotInterested = 10,
 }
 
@@ -148,6 +199,7 @@ impl MessageKind {
         MessageKind::NotInterested,
     ];
 
+    /// The snake_case name used in message counters and outputs (`piece_payload`, …).
     pub fn name(self) -> &'static str {
         match self {
             MessageKind::Bitfield => "bitfield",

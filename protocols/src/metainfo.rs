@@ -1,5 +1,19 @@
 //! Torrent metadata (Kraken's `core.MetaInfo`): piece length, CRC32 piece sums, name and length, and
 //! the info hash derived from them.
+//!
+//! ## The bencoding is kept by hand, for Kraken's bytes
+//!
+//! The info hash names a torrent everywhere (handshakes, announce URLs, the tracker's peer store),
+//! and a receiver recomputes it from the metainfo JSON, so shoal's must equal Kraken's byte for byte:
+//! SHA-1 over exactly the bytes jackpal/bencode-go writes for Kraken's `info` Go struct. That is a
+//! dictionary whose keys bencode-go sorts (`Length`, `Name`, `PieceLength`, `PieceSums`: not the
+//! struct's field order, which the JSON form keeps), integers in decimal, the piece sums as a list of
+//! integers. The layout is four fixed keys, so the private `bencode` function writes it directly
+//! instead of going through a bencode crate, whose key order and integer encoding would need the
+//! same pinning.
+//!
+//! Pinned by the test `metainfo::tests::info_hash_is_sha1_of_sorted_bencode`, whose expected bencoding
+//! is written out literally from that rule; no info hash produced by Kraken itself is checked.
 
 use std::fmt::Write as _;
 
@@ -10,6 +24,7 @@ use crate::types::{Digest, InfoHash, PieceIndex};
 /// The `info` dictionary. Field names follow Kraken's JSON form.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Info {
+    /// Bytes per piece; every piece but the last has exactly this length. [`MetaInfo::new`] refuses 0.
     #[serde(rename = "PieceLength")]
     pub piece_length: u64,
     /// CRC32-IEEE of every piece, in order.
@@ -18,6 +33,7 @@ pub struct Info {
     /// The blob digest as 64 hex characters.
     #[serde(rename = "Name")]
     pub name: String,
+    /// The blob's length in bytes.
     #[serde(rename = "Length")]
     pub length: u64,
 }
@@ -33,18 +49,37 @@ pub struct MetaInfo {
 /// Metadata that is not self-consistent.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MetaInfoError {
+    /// The piece length is 0 (or a piece length table is empty or holds a 0).
     #[error("piece length must be positive")]
     ZeroPieceLength,
+    /// The piece sums listed are not `ceil(length / piece_length)`.
     #[error(
         "blob of {length} bytes at piece length {piece_length} has {expected} pieces, metainfo lists {got}"
     )]
-    PieceCount { length: u64, piece_length: u64, expected: u64, got: usize },
+    PieceCount {
+        /// The blob's length in bytes.
+        length: u64,
+        /// Bytes per piece.
+        piece_length: u64,
+        /// Pieces the length and piece length give.
+        expected: u64,
+        /// Piece sums the metainfo lists.
+        got: usize,
+    },
+    /// `Name` is not a 64-character hex SHA-256; holds the name.
     #[error("name is not a sha256 hex digest: {0}")]
     Name(String),
+    /// The serialized form is not valid JSON for the structure; holds the parser's message.
     #[error("metainfo JSON: {0}")]
     Json(String),
+    /// The blob would have more pieces than a [`PieceIndex`] can number.
     #[error("blob of {length} bytes at piece length {piece_length} has more than 2^32 pieces")]
-    TooManyPieces { length: u64, piece_length: u64 },
+    TooManyPieces {
+        /// The blob's length in bytes.
+        length: u64,
+        /// Bytes per piece.
+        piece_length: u64,
+    },
 }
 
 impl MetaInfo {
@@ -101,26 +136,32 @@ impl MetaInfo {
         MetaInfo::new(Info { piece_length, piece_sums, name: digest.hex(), length })
     }
 
+    /// The `info` dictionary.
     pub fn info(&self) -> &Info {
         &self.info
     }
 
+    /// The blob's digest, parsed from `Name`.
     pub fn digest(&self) -> Digest {
         self.digest
     }
 
+    /// The torrent's info hash: SHA-1 of the bencoded `info` (see the module doc).
     pub fn info_hash(&self) -> InfoHash {
         self.info_hash
     }
 
+    /// The blob's length in bytes.
     pub fn length(&self) -> u64 {
         self.info.length
     }
 
+    /// Bytes per piece (the last piece may be shorter).
     pub fn piece_length(&self) -> u64 {
         self.info.piece_length
     }
 
+    /// Number of pieces: `ceil(length / piece_length)`, 0 for an empty blob.
     pub fn num_pieces(&self) -> u32 {
         self.info.piece_sums.len() as u32
     }
@@ -131,6 +172,7 @@ impl MetaInfo {
         self.info.piece_length.min(self.info.length.saturating_sub(start))
     }
 
+    /// The CRC32-IEEE of piece `i`, or `None` past the last piece.
     pub fn piece_sum(&self, i: PieceIndex) -> Option<u32> {
         self.info.piece_sums.get(i as usize).copied()
     }
@@ -200,10 +242,12 @@ impl PieceLengths {
         PieceLengths(vec![(0, piece_length.max(1))])
     }
 
+    /// The (threshold_bytes, piece_length_bytes) entries, sorted by threshold.
     pub fn entries(&self) -> &[(u64, u64)] {
         &self.0
     }
 
+    /// The piece length, in bytes, for a blob of `blob_size` bytes (see the type's doc).
     pub fn select(&self, blob_size: u64) -> u64 {
         self.0.iter().rev().find(|&&(t, _)| t <= blob_size).unwrap_or(&self.0[0]).1
     }

@@ -21,11 +21,17 @@ use crate::types::{Digest, PeerId, PeerInfo};
 /// A blob in the backend: real bytes, or a size whose pieces are simulated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BlobContent {
-    Synthetic { size: u64 },
+    /// Simulated: pieces travel as tagged payloads ([`crate::metainfo::content_tag`]).
+    Synthetic {
+        /// The blob's size in bytes.
+        size: u64,
+    },
+    /// Real bytes; the digest must be their SHA-256 or the blob is never served.
     Bytes(Bytes),
 }
 
 impl BlobContent {
+    /// The blob's size in bytes.
     pub fn size(&self) -> u64 {
         match self {
             BlobContent::Synthetic { size } => *size,
@@ -84,6 +90,7 @@ impl Origin {
         self.sched.me.clone()
     }
 
+    /// True if `digest` is in the cache (servable now, metainfo answered 200).
     pub fn is_cached(&self, digest: &Digest) -> bool {
         self.cache.contains_key(digest)
     }
@@ -137,10 +144,13 @@ impl Origin {
         MetaInfoReply::Pending
     }
 
+    /// A connection arrived; the opener's handshake must follow within the handshake timeout.
     pub fn handle_accept(&mut self, now: Instant, _remote: SocketAddr) -> ConnId {
         self.sched.accept(now)
     }
 
+    /// A message arrived on a connection. A handshake for an uncached blob is refused and starts a
+    /// backend fetch; one that does not match the cached metainfo is refused.
     pub fn handle_message(&mut self, now: Instant, conn: ConnId, msg: Message) {
         let Some(unknown) = self.sched.handle_message(now, conn, msg) else { return };
         let hs = unknown.handshake;
@@ -165,15 +175,18 @@ impl Origin {
         self.sched.completed.clear();
     }
 
+    /// A connection closed from the other side.
     pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
         self.sched.handle_closed(now, conn);
     }
 
+    /// The next time [`Origin::handle_timeout`] has work: a scheduler timer or a backend fetch's end.
     pub fn poll_timeout(&self) -> Instant {
         let fetch = self.fetching.values().min().copied().unwrap_or(Instant::FAR_FUTURE);
         self.sched.poll_timeout().min(fetch)
     }
 
+    /// Runs what is due at `now`: the scheduler's timers, and caches the blobs whose backend fetch ended.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.sched.handle_timeout(now);
         let done: Vec<Digest> = self.fetching.iter().filter(|(_, t)| **t <= now).map(|(d, _)| *d).collect();
@@ -185,6 +198,7 @@ impl Origin {
         self.sched.removed.clear();
     }
 
+    /// The next thing the driver must do, in the order produced.
     #[must_use]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.sched.out.pop_front()

@@ -17,14 +17,17 @@ impl Instant {
     /// A time later than any real run; used as "never".
     pub const FAR_FUTURE: Instant = Instant(u64::MAX);
 
+    /// The instant `nanos` nanoseconds after the start of the run.
     pub const fn from_nanos(nanos: u64) -> Self {
         Instant(nanos)
     }
 
+    /// Nanoseconds since the start of the run.
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
 
+    /// Seconds since the start of the run, as a float (for display and outputs).
     pub fn as_secs_f64(self) -> f64 {
         self.0 as f64 / 1e9
     }

@@ -16,6 +16,7 @@ pub type PieceIndex = u32;
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// The digest with these 32 SHA-256 bytes.
     pub const fn from_raw(bytes: [u8; 32]) -> Self {
         Digest(bytes)
     }
@@ -25,6 +26,7 @@ impl Digest {
         Digest(Sha256::digest(data).into())
     }
 
+    /// The 32 raw SHA-256 bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -70,22 +72,27 @@ impl FromStr for Digest {
 pub struct InfoHash([u8; 20]);
 
 impl InfoHash {
+    /// The info hash with these 20 SHA-1 bytes.
     pub const fn from_raw(bytes: [u8; 20]) -> Self {
         InfoHash(bytes)
     }
 
+    /// The SHA-1 of `data`: for a torrent, its bencoded `info` dictionary.
     pub fn of(data: &[u8]) -> Self {
         InfoHash(Sha1::digest(data).into())
     }
 
+    /// The 20 raw SHA-1 bytes.
     pub fn as_bytes(&self) -> &[u8; 20] {
         &self.0
     }
 
+    /// The 40-character lowercase hex form (as sent in URLs and handshakes).
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// Parses the 40-character hex form.
     pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
         parse_hex::<20>(s).map(InfoHash).ok_or(ParseIdError::InfoHash)
     }
@@ -108,6 +115,7 @@ impl fmt::Debug for InfoHash {
 pub struct PeerId([u8; 20]);
 
 impl PeerId {
+    /// The peer id with these 20 bytes.
     pub const fn from_raw(bytes: [u8; 20]) -> Self {
         PeerId(bytes)
     }
@@ -117,14 +125,17 @@ impl PeerId {
         PeerId(Sha1::digest(format!("{}:{}", addr.ip(), addr.port()).as_bytes()).into())
     }
 
+    /// The 20 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 20] {
         &self.0
     }
 
+    /// The 40-character lowercase hex form.
     pub fn hex(&self) -> String {
         hex::encode(self.0)
     }
 
+    /// Parses the 40-character hex form.
     pub fn from_hex(s: &str) -> Result<Self, ParseIdError> {
         parse_hex::<20>(s).map(PeerId).ok_or(ParseIdError::PeerId)
     }
@@ -145,10 +156,13 @@ impl fmt::Debug for PeerId {
 /// An identifier string that did not parse.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ParseIdError {
+    /// A digest was not 64 hex characters (after an optional `sha256:`).
     #[error("a digest is 64 hex characters, optionally prefixed by `sha256:`")]
     Digest,
+    /// An info hash was not 40 hex characters.
     #[error("an info hash is 40 hex characters")]
     InfoHash,
+    /// A peer id was not 40 hex characters.
     #[error("a peer id is 40 hex characters")]
     PeerId,
 }
@@ -162,10 +176,13 @@ fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// What a tracker knows of a peer and hands out (Kraken's `core.PeerInfo`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerInfo {
+    /// The peer's identity.
     pub peer_id: PeerId,
+    /// The address the peer listens on for P2P connections.
     pub addr: SocketAddr,
     /// True for origins: they are dialled with the origin pipeline limit.
     pub origin: bool,
+    /// True once the peer has every piece (a seeder); origins are handed out complete.
     pub complete: bool,
 }
 

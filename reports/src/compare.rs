@@ -16,11 +16,15 @@ pub const METRICS: [&str; 7] =
 /// One run's headline metrics (host image completion, origin egress, efficiency).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Row {
+    /// The run folder's name, or its whole path when two runs share a name.
     pub label: String,
+    /// summary.json's `scenario`.
     pub scenario: String,
     /// `protocol.policy` of the run.
     pub policy: String,
+    /// Agent hosts in the run.
     pub hosts: usize,
+    /// The run's seed.
     pub seed: u64,
     /// The run's `--set` overrides, from summary.json's `replay` (absent in older summaries).
     pub settings: Option<String>,
@@ -31,6 +35,7 @@ pub struct Row {
 /// A comparison of runs; the first is the baseline.
 #[derive(Clone, Debug)]
 pub struct Comparison {
+    /// One row per run, in the order given; the first is the baseline of the ratios.
     pub rows: Vec<Row>,
     /// Sorted per-host completion times and host count, per run.
     pub cdfs: Vec<Cdf>,
@@ -200,9 +205,13 @@ impl Comparison {
 /// What `compare` wrote.
 #[derive(Clone, Debug)]
 pub struct Compared {
+    /// The comparison that was rendered.
     pub comparison: Comparison,
+    /// compare.html.
     pub html: PathBuf,
+    /// compare.md.
     pub markdown: PathBuf,
+    /// compare-cdf.png.
     pub png: PathBuf,
 }
 

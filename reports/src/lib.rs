@@ -5,6 +5,8 @@
 //! This crate depends on the output schema only (docs/outputs.md), never on the simulator, so
 //! results produced elsewhere render the same way.
 
+#![warn(missing_docs)]
+
 use std::path::{Path, PathBuf};
 
 pub mod compare;
@@ -22,14 +24,33 @@ pub use schema::Run;
 pub enum Error {
     /// The file is missing or unreadable.
     #[error("{}: {msg}", file.display())]
-    File { file: PathBuf, msg: String },
+    File {
+        /// The file.
+        file: PathBuf,
+        /// What went wrong.
+        msg: String,
+    },
     /// The file is there but does not follow the schema.
     #[error("{}{}{}: {msg}", file.display(), line.map(|l| format!(":{l}")).unwrap_or_default(),
         field.as_ref().map(|f| format!(": field `{f}`")).unwrap_or_default())]
-    Parse { file: PathBuf, line: Option<u64>, field: Option<String>, msg: String },
+    Parse {
+        /// The file.
+        file: PathBuf,
+        /// The line, 1-based, when the parser knows it.
+        line: Option<u64>,
+        /// The column (CSV) or path (JSON) of the bad field, when known.
+        field: Option<String>,
+        /// What the parser said.
+        msg: String,
+    },
     /// A figure could not be drawn.
     #[error("{}: drawing failed: {msg}", file.display())]
-    Plot { file: PathBuf, msg: String },
+    Plot {
+        /// The figure's PNG file.
+        file: PathBuf,
+        /// What plotters said.
+        msg: String,
+    },
 }
 
 impl Error {

@@ -35,8 +35,11 @@ const GB: f64 = 1e9;
 /// One cumulative distribution: a label and the sorted finished times out of `total`.
 #[derive(Clone, Debug)]
 pub struct Cdf {
+    /// The legend entry.
     pub label: String,
+    /// Finished times, seconds, ascending.
     pub sorted: Vec<f64>,
+    /// Everything counted, finished or not: the curve tops out at `sorted.len() / total`.
     pub total: usize,
 }
 
@@ -44,21 +47,58 @@ pub struct Cdf {
 #[derive(Clone, Debug)]
 pub enum Chart {
     /// Histogram of per-blob download time in `bucket_s` buckets.
-    Histogram { title: String, durations: Vec<f64>, bucket_s: f64 },
+    Histogram {
+        /// The figure's caption.
+        title: String,
+        /// Download times, seconds.
+        durations: Vec<f64>,
+        /// Bucket width, seconds.
+        bucket_s: f64,
+    },
     /// CDFs of per-host image completion, with the lower bound as a vertical line.
-    Cdf { title: String, cdfs: Vec<Cdf>, lower_bound_s: Option<f64> },
+    Cdf {
+        /// The figure's caption.
+        title: String,
+        /// One curve per run.
+        cdfs: Vec<Cdf>,
+        /// Where to draw the lower bound, seconds; none if `None`.
+        lower_bound_s: Option<f64>,
+    },
     /// Throughput and origin egress (GB/s) over downloads in progress, against time.
     Timeseries {
+        /// The figure's caption.
         title: String,
+        /// End of each interval, seconds.
         time_s: Vec<f64>,
+        /// Aggregate throughput per interval, bytes/s (drawn in GB/s).
         throughput: Vec<f64>,
+        /// Origin egress per interval, bytes/s (drawn in GB/s).
         origin_egress: Vec<f64>,
+        /// Blob downloads in progress at the end of each interval.
         active: Vec<u64>,
     },
     /// Payload bytes by where they came from.
-    Bars { title: String, bars: Vec<(String, u64)> },
+    Bars {
+        /// The figure's caption.
+        title: String,
+        /// (locality, bytes), in drawing order (drawn in GB).
+        bars: Vec<(String, u64)>,
+    },
     /// Rack uplink utilisation over time: the least, median and most loaded rack per interval.
-    Racks { title: String, time_s: Vec<f64>, min: Vec<f64>, median: Vec<f64>, max: Vec<f64>, racks: usize },
+    Racks {
+        /// The figure's caption.
+        title: String,
+        /// End of each interval, seconds.
+        time_s: Vec<f64>,
+        /// The least utilised rack uplink per interval, 0–1.
+        min: Vec<f64>,
+        /// The median rack uplink utilisation per interval, 0–1.
+        median: Vec<f64>,
+        /// The most utilised rack uplink per interval, 0–1.
+        max: Vec<f64>,
+        /// Racks in the topology, for the axis label.
+        racks: usize,
+    },
 }
 
 impl Chart {

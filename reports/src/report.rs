@@ -24,8 +24,11 @@ pub const FIGURES: [(&str, &str); 5] = [
 /// What `render` wrote.
 #[derive(Clone, Debug)]
 pub struct Rendered {
+    /// report.html.
     pub html: PathBuf,
+    /// report.md.
     pub markdown: PathBuf,
+    /// The PNG figures, in [`FIGURES`] order.
     pub pngs: Vec<PathBuf>,
 }
 

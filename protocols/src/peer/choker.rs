@@ -33,6 +33,7 @@ pub struct RateMeter {
 }
 
 impl RateMeter {
+    /// Records `bytes` moved at `now` and drops samples older than `window`.
     pub fn add(&mut self, now: Instant, bytes: u64, window: Duration) {
         self.samples.push_back((now, bytes));
         self.sum += bytes;
@@ -76,7 +77,9 @@ pub struct PeerChoke {
 /// A choke decision to send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ChokeChange {
+    /// Send CHOKE to this peer: its requests are refused from now on.
     Choke(PeerId),
+    /// Send UNCHOKE to this peer: its requests are served from now on.
     Unchoke(PeerId),
 }
 
@@ -92,6 +95,7 @@ pub struct Choker {
 }
 
 impl Choker {
+    /// A choker with no peers; the first rechoke and rotation are one interval after `now`.
     pub fn new(now: Instant, config: BitTorrentConfig) -> Self {
         Choker {
             next_rechoke: now + config.rechoke_interval(),
@@ -102,10 +106,12 @@ impl Choker {
         }
     }
 
+    /// The BitTorrent parameters in force.
     pub fn config(&self) -> &BitTorrentConfig {
         &self.config
     }
 
+    /// Starts tracking a new connection: choked both ways and not interested, connected at `now`.
     pub fn add_peer(&mut self, now: Instant, id: PeerId) {
         let p = PeerChoke {
             am_choking: true,
@@ -126,10 +132,12 @@ impl Choker {
         self.peers.remove(id).is_some_and(|p| !p.am_choking && p.peer_interested)
     }
 
+    /// The choke state of `id`, if connected.
     pub fn peer(&self, id: &PeerId) -> Option<&PeerChoke> {
         self.peers.get(id)
     }
 
+    /// The choke state of `id`, mutably, if connected.
     pub fn peer_mut(&mut self, id: &PeerId) -> Option<&mut PeerChoke> {
         self.peers.get_mut(id)
     }

@@ -14,16 +14,23 @@ use crate::types::{InfoHash, PeerId};
 /// Why a connection was not admitted (Kraken's `connstate` errors).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AdmitError {
+    /// The torrent already has `max_open_conn` pending plus active connections.
     #[error("torrent at capacity")]
     TorrentAtCapacity,
+    /// The host has `quirks.max_open_conn_total` connections across torrents (only when that cap is set).
     #[error("host at its total connection cap")]
     HostAtCapacity,
+    /// A connection to this peer for this torrent is already handshaking.
     #[error("connection already pending")]
     AlreadyPending,
+    /// A connection to this peer for this torrent is already active.
     #[error("connection already active")]
     AlreadyActive,
+    /// An incoming peer shares more than `max_mutual_conn` neighbours with us for this torrent.
     #[error("too many mutual connections")]
     TooManyMutualConns,
+    /// The (torrent, peer) is blacklisted. Never returned by [`ConnState::add_pending`]: callers check
+    /// [`ConnState::is_blacklisted`] before dialling.
     #[error("peer is blacklisted")]
     Blacklisted,
 }
@@ -40,6 +47,8 @@ impl TorrentConns {
     }
 }
 
+/// The connections of one node, pending and active per torrent, and its blacklist (Kraken's
+/// `connstate.State`).
 #[derive(Debug)]
 pub struct ConnState {
     config: ConnStateConfig,
@@ -50,6 +59,7 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// No connections and an empty blacklist; the host-wide cap comes from `quirks.max_open_conn_total`.
     pub fn new(config: ConnStateConfig, quirks: &Quirks) -> Self {
         ConnState {
             config,
@@ -60,6 +70,7 @@ impl ConnState {
         }
     }
 
+    /// Pending plus active connections allowed per torrent.
     pub fn max_open_conn(&self) -> usize {
         self.config.max_open_conn
     }
@@ -96,6 +107,7 @@ impl ConnState {
         Ok(())
     }
 
+    /// Forgets a pending connection (handshake failed or the connection closed); no-op if not pending.
     pub fn delete_pending(&mut self, h: &InfoHash, peer: &PeerId) {
         if let Some(t) = self.torrents.get_mut(h)
             && t.pending.remove(peer)
@@ -114,6 +126,7 @@ impl ConnState {
         true
     }
 
+    /// Forgets an active connection (it closed); no-op if not active.
     pub fn delete_active(&mut self, h: &InfoHash, peer: &PeerId) {
         if let Some(t) = self.torrents.get_mut(h)
             && t.active.remove(peer)
@@ -122,10 +135,12 @@ impl ConnState {
         }
     }
 
+    /// True if a connection to `peer` for torrent `h` is handshaking.
     pub fn is_pending(&self, h: &InfoHash, peer: &PeerId) -> bool {
         self.torrents.get(h).is_some_and(|t| t.pending.contains(peer))
     }
 
+    /// True if a connection to `peer` for torrent `h` is active.
     pub fn is_active(&self, h: &InfoHash, peer: &PeerId) -> bool {
         self.torrents.get(h).is_some_and(|t| t.active.contains(peer))
     }
@@ -136,14 +151,18 @@ impl ConnState {
         self.torrents.get(h).is_some_and(|t| t.active.len() >= self.config.max_open_conn)
     }
 
+    /// Active connections of torrent `h`.
     pub fn num_active(&self, h: &InfoHash) -> usize {
         self.torrents.get(h).map_or(0, |t| t.active.len())
     }
 
+    /// Pending plus active connections of torrent `h`.
     pub fn num_open(&self, h: &InfoHash) -> usize {
         self.torrents.get(h).map_or(0, TorrentConns::count)
     }
 
+    /// Blacklists (torrent `h`, `peer`) until `now + blacklist_duration`, unless it is already (the
+    /// first failure's 30 s stand) or `disable_blacklist` is set.
     pub fn blacklist(&mut self, now: Instant, h: InfoHash, peer: PeerId) {
         // Kraken leaves an unexpired entry as it is: the 30 s count from the first failure.
         if self.config.disable_blacklist || self.is_blacklisted(now, &h, &peer) {
@@ -152,6 +171,7 @@ impl ConnState {
         self.blacklist.insert((h, peer), now + self.config.blacklist_duration());
     }
 
+    /// True while (torrent `h`, `peer`) is blacklisted: `now` before the entry's expiry.
     pub fn is_blacklisted(&self, now: Instant, h: &InfoHash, peer: &PeerId) -> bool {
         self.blacklist.get(&(*h, *peer)).is_some_and(|&until| now < until)
     }

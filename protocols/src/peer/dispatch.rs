@@ -44,6 +44,7 @@ pub struct DownloadStats {
 /// What the scheduler must do after a dispatcher call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Effect {
+    /// Send the message on the connection.
     Send(ConnId, Message),
     /// Close the connection to this peer.
     Close(PeerId),
@@ -58,10 +59,13 @@ pub enum Effect {
 /// A peer that finished its handshake.
 #[derive(Debug)]
 pub struct NewPeer {
+    /// The peer's id, as its handshake gave it.
     pub id: PeerId,
+    /// The connection to it.
     pub conn: ConnId,
     /// From the tracker's handout; acceptors always say false (origins never dial).
     pub is_origin: bool,
+    /// The pieces it has, from its handshake.
     pub bitfield: Bitfield,
 }
 
@@ -85,6 +89,8 @@ enum Content {
     Blob(Bytes),
 }
 
+/// The dispatcher of one torrent (Kraken's `Dispatcher`): our pieces, the connected peers and their
+/// bitfields, the requests in flight, and the policy's choker or Dragonfly picker when set.
 #[derive(Debug)]
 pub struct Dispatcher {
     metainfo: MetaInfo,
@@ -102,9 +108,15 @@ pub struct Dispatcher {
     choker: Option<Choker>,
     /// A peer holding an unchoke slot left: rechoke after the scheduler removes it.
     rechoke_pending: bool,
+    /// This download's counters.
     pub stats: DownloadStats,
+    /// When a good piece was last written (creation until then); the leecher TTI counts from it.
     pub last_write: Instant,
+    /// When a piece was last served to a peer (creation until then); the seeder TTI counts from it unless
+    /// `quirks.seeder_tti_from_creation`.
     pub last_read: Instant,
+    /// When the dispatcher was created; the seeder TTI counts from it under
+    /// `quirks.seeder_tti_from_creation`.
     pub created_at: Instant,
     next_watch: Instant,
     /// Dragonfly's client-side piece and parent choice replaces Kraken's per-peer pipelines when set.
@@ -204,10 +216,12 @@ impl Dispatcher {
         self.dragonfly = Some(picker);
     }
 
+    /// Dragonfly's client-side picker, if [`Dispatcher::set_dragonfly`] set one.
     pub fn dragonfly(&self) -> Option<&ClientPicker> {
         self.dragonfly.as_ref()
     }
 
+    /// Dragonfly's client-side picker, mutably (the agent sets parents and weights, takes piece costs).
     pub fn dragonfly_mut(&mut self) -> Option<&mut ClientPicker> {
         self.dragonfly.as_mut()
     }
@@ -249,22 +263,27 @@ impl Dispatcher {
         }
     }
 
+    /// The torrent's metainfo.
     pub fn metainfo(&self) -> &MetaInfo {
         &self.metainfo
     }
 
+    /// The pieces we have.
     pub fn bitfield(&self) -> &Bitfield {
         &self.own
     }
 
+    /// True once we have every piece.
     pub fn is_complete(&self) -> bool {
         self.own.is_full()
     }
 
+    /// Peers connected for this torrent (handshake done).
     pub fn num_peers(&self) -> usize {
         self.peers.len()
     }
 
+    /// True if `peer` is connected for this torrent.
     pub fn has_peer(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
     }
@@ -300,6 +319,8 @@ impl Dispatcher {
         self.requests.live_to(now, peer)
     }
 
+    /// When [`Dispatcher::handle_watch`] is next due: every half request timeout, in phase with the
+    /// dispatcher's creation.
     pub fn next_watch(&self) -> Instant {
         self.next_watch
     }

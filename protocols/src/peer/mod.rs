@@ -1,8 +1,9 @@
 //! The P2P scheduler shared by agents and origins (`lib/torrent/scheduler/`): connections, handshakes,
 //! per-torrent dispatchers, preemption.
 //!
-//! [`crate::agent::Agent`] and [`crate::origin::Origin`] wrap a [`Scheduler`] with what differs between
-//! them: agents announce, fetch metainfo and dial; origins only accept, and serve blobs from a backend.
+//! [`crate::agent::Agent`] and [`crate::origin::Origin`] wrap a `Scheduler` (crate-private) with what
+//! differs between them: agents announce, fetch metainfo and dial; origins only accept, and serve blobs
+//! from a backend.
 
 pub mod choker;
 pub mod connstate;
@@ -34,37 +35,88 @@ pub struct ConnId(pub u64);
 pub enum Output {
     /// Open a connection to `addr`; messages sent on `conn` before it is established are queued.
     /// Report failure with `handle_closed`.
-    Dial { conn: ConnId, addr: SocketAddr },
+    Dial {
+        /// The handle the node allocated for the new connection.
+        conn: ConnId,
+        /// The peer's listening address.
+        addr: SocketAddr,
+    },
     /// Send a message on a connection.
-    Send { conn: ConnId, message: Message },
+    Send {
+        /// The connection to send on.
+        conn: ConnId,
+        /// The message, to be framed by [`crate::wire`] on real sockets.
+        message: Message,
+    },
     /// Close a connection. The node has already forgotten it; no `handle_closed` is expected.
-    Close { conn: ConnId },
+    Close {
+        /// The connection to close.
+        conn: ConnId,
+    },
     /// Announce to a tracker; answer with `handle_announce_response(now, id, …)`.
-    Announce { id: u64, tracker: SocketAddr, request: AnnounceRequest },
+    Announce {
+        /// The request's id, unique per node, to give back with the answer.
+        id: u64,
+        /// The tracker to send it to.
+        tracker: SocketAddr,
+        /// The announce body.
+        request: AnnounceRequest,
+    },
     /// Fetch metainfo from a tracker; answer with `handle_metainfo_response(now, id, …)`.
-    FetchMetaInfo { id: u64, tracker: SocketAddr, namespace: String, digest: Digest },
+    FetchMetaInfo {
+        /// The request's id, unique per node, to give back with the answer.
+        id: u64,
+        /// The tracker to ask.
+        tracker: SocketAddr,
+        /// The blob's namespace.
+        namespace: String,
+        /// The blob.
+        digest: Digest,
+    },
 }
 
 /// What happened to a download, for the driver's records.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    DownloadComplete { digest: Digest, stats: DownloadStats },
-    DownloadFailed { digest: Digest, error: DownloadError, stats: DownloadStats },
+    /// The blob is complete: every piece passed its check (and the blob its SHA-256, with
+    /// `quirks.verify_blob_sha256` and real bytes), or it was complete already when asked for.
+    DownloadComplete {
+        /// The blob.
+        digest: Digest,
+        /// The download's counters.
+        stats: DownloadStats,
+    },
+    /// The download failed; the torrent's control and connections are gone.
+    DownloadFailed {
+        /// The blob.
+        digest: Digest,
+        /// Why.
+        error: DownloadError,
+        /// The download's counters up to the failure (default when it failed before it started).
+        stats: DownloadStats,
+    },
 }
 
 /// Why a download failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DownloadError {
+    /// No good piece was written for `leecher_tti_ms`; holds that TTI in whole seconds.
     #[error("no good piece written for the leecher TTI ({0} s)")]
     LeecherTimeout(u64),
+    /// The tracker answered 404 for the metainfo (or metainfo for another digest).
     #[error("metainfo not found (404)")]
     MetaInfoNotFound,
+    /// Still 202 after `metainfo_client.give_up_after_ms`; holds that limit in whole seconds.
     #[error("metainfo still not ready (202) after {0} s")]
     MetaInfoTimeout(u64),
+    /// Every tracker was unreachable (or none is configured).
     #[error("no tracker reachable for metainfo")]
     TrackersUnreachable,
+    /// Every piece arrived but the blob's SHA-256 is not its digest (`quirks.verify_blob_sha256`).
     #[error("blob content does not match its digest")]
     DigestMismatch,
+    /// The download was taken away from outside the protocol (the real-socket driver uses it for an
+    /// agent it kills).
     #[error("removed")]
     Removed,
 }

@@ -173,6 +173,7 @@ pub struct BitTorrentPicker {
 }
 
 impl BitTorrentPicker {
+    /// A picker that chooses at random until `random_first_cutoff` pieces are held, then rarest-first.
     pub fn new(random_first_cutoff: u32) -> Self {
         BitTorrentPicker { random_first_cutoff, heap: Default::default() }
     }

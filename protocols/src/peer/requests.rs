@@ -10,8 +10,10 @@ use std::time::Duration;
 use crate::time::Instant;
 use crate::types::{PeerId, PieceIndex};
 
+/// The state of one piece request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// Sent and not answered; live until `sent_at + timeout` has passed.
     Pending,
     /// The payload failed its check, or the peer answered ERROR.
     Invalid,
@@ -19,22 +21,31 @@ pub enum Status {
     Unsent,
 }
 
+/// One request for a piece to a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The piece asked for.
     pub piece: PieceIndex,
+    /// The peer asked.
     pub peer: PeerId,
+    /// Its state.
     pub status: Status,
+    /// When it was sent (or last re-sent to this peer).
     pub sent_at: Instant,
 }
 
 /// Why a request is failed, which decides where it may be re-sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
+    /// Pending past its deadline: never re-sent to the same peer.
     Expired,
+    /// The payload failed its check or the peer answered ERROR: never re-sent to the same peer.
     Invalid,
+    /// The send failed (full queue): may be re-sent to the same peer.
     Unsent,
 }
 
+/// The requests of one torrent, by piece and by peer, with the timeout they share.
 #[derive(Debug)]
 pub struct Requests {
     by_piece: Vec<Vec<Request>>,
@@ -45,10 +56,12 @@ pub struct Requests {
 }
 
 impl Requests {
+    /// An empty table for `num_pieces` pieces whose requests expire after `timeout`.
     pub fn new(num_pieces: u32, timeout: Duration) -> Self {
         Requests { by_piece: vec![Vec::new(); num_pieces as usize], by_peer: BTreeMap::new(), timeout }
     }
 
+    /// How long a pending request stays live ([`crate::config::DispatchConfig::piece_request_timeout`]).
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
@@ -92,6 +105,7 @@ impl Requests {
         }
     }
 
+    /// Sets the status of the request for `piece` to `peer`; no-op if there is none.
     pub fn mark(&mut self, peer: &PeerId, piece: PieceIndex, status: Status) {
         if let Some(r) =
             self.by_piece.get_mut(piece as usize).and_then(|v| v.iter_mut().find(|r| r.peer == *peer))

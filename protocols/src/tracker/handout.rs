@@ -31,10 +31,13 @@ use crate::types::{Digest, InfoHash, PeerInfo};
 /// that adding a field later does not break existing policies.
 #[derive(Clone, Copy, Debug)]
 pub struct HandoutContext<'a> {
+    /// The time of the announce.
     pub now: Instant,
     /// The announcing peer, as stored (origin is always false).
     pub requester: &'a PeerInfo,
+    /// The torrent announced.
     pub info_hash: &'a InfoHash,
+    /// The blob of that torrent (its origins are placed by this digest).
     pub digest: &'a Digest,
     /// Where each peer sits, as given to the tracker (empty if the driver gave nothing).
     pub places: &'a Places,
@@ -46,8 +49,11 @@ pub struct HandoutContext<'a> {
 /// its pod); `None` at a level means in no group of that level.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Location {
+    /// The rack's global number.
     pub rack: Option<u32>,
+    /// The pod's global number.
     pub pod: Option<u32>,
+    /// The zone's global number.
     pub zone: Option<u32>,
 }
 
@@ -177,6 +183,8 @@ impl PeerHandout for CompletenessHandout {
 /// completeness order (seeders, origins, the rest) with the spill peers just before the origins.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TopologyHandout {
+    /// Up to this many agents from outside the requester's rack go into every handout
+    /// (`locality.spill_peers`, default 1).
     pub spill_peers: usize,
 }
 
@@ -226,6 +234,7 @@ impl PeerHandout for TopologyHandout {
 /// early group finishes and its origin connections go idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NaiveLocalityHandout {
+    /// The level whose group the handout is confined to (`locality.group_level`, default zone).
     pub group_level: TopologyLevel,
 }
 

@@ -57,9 +57,21 @@ pub enum TrackerOutput {
     /// Send `GET /internal/namespace/{namespace}/blobs/{digest}/metainfo` to `origin`, then call
     /// [`Tracker::handle_origin_metainfo`] with its answer (`Unreachable` on a network error or
     /// timeout).
-    FetchMetaInfo { origin: SocketAddr, namespace: String, digest: Digest },
+    FetchMetaInfo {
+        /// The owning origin to ask.
+        origin: SocketAddr,
+        /// The blob's namespace, as the client gave it.
+        namespace: String,
+        /// The blob.
+        digest: Digest,
+    },
     /// The answer to the metainfo request `request_id`.
-    MetaInfo { request_id: u64, reply: MetaInfoReply },
+    MetaInfo {
+        /// The id the driver gave [`Tracker::handle_metainfo_request`].
+        request_id: u64,
+        /// The metainfo, or why there is none yet.
+        reply: MetaInfoReply,
+    },
 }
 
 /// The tracker node.
@@ -135,10 +147,12 @@ impl Tracker {
         self
     }
 
+    /// The Dragonfly scheduler, if [`Tracker::set_dragonfly`] made this tracker one.
     pub fn dragonfly(&self) -> Option<&DragonflyScheduler> {
         self.dragonfly.as_ref()
     }
 
+    /// The Dragonfly scheduler, mutably (drivers set host locations on it).
     pub fn dragonfly_mut(&mut self) -> Option<&mut DragonflyScheduler> {
         self.dragonfly.as_mut()
     }
@@ -172,6 +186,7 @@ impl Tracker {
         self
     }
 
+    /// The configuration the tracker was built with.
     pub fn config(&self) -> &TrackerConfig {
         &self.config
     }

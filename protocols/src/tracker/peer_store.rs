@@ -38,6 +38,7 @@ pub struct PeerStore {
 }
 
 impl PeerStore {
+    /// An empty store whose entries live `ttl` after their last announce.
     pub fn new(ttl: Duration) -> Self {
         PeerStore { ttl, groups: BTreeMap::new(), next_sweep_at: Instant::ZERO }
     }

@@ -5,6 +5,25 @@
 //! as for ANNOUNCE_PIECE of piece 0 — and no sub-message for COMPLETE (Kraken's `NewCompleteMessage`
 //! sets none). Decoding follows proto3: fields in any order, last scalar wins, repeated sub-messages
 //! merge, unknown fields and fields with an unexpected wire type are skipped.
+//!
+//! ## Kept by hand, for Kraken's bytes
+//!
+//! No protobuf crate or code generator is used: the frames go to real Kraken peers, so the encoding
+//! must be Go's `proto.Marshal` output for `p2p.proto` (field order, omitted defaults, the empty
+//! sub-message of ANNOUNCE_PIECE 0, none for COMPLETE), and decoding must accept and reject what
+//! Go's unmarshal does (negative `int32` values, non-UTF-8 strings, unknown error codes, unknown
+//! fields). A generated codec would bring its own choices on each point, to be pinned the same way.
+//! The one departure: map entries are written sorted by peer id, where Go's order is random.
+//!
+//! Pinned in `wire/tests.rs`: byte for byte by `piece_request_bytes_are_pinned`,
+//! `small_messages_are_pinned`, `handshake_bytes_are_pinned`,
+//! `tagged_payload_carries_a_marker_and_no_trailer` and `bittorrent_extensions_are_a_type_only`; the
+//! decoding rules by `repeated_sub_messages_merge`, `complete_accepts_an_empty_sub_message`,
+//! `unknown_fields_and_wire_types_are_skipped`, `malformed_protobuf_is_an_error`,
+//! `bad_handshake_fields_are_errors`, `values_beyond_int32_are_refused` and
+//! `frame_limit_is_kraken_32_kib_both_ways`. Their expected bytes are derived by hand from
+//! `p2p.proto` and annotated field by field; none was captured from Go's `proto.Marshal` or from a
+//! Kraken peer.
 
 use std::collections::BTreeMap;
 

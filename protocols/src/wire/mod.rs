@@ -10,6 +10,7 @@
 //! generator) in the private modules `codec` and `proto`; the output is byte-identical to Go's
 //! `proto.Marshal` up to the order of map entries, which Go randomises and shoal sorts. A reader refuses N above
 //! [`MAX_MESSAGE_SIZE`] (32 KiB, Kraken's `maxMessageSize`); [`encode`] refuses to produce such a frame.
+//! Why no protobuf crate is used, and which tests pin the bytes, is in the doc of `codec` and `proto`.
 //!
 //! # The shoal extension: tagged payloads
 //!
@@ -57,48 +58,119 @@ const PREFIX_LEN: usize = 4;
 /// connection is to be closed: the [`Decoder`] stays failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
+    /// The protobuf part is longer than the frame limit (on encoding, [`MAX_MESSAGE_SIZE`]; on
+    /// decoding, [`DecoderLimits::max_header`], checked on the length prefix alone).
     #[error("protobuf part of {len} bytes exceeds the frame limit of {max}")]
-    FrameTooLarge { len: u64, max: u32 },
+    FrameTooLarge {
+        /// The protobuf part's length, in bytes.
+        len: u64,
+        /// The limit, in bytes.
+        max: u32,
+    },
+    /// A value to encode is above `i32::MAX`, which Kraken's `int32` field would truncate.
     #[error("{field} = {value} does not fit Kraken's int32 field")]
-    ValueOutOfRange { field: &'static str, value: u64 },
+    ValueOutOfRange {
+        /// The proto field's name (`index`, `offset`, `length`).
+        field: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// The input ends inside a varint.
     #[error("message ends inside a varint")]
     TruncatedVarint,
+    /// A varint runs past 10 bytes, or its 10th byte carries more than the 64th bit.
     #[error("varint longer than 64 bits")]
     VarintOverflow,
+    /// A field number of 0 or above 2²⁹−1; holds the number read.
     #[error("invalid protobuf field number {0}")]
     InvalidFieldNumber(u64),
+    /// A length-delimited or fixed-size field runs past the end of its message.
     #[error("field {field} announces {len} bytes but only {available} remain")]
-    TruncatedField { field: u32, len: u64, available: usize },
+    TruncatedField {
+        /// The field number.
+        field: u32,
+        /// Bytes the field needs.
+        len: u64,
+        /// Bytes left in the enclosing message.
+        available: usize,
+    },
+    /// Wire type 6 or 7, which protobuf does not define.
     #[error("field {field} has unknown wire type {wire_type}")]
-    UnknownWireType { field: u32, wire_type: u8 },
+    UnknownWireType {
+        /// The field number.
+        field: u32,
+        /// The wire type read.
+        wire_type: u8,
+    },
+    /// A start-group marker with no matching end-group (or a mismatched one); holds the group's
+    /// field number.
     #[error("group {0} is not terminated")]
     UnterminatedGroup(u32),
+    /// An end-group marker with no group open; holds its field number.
     #[error("end of group {0} without a matching start")]
     UnexpectedEndGroup(u32),
+    /// Unknown groups nested more than 64 deep (Go allows 10,000; `p2p.proto` uses none).
     #[error("unknown fields nested too deeply")]
     NestingTooDeep,
+    /// A `type` outside 0–10; holds it as Go's `int32`.
     #[error("unknown message type {0}")]
     UnknownMessageType(i32),
+    /// An ERROR with a code other than `PIECE_REQUEST_FAILED` (0); holds it as Go's `int32`.
     #[error("unknown error code {0}")]
     UnknownErrorCode(i32),
+    /// A message whose type needs a sub-message (every type but COMPLETE and shoal's extensions)
+    /// came without it.
     #[error("{0:?} message without its sub-message")]
     MissingSubMessage(MessageKind),
+    /// A proto3 `string` field is not UTF-8 (Go's unmarshal refuses it too).
     #[error("string field {field} is not UTF-8")]
-    InvalidUtf8 { field: &'static str },
+    InvalidUtf8 {
+        /// The proto field's name.
+        field: &'static str,
+    },
+    /// A handshake identifier is not the hex of the right length (40 for peer ids and the info
+    /// hash, 64 for `name`).
     #[error("field {field} is not a valid hex identifier")]
-    InvalidHexId { field: &'static str },
+    InvalidHexId {
+        /// The proto field's name (`peerID`, `infoHash`, `name`, `remoteBitfieldBytes key`).
+        field: &'static str,
+    },
+    /// An index, offset or length that Go reads as a negative `int32`.
     #[error("negative {field}: {value}")]
-    NegativeValue { field: &'static str, value: i32 },
+    NegativeValue {
+        /// The proto field's name.
+        field: &'static str,
+        /// The value as Go's `int32`.
+        value: i32,
+    },
+    /// A handshake bitfield did not parse, or has more than [`DecoderLimits::max_pieces`] bits.
     #[error("bad bitfield in {field}: {source}")]
-    BadBitfield { field: &'static str, source: BitfieldError },
+    BadBitfield {
+        /// The proto field's name (`bitfieldBytes`, `remoteBitfieldBytes`).
+        field: &'static str,
+        /// What was wrong with it.
+        source: BitfieldError,
+    },
+    /// A PIECE_PAYLOAD declares more than [`DecoderLimits::max_payload`] bytes.
     #[error("payload of {len} bytes exceeds the limit of {max}")]
-    PayloadTooLarge { len: u64, max: u64 },
+    PayloadTooLarge {
+        /// The declared payload length, in bytes.
+        len: u64,
+        /// The limit, in bytes.
+        max: u64,
+    },
+    /// A `digest` starting with [`TAG_MARKER_PREFIX`] not followed by exactly 8 hex digits.
     #[error("malformed shoal tag marker in a piece payload's digest")]
     BadTagMarker,
+    /// A tagged payload reached a decoder whose [`DecoderLimits::accept_tagged`] is false.
     #[error("tagged (simulated) payload refused by this decoder")]
     TaggedRefused,
+    /// [`Decoder::finish`] was called inside a frame.
     #[error("stream ended inside a frame ({buffered} bytes buffered)")]
-    UnexpectedEof { buffered: usize },
+    UnexpectedEof {
+        /// Bytes buffered and not returned as messages.
+        buffered: usize,
+    },
 }
 
 /// Appends `msg`'s frame and, for a real PIECE_PAYLOAD, its payload bytes to `out`.
@@ -232,10 +304,12 @@ impl Default for Decoder {
 }
 
 impl Decoder {
+    /// An idle decoder enforcing `limits`.
     pub fn new(limits: DecoderLimits) -> Self {
         Decoder { limits, buf: BytesMut::new(), state: State::Prefix, failed: None }
     }
 
+    /// The limits in force.
     pub fn limits(&self) -> &DecoderLimits {
         &self.limits
     }

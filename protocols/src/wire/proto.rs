@@ -6,6 +6,20 @@
 //! - a varint has at most 10 bytes, and the 10th may only carry the 64th bit;
 //! - field number 0 and numbers above 2²⁹−1 are invalid;
 //! - wire types 6 and 7 do not exist; groups (3/4) are skipped like any unknown field.
+//!
+//! ## Kept by hand, for Kraken's bytes
+//!
+//! No protobuf crate is used: shoal must write the bytes Go's `proto.Marshal` writes for
+//! `p2p.proto` (a real Kraken peer reads them, and their length is what the 32 KiB frame limit and the
+//! simulated bandwidth count) and accept and reject exactly the inputs Go's `protowire` does (the
+//! rules above). A generated codec brings its own encoder and its own acceptance rules, which would
+//! need the same pinning.
+//!
+//! Pinned by `proto::tests::varint_lengths_match_encoding` and `malformed_varints_are_errors`, and in
+//! `wire/tests.rs` by `malformed_protobuf_is_an_error` (truncated and overlong varints, field 0, wire
+//! type 6, truncated fields, unbalanced and too-deep groups) and
+//! `unknown_fields_and_wire_types_are_skipped`. Their expected bytes are written out by hand from the
+//! protobuf encoding rules; none was captured from Go's `protowire` itself.
 
 use super::WireError;
 

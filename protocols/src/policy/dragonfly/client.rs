@@ -19,6 +19,7 @@ use crate::types::PeerId;
 /// The client-side state of one torrent.
 #[derive(Clone, Debug)]
 pub struct ClientPicker {
+    /// Requests in flight for the torrent at most, across parents (at least 1).
     pub concurrent_pieces: usize,
     /// Current parents (or the origins, back to source) and their weights, bytes/s.
     parents: BTreeMap<PeerId, u64>,
@@ -27,6 +28,7 @@ pub struct ClientPicker {
 }
 
 impl ClientPicker {
+    /// A picker with no parents yet, keeping up to `concurrent_pieces` (at least 1) requests in flight.
     pub fn new(concurrent_pieces: usize) -> Self {
         ClientPicker {
             concurrent_pieces: concurrent_pieces.max(1),
@@ -53,10 +55,12 @@ impl ClientPicker {
         }
     }
 
+    /// True if `peer` is a current parent.
     pub fn is_parent(&self, peer: &PeerId) -> bool {
         self.parents.contains_key(peer)
     }
 
+    /// The current parents with their idle-upload weights, bytes/s, in peer id order.
     pub fn parents(&self) -> impl Iterator<Item = (&PeerId, &u64)> {
         self.parents.iter()
     }

@@ -57,6 +57,7 @@ pub struct DragonflyConfig {
     /// Parents handed out: the best-scored candidates (`candidateParentLimit`; 4 in Dragonfly2 Dec
     /// 2024, 3 in later dragonflyoss/dragonfly).
     pub candidate_parent_limit: usize,
+    /// How candidate parents are scored (default: the base evaluator).
     pub evaluator: Evaluator,
     /// Wait before a scheduling that found no parent is tried again (`RetryInterval`).
     pub retry_interval_ms: u64,
@@ -154,6 +155,7 @@ impl DragonflyConfig {
 /// strings match nothing, as in Dragonfly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostLocation {
+    /// The host's IDC (data centre) name; equal non-empty names score the IDC affinity 1.
     pub idc: String,
     /// Up to five `|`-separated elements, most general first, e.g. `"zone0|pod1|rack12"`.
     pub location: String,
@@ -162,8 +164,9 @@ pub struct HostLocation {
 /// shoal extension of the announce request: a Dragonfly peer's registration and progress report.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DragonflyReport {
-    /// Pieces the peer has, and in all.
+    /// Pieces the peer has.
     pub finished_pieces: u32,
+    /// Pieces of the blob in all.
     pub total_pieces: u32,
     /// The blob's length in bytes.
     pub content_bytes: u64,
@@ -199,6 +202,7 @@ pub enum Decision {
 /// shoal extension of the announce response.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DragonflyAnswer {
+    /// What the scheduler decided.
     pub decision: Decision,
     /// Idle upload weight `max(maxTx − tx, maxTx / 10)` of each current parent, bytes/s.
     pub weights: Vec<(PeerId, u64)>,

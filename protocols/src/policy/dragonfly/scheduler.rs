@@ -29,6 +29,7 @@ pub enum PeerState {
     Running,
     /// Downloading from the source (`BackToSource`).
     BackToSource,
+    /// Has every piece (or is a seed peer): a parent, with no parents of its own.
     Succeeded,
 }
 
@@ -99,6 +100,7 @@ pub struct DragonflyScheduler {
 }
 
 impl DragonflyScheduler {
+    /// A scheduler with no task or host yet.
     pub fn new(config: DragonflyConfig) -> Self {
         DragonflyScheduler {
             config,
@@ -109,6 +111,7 @@ impl DragonflyScheduler {
         }
     }
 
+    /// The configuration the scheduler was built with.
     pub fn config(&self) -> &DragonflyConfig {
         &self.config
     }
@@ -124,6 +127,7 @@ impl DragonflyScheduler {
         self.vertex(h, peer).map(|v| v.parents.iter().copied().collect()).unwrap_or_default()
     }
 
+    /// The state of `peer` in task `h`, if it registered.
     pub fn state(&self, h: &InfoHash, peer: &PeerId) -> Option<PeerState> {
         self.vertex(h, peer).map(|v| v.state)
     }
@@ -133,6 +137,7 @@ impl DragonflyScheduler {
         self.hosts.get(host).map_or(0, |h| h.uploads)
     }
 
+    /// Children a host may serve at once (`peer_upload_slots` or `seed_upload_slots`); 0 if unknown.
     pub fn upload_slots(&self, host: &PeerId) -> u32 {
         self.hosts.get(host).map_or(0, |h| h.upload_slots)
     }
@@ -501,6 +506,7 @@ impl DragonflyScheduler {
         Some(t.order[rng.random_range(0..t.order.len())])
     }
 
+    /// True once a peer has announced task `h` (tasks are never dropped).
     pub fn has_task(&self, h: &InfoHash) -> bool {
         self.tasks.contains_key(h)
     }
