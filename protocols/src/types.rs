@@ -11,6 +11,54 @@ use sha2::{Digest as _, Sha256};
 /// Index of a piece within a torrent.
 pub type PieceIndex = u32;
 
+/// Equality and order for a 20-byte id, as its bytes' lexicographic order, computed on three
+/// big-endian words (the same order, without a `memcmp` call): peer ids and info hashes key the
+/// hottest maps of every node.
+macro_rules! word_ordered {
+    ($t:ident) => {
+        impl $t {
+            #[inline]
+            fn words(&self) -> (u64, u64, u32) {
+                let b = &self.0;
+                let w = |i: usize| u64::from_be_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+                (w(0), w(8), u32::from_be_bytes(b[16..20].try_into().expect("4 bytes")))
+            }
+        }
+
+        impl PartialEq for $t {
+            #[inline]
+            fn eq(&self, other: &Self) -> bool {
+                self.words() == other.words()
+            }
+        }
+
+        impl Eq for $t {}
+
+        // Hashes the bytes, as a derived `Hash` would: consistent with `eq` above (equal words are
+        // equal bytes), and with the hashes of earlier builds.
+        impl std::hash::Hash for $t {
+            #[inline]
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.0.hash(state);
+            }
+        }
+
+        impl PartialOrd for $t {
+            #[inline]
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $t {
+            #[inline]
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                self.words().cmp(&other.words())
+            }
+        }
+    };
+}
+
 /// A blob's content address: the SHA-256 of its bytes. Displayed as `sha256:<64 hex>`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Digest([u8; 32]);
@@ -68,8 +116,11 @@ impl FromStr for Digest {
 }
 
 /// A torrent's identity: SHA-1 of the bencoded `info` dictionary (see [`crate::metainfo`]).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Ordered as its bytes are.
+#[derive(Clone, Copy)]
 pub struct InfoHash([u8; 20]);
+
+word_ordered!(InfoHash);
 
 impl InfoHash {
     /// The info hash with these 20 SHA-1 bytes.
@@ -110,9 +161,11 @@ impl fmt::Debug for InfoHash {
     }
 }
 
-/// A peer's 20-byte identity, sent as 40-character hex.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A peer's 20-byte identity, sent as 40-character hex. Ordered as its bytes are.
+#[derive(Clone, Copy)]
 pub struct PeerId([u8; 20]);
+
+word_ordered!(PeerId);
 
 impl PeerId {
     /// The peer id with these 20 bytes.
@@ -228,6 +281,26 @@ impl<'de> Deserialize<'de> for Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The word comparison orders ids exactly as their bytes: maps keyed by ids iterate in the
+        /// order they always have, so outputs do not move.
+        #[test]
+        fn ids_order_and_equal_as_their_bytes(
+            a in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            b in proptest::array::uniform20(proptest::prelude::any::<u8>()),
+            prefix in 0usize..20,
+        ) {
+            // Shared prefixes of every length, so that each word boundary decides some cases.
+            let mut b = b;
+            b[..prefix].copy_from_slice(&a[..prefix]);
+            proptest::prop_assert_eq!(PeerId::from_raw(a).cmp(&PeerId::from_raw(b)), a.cmp(&b));
+            proptest::prop_assert_eq!(PeerId::from_raw(a) == PeerId::from_raw(b), a == b);
+            proptest::prop_assert_eq!(InfoHash::from_raw(a).cmp(&InfoHash::from_raw(b)), a.cmp(&b));
+            proptest::prop_assert_eq!(InfoHash::from_raw(a) == InfoHash::from_raw(b), a == b);
+            proptest::prop_assert_eq!(PeerId::from_raw(a).cmp(&PeerId::from_raw(a)), std::cmp::Ordering::Equal);
+        }
+    }
 
     #[test]
     fn digest_round_trips_through_text() {

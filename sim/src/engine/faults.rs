@@ -269,11 +269,11 @@ impl Engine<'_> {
         // Connections: the stopped nodes' ends go; live ends connected to them are orphaned.
         let mut dead: Vec<End> = Vec::new();
         let mut orphans: Vec<End> = Vec::new();
-        for (end, c) in &self.conns {
+        for (end, c) in self.conns.iter() {
             if hit[end.0 as usize] {
-                dead.push(*end);
+                dead.push(end);
             } else if c.remote.is_some_and(|r| hit[r.0 as usize]) {
-                orphans.push(*end);
+                orphans.push(end);
             }
         }
         dead.sort_unstable();
@@ -349,7 +349,7 @@ impl Engine<'_> {
             .conns
             .iter()
             .filter(|(e, c)| c.flow.is_some() && c.remote.is_some_and(|r| self.faults.partitioned(e.0, r.0)))
-            .map(|(e, _)| *e)
+            .map(|(e, _)| e)
             .collect();
         cut.sort_unstable();
         for end in cut {

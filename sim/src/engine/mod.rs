@@ -14,6 +14,7 @@
 //! idle connection to its server pays one latency each way; otherwise it first pays the connect
 //! round trip (`HttpPool`).
 
+mod conns;
 mod faults;
 mod output;
 mod world;
@@ -36,8 +37,6 @@ use crate::net::{FlowId, Network, Solver};
 use crate::output::{Metrics, RackSample, Source};
 use crate::scenario::Scenario;
 
-/// Lookup-only maps (never iterated where order reaches output), keyed by small integers:
-/// rustc-hash's Fx hash, deterministic and much cheaper than SipHash on the hot path.
 /// Lookup-only maps (never iterated where order reaches output), keyed by small integers:
 /// rustc-hash's Fx hash, deterministic and much cheaper than SipHash on the hot path.
 type Map<K, V> = rustc_hash::FxHashMap<K, V>;
@@ -237,7 +236,7 @@ pub struct Engine<'s> {
     now: Instant,
     seq: u64,
     queue: BinaryHeap<Reverse<Queued>>,
-    conns: Map<End, Conn>,
+    conns: conns::Conns,
     /// Flow token → the connection direction carrying it.
     flows: Map<u64, End>,
     next_token: u64,
@@ -275,7 +274,7 @@ impl<'s> Engine<'s> {
             now: Instant::ZERO,
             seq: 0,
             queue: BinaryHeap::new(),
-            conns: Map::default(),
+            conns: conns::Conns::new(nodes),
             flows: Map::default(),
             next_token: 0,
             armed: vec![Instant::FAR_FUTURE; nodes],
