@@ -6,6 +6,8 @@
 //! connection changes admission and blacklist state the scheduler owns).
 
 use std::collections::BTreeMap;
+
+use litemap::LiteMap;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,7 +101,9 @@ pub struct Dispatcher {
     verify_sha256: bool,
     own: Bitfield,
     content: Content,
-    peers: BTreeMap<PeerId, Peer>,
+    /// A flat sorted map (a torrent has tens of peers at most): ordered as a `BTreeMap`, searched in
+    /// one allocation.
+    peers: LiteMap<PeerId, Peer>,
     num_peers_by_piece: Vec<u32>,
     requests: Requests,
     picker: Box<dyn PiecePicker + Send>,
@@ -183,7 +187,7 @@ impl Dispatcher {
             completed: own.is_full(),
             own,
             content,
-            peers: BTreeMap::new(),
+            peers: LiteMap::new(),
             num_peers_by_piece: vec![0; n as usize],
             requests: Requests::new(n, timeout),
             picker,

@@ -12,6 +12,8 @@ pub mod picker;
 pub mod requests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use litemap::LiteMap;
 use std::net::SocketAddr;
 
 use rand::SeedableRng;
@@ -165,7 +167,9 @@ pub(crate) struct Scheduler {
     pub config: SchedulerConfig,
     pub me: PeerInfo,
     pub rng: ChaCha8Rng,
-    conns: BTreeMap<ConnId, Conn>,
+    /// A flat sorted map: ids are handed out in increasing order, so inserts append, and a
+    /// node's few connections are found by a binary search of one allocation.
+    conns: LiteMap<ConnId, Conn>,
     /// (deadline, conn) of connections still handshaking.
     deadlines: BTreeSet<(Instant, ConnId)>,
     next_conn: u64,
@@ -192,7 +196,7 @@ impl Scheduler {
             config,
             me,
             rng: ChaCha8Rng::seed_from_u64(seed),
-            conns: BTreeMap::new(),
+            conns: LiteMap::new(),
             deadlines: BTreeSet::new(),
             next_conn: 0,
             state,

@@ -44,6 +44,23 @@ type Map<K, V> = rustc_hash::FxHashMap<K, V>;
 /// One end of a connection: network node and the node's connection handle.
 type End = (u32, ConnId);
 
+/// Bits of a flow token that hold the connection id; the node is above them.
+const TOKEN_CONN_BITS: u32 = 40;
+
+/// The token of a payload flow names the connection direction it carries, so a completion finds
+/// its connection without a map. A direction has one flow at a time, and a flow that ends
+/// otherwise than by completing is cancelled in the network first.
+fn flow_token((node, conn): End) -> u64 {
+    // Nodes are fewer than 2^24 (checked in `Engine::new`); a node opens far fewer than 2^40
+    // connections in any run that fits in memory.
+    assert!(conn.0 < 1 << TOKEN_CONN_BITS, "connection id {} overflows a flow token", conn.0);
+    (u64::from(node) << TOKEN_CONN_BITS) | conn.0
+}
+
+fn token_end(token: u64) -> End {
+    ((token >> TOKEN_CONN_BITS) as u32, ConnId(token & ((1 << TOKEN_CONN_BITS) - 1)))
+}
+
 /// Queue entries are moved on every heap operation: the frequent kinds are kept small and the
 /// control-plane ones, rare and large, are boxed.
 #[derive(Debug)]
@@ -237,9 +254,6 @@ pub struct Engine<'s> {
     seq: u64,
     queue: BinaryHeap<Reverse<Queued>>,
     conns: conns::Conns,
-    /// Flow token → the connection direction carrying it.
-    flows: Map<u64, End>,
-    next_token: u64,
     /// The time each node's timer event is armed for.
     armed: Vec<Instant>,
     /// Tracker metainfo request id → (agent, agent's request id, tracker).
@@ -268,6 +282,11 @@ impl<'s> Engine<'s> {
         let world = World::build(scenario)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
+        if nodes >= 1 << (64 - TOKEN_CONN_BITS) {
+            return Err(format!(
+                "{nodes} agents and origins: the discrete-event engine holds fewer than 2^24"
+            ));
+        }
         let mut e = Engine {
             scenario,
             net,
@@ -275,8 +294,6 @@ impl<'s> Engine<'s> {
             seq: 0,
             queue: BinaryHeap::new(),
             conns: conns::Conns::new(nodes),
-            flows: Map::default(),
-            next_token: 0,
             armed: vec![Instant::FAR_FUTURE; nodes],
             metainfo_requests: Map::default(),
             next_request: 0,
@@ -696,11 +713,9 @@ impl<'s> Engine<'s> {
             return;
         }
         if let Message::PiecePayload { payload, .. } = &msg {
-            self.next_token += 1;
-            let token = self.next_token;
+            let token = flow_token(end);
             let path = self.world.net.path(end.0, remote.0);
             let flow = self.net.start_flow(now, path.resources(), payload.len(), token);
-            self.flows.insert(token, end);
             let c = self.conns.get_mut(&end).expect("checked above");
             c.flow = Some((flow, token));
             c.in_flight.push_back(msg);
@@ -715,8 +730,14 @@ impl<'s> Engine<'s> {
 
     /// A payload segment left the network: deliver it and the control messages behind it.
     fn flow_done(&mut self, token: u64) {
-        let Some(&end) = self.flows.get(&token) else { return };
-        let Some(remote) = self.conns.get(&end).and_then(|c| c.remote) else { return };
+        let end = token_end(token);
+        // Every flow that ends otherwise is cancelled in the network, which then never completes it.
+        let Some(remote) =
+            self.conns.get(&end).filter(|c| c.flow.is_some_and(|(_, t)| t == token)).and_then(|c| c.remote)
+        else {
+            debug_assert!(false, "a completed flow's connection carries it");
+            return;
+        };
         let lat = self.latency(end.0, remote.0);
         let now = self.now;
         let c = self.conns.get_mut(&end).expect("checked above");
@@ -733,7 +754,6 @@ impl<'s> Engine<'s> {
         if idle {
             // The network retired the flow with its last segment.
             c.flow = None;
-            self.flows.remove(&token);
         }
         let close = idle && c.closing;
         for msg in deliveries {
@@ -827,9 +847,8 @@ impl<'s> Engine<'s> {
         }
     }
 
-    fn cancel(&mut self, (flow, token): (FlowId, u64)) {
+    fn cancel(&mut self, (flow, _token): (FlowId, u64)) {
         let _ = self.net.cancel_flow(self.now, flow);
-        self.flows.remove(&token);
     }
 
     /// The remote closed: the node learns of it.
