@@ -51,8 +51,9 @@ impl DownloadRecord {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub downloads: Vec<DownloadRecord>,
-    /// (host, blob) → index into `downloads`.
-    pub index: BTreeMap<(u32, u32), usize>,
+    /// Per host, (blob, index into `downloads`): looked up on every payload delivered, so one short
+    /// list per host rather than one ordered map over every download.
+    index: Vec<Vec<(u32, usize)>>,
     /// Per host: when its image pull started and how many layers are still missing.
     /// One record per image pull (a host may pull several images).
     pub images: Vec<ImageRecord>,
@@ -103,7 +104,18 @@ impl ImageRecord {
 
 impl Metrics {
     pub fn new(hosts: usize, interval: Duration) -> Self {
-        Metrics { host_pulls: vec![Vec::new(); hosts], interval, ..Metrics::default() }
+        Metrics {
+            host_pulls: vec![Vec::new(); hosts],
+            index: vec![Vec::new(); hosts],
+            interval,
+            ..Metrics::default()
+        }
+    }
+
+    /// The index into `downloads` of `host`'s download of `blob`, if it started.
+    #[inline]
+    fn download_of(&self, (host, blob): (u32, u32)) -> Option<usize> {
+        self.index.get(host as usize)?.iter().find(|&&(b, _)| b == blob).map(|&(_, i)| i)
     }
 
     fn bucket(&mut self, at: Instant) -> &mut (u64, u64) {
@@ -143,7 +155,7 @@ impl Metrics {
             b.1 += bytes;
             self.origin_egress += bytes;
         }
-        if let Some(&i) = to_host.and_then(|k| self.index.get(&k)) {
+        if let Some(i) = to_host.and_then(|k| self.download_of(k)) {
             let d = &mut self.downloads[i];
             match source {
                 Source::Origin => d.bytes_from_origins += bytes,
@@ -164,7 +176,7 @@ impl Metrics {
         let mut ask = Vec::new();
         for &b in &img.layers {
             let key = (host, b as u32);
-            if let Some(&i) = self.index.get(&key) {
+            if let Some(i) = self.download_of(key) {
                 let d = &self.downloads[i];
                 record.failed |= d.failed.is_some();
                 if d.end.is_none() && d.failed.is_none() {
@@ -173,7 +185,7 @@ impl Metrics {
                 continue;
             }
             record.missing.push(b as u32);
-            self.index.insert(key, self.downloads.len());
+            self.index[host as usize].push((b as u32, self.downloads.len()));
             self.downloads.push(DownloadRecord { host, blob: b as u32, start: now, ..Default::default() });
             self.pending_downloads += 1;
             ask.push(b as u32);
@@ -219,7 +231,7 @@ impl Metrics {
         counts: Option<(u32, u32)>,
         failure: Option<String>,
     ) {
-        let Some(&i) = self.index.get(&(host, blob)) else { return };
+        let Some(i) = self.download_of((host, blob)) else { return };
         let d = &mut self.downloads[i];
         if d.end.is_some() || d.failed.is_some() {
             return;
