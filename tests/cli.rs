@@ -370,3 +370,174 @@ fn gate_exits_1_on_regression_0_on_pass_2_on_bad_input() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// #14: the inputs, each one field away from a valid scenario, are refused with the field,
+/// the value and the range (exit 2), never a panic, an abort or a hang; extreme values need --force.
+#[test]
+fn out_of_range_and_extreme_values_are_refused_before_the_run() {
+    let refused = [
+        ("topology.hosts=9223372036854775807", "topology.hosts: 9223372036854775807 is out of range"),
+        ("topology.hosts=1000000000", "topology.hosts: 1000000000 is out of range"),
+        (
+            "protocol.agent.dispatch.pipeline_limit=0",
+            "pipeline_limit: 0 is out of range: must be in [1, 1e5]",
+        ),
+        ("protocol.agent.conn_state.max_open_conn=0", "max_open_conn: 0 is out of range"),
+        ("protocol.origin.max_replica=0", "max_replica: 0 is out of range"),
+        ("protocol.tracker.announce_interval_ms=0", "announce_interval_ms: 0 is out of range"),
+        ("protocol.origin.piece_length=1B", "a blob may have at most 10000000 pieces"),
+    ];
+    for (set, want) in refused {
+        let started = std::time::Instant::now();
+        let out = shoal(&["run", "scenarios/agree-16.toml", "--set", set, "--no-report", "--quiet"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{set}: {err}");
+        assert!(err.contains(want) && !err.contains("panicked"), "{set}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{set} took {:?}", started.elapsed());
+    }
+    // Legal but extreme: refused with the reason and the flag, run with --force.
+    let dir = std::env::temp_dir().join(format!("shoal-cli-extreme-{}", std::process::id()));
+    let args = ["run", "scenarios/smoke-40.toml", "--set", "protocol.tracker.announce_interval_ms=50"];
+    let out = shoal(&[&args[..], &["--no-report", "--quiet", "--out", dir.to_str().unwrap()]].concat());
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("legal but extreme (below 100)") && err.contains("--force"), "{err}");
+    assert!(!dir.exists(), "nothing written for a refused run");
+    let out =
+        shoal(&[&args[..], &["--no-report", "--quiet", "--force", "--out", dir.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("warning (--force)"), "{}", text(&out.stderr));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// #14: a run is sized before it starts. The estimate printed by `shoal run` is within 2× of the
+/// peak memory it then measures, on a mid-sized run; a run too large for the machine is refused.
+#[test]
+fn the_memory_estimate_is_within_2x_of_the_measured_peak_and_too_large_runs_are_refused() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-sizing-{}", std::process::id()));
+    let out = shoal(&[
+        "run",
+        "scenarios/kraken-2600.toml",
+        "--set",
+        "topology.hosts=600",
+        "--no-report",
+        "--quiet",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = shoal_sim::scenario::Scenario::load_with_sets(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kraken-2600.toml"),
+        &["topology.hosts=600".to_string()],
+    )
+    .unwrap();
+    let estimate = shoal_sim::sizing::estimate(&s, shoal_sim::sizing::EngineKind::Des);
+    assert!(text(&out.stderr).contains(&format!("sizing: {estimate}")), "{}", text(&out.stderr));
+    let perf: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("perf.json")).unwrap()).unwrap();
+    let measured = perf["peak_rss_bytes"].as_u64().expect("peak RSS is measured on Linux") as f64;
+    let ratio = estimate.peak_bytes as f64 / measured;
+    assert!(
+        (0.5..=2.0).contains(&ratio),
+        "estimate {} vs measured {measured}: ratio {ratio}",
+        estimate.peak_bytes
+    );
+    let events = perf["events"].as_u64().unwrap() as f64;
+    let ratio = estimate.events as f64 / events;
+    assert!((0.5..=2.0).contains(&ratio), "events: estimate {} vs {events}", estimate.events);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A million hosts (the hard limit) need about 57 GiB: refused where that is not available.
+    let big = shoal_sim::scenario::Scenario::load_with_sets(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kraken-2600.toml"),
+        &["topology.hosts=1000000".to_string()],
+    )
+    .unwrap();
+    let need = shoal_sim::sizing::estimate(&big, shoal_sim::sizing::EngineKind::Des).peak_bytes;
+    if shoal_sim::sizing::available_memory().is_some_and(|a| a < need) {
+        let out = shoal(&["run", "scenarios/kraken-2600.toml", "--set", "topology.hosts=1000000", "--quiet"]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("does not fit in memory") && err.contains("--force"), "{err}");
+    }
+    let out = shoal(&["bound", "scenarios/kraken-2600.toml"]);
+    assert!(
+        text(&out.stdout).contains("sizing: --engine des: estimated peak memory"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// #14: `--out` into a folder holding another run's outputs is refused unless --force; re-running the
+/// same replay command into its own folder is fine.
+#[test]
+fn out_folder_of_another_run_is_refused_unless_forced() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-out-{}", std::process::id()));
+    let run = |extra: &[&str]| {
+        let mut args =
+            vec!["run", "scenarios/smoke-40.toml", "--no-report", "--quiet", "--out", dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        shoal(&args)
+    };
+    assert!(run(&[]).status.success());
+    let first = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    assert!(run(&[]).status.success(), "the same run again into its own folder");
+    assert_eq!(std::fs::read_to_string(dir.join("summary.json")).unwrap(), first);
+    let out = run(&["--seed", "2"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("holds the outputs of another run")
+            && err.contains("--seed 1")
+            && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("summary.json")).unwrap(), first, "nothing touched");
+    assert!(run(&["--seed", "2", "--force"]).status.success());
+    assert!(std::fs::read_to_string(dir.join("summary.json")).unwrap().contains("\"seed\": 2"));
+    let leftovers: Vec<_> =
+        std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert!(!leftovers.iter().any(|n| n.to_string_lossy().starts_with(".partial")), "{leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// #14: Ctrl-C stops a run, which writes what it has, marks every download that had not ended
+/// unfinished, says so and exits 130.
+#[test]
+fn ctrl_c_writes_the_interrupted_run_and_says_so() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-int-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["run", "scenarios/kraken-2600.toml", "--quiet", "--no-report", "--out", dir.to_str().unwrap()])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The handler is installed before the world is built; the full run takes tens of seconds.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("the run did not stop within 60 s of Ctrl-C");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted at") && err.contains("downloads unfinished"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["interrupted"], true);
+    assert!(summary["unfinished_downloads"].as_u64().unwrap() > 0);
+    let rows = std::fs::read_to_string(dir.join("downloads.csv")).unwrap();
+    assert_eq!(rows.lines().count(), 1 + 5200, "every download has its row");
+    assert!(rows.lines().skip(1).any(|l| l.contains(",unfinished,")), "unfinished rows are marked");
+    let _ = std::fs::remove_dir_all(&dir);
+}

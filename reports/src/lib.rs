@@ -17,7 +17,7 @@ pub mod stats;
 
 pub use compare::{Comparison, compare};
 pub use report::render;
-pub use schema::Run;
+pub use schema::{Run, check_run_dir};
 
 /// Why a run folder could not be read or its report written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

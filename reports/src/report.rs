@@ -189,6 +189,12 @@ fn overview(s: &Summary) -> Table {
             format!("{} / {}", s.failed_downloads, s.unfinished_downloads),
         ],
     ];
+    if s.interrupted {
+        t.push(vec![
+            "interrupted".into(),
+            format!("stopped early (Ctrl-C) at {:.3} s: unfinished downloads were cut short", s.sim_time_s),
+        ]);
+    }
     if let Some(z) = &s.cross_zone_bytes {
         t.push(vec![
             "cross-zone bytes".into(),

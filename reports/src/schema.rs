@@ -217,6 +217,9 @@ pub struct Summary {
     /// The exact command that replays the run, overrides included (absent in older summaries).
     #[serde(default)]
     pub replay: Option<String>,
+    /// True if the run was stopped early (Ctrl-C): its unfinished downloads were cut short.
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// One row of racks.csv: a rack's link traffic over one interval (written only for topologies with
@@ -255,11 +258,22 @@ pub struct Run {
 impl Run {
     /// Reads downloads.csv, timeseries.csv and summary.json from `dir`.
     pub fn load(dir: &Path) -> Result<Run, Error> {
+        check_run_dir(dir)?;
+        let summary_path = dir.join("summary.json");
+        let summary = read_json(&summary_path).map_err(|e| match e {
+            Error::Parse { file, line, field, msg } => Error::Parse {
+                file,
+                line,
+                field,
+                msg: format!("not the summary.json of a run of this shoal version: {msg}"),
+            },
+            other => other,
+        })?;
         Ok(Run {
             dir: dir.to_path_buf(),
             downloads: read_csv(&dir.join("downloads.csv"))?,
             timeseries: read_csv(&dir.join("timeseries.csv"))?,
-            summary: read_json(&dir.join("summary.json"))?,
+            summary,
             racks: {
                 let path = dir.join("racks.csv");
                 if path.exists() { Some(read_csv(&path)?) } else { None }
@@ -274,6 +288,39 @@ impl Run {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| self.dir.display().to_string())
     }
+}
+
+/// Checks that `dir` is a run's output folder with complete outputs, before any file is parsed: it
+/// exists, is a folder, and holds a summary.json (written last, so its absence means the run never
+/// finished writing) and downloads.csv.
+pub fn check_run_dir(dir: &Path) -> Result<(), Error> {
+    if !dir.exists() {
+        return Err(Error::file(
+            dir,
+            "no such folder (give a run's output folder, e.g. results/<scenario>-<seed>)",
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Error::file(dir, "not a folder (give a run's output folder, not one of its files)"));
+    }
+    let has = |name: &str| dir.join(name).is_file();
+    if !has("summary.json") {
+        let msg = if has("downloads.csv")
+            || dir.read_dir().is_ok_and(|mut d| {
+                d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".partial")))
+            }) {
+            "no summary.json: the run's outputs are incomplete (it was killed or is still writing; \
+             summary.json is written last); run it again"
+        } else {
+            "not a run folder: no summary.json (a `shoal run` folder holds downloads.csv, timeseries.csv, \
+             summary.json and perf.json)"
+        };
+        return Err(Error::file(dir, msg));
+    }
+    if !has("downloads.csv") {
+        return Err(Error::file(dir, "has a summary.json but no downloads.csv: not a complete run folder"));
+    }
+    Ok(())
 }
 
 fn open(path: &Path) -> Result<File, Error> {

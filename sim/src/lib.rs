@@ -4,6 +4,7 @@
 //! - [`build`]: a run's nodes (agents, origins, trackers), seeds and topology, for every engine;
 //! - [`engine`]: the discrete-event engine, with the flow-level network model of [`net`];
 //! - [`driver`]: the async driver, on turmoil's simulated TCP or on real sockets;
+//! - [`sizing`]: a run's peak memory and events, estimated before it starts;
 //! - [`output`]: what a run records and the files it writes (downloads.csv, timeseries.csv,
 //!   summary.json, perf.json), and [`output::merge`] of separate agent processes' folders.
 //!
@@ -28,6 +29,16 @@ pub mod engine;
 pub mod net;
 pub mod output;
 pub mod scenario;
+pub mod sizing;
+
+/// Set to stop a run early (Ctrl-C): the engine ends at its next check, within a few thousand
+/// events, and its outputs mark every download that had not ended as unfinished.
+pub type StopFlag = std::sync::Arc<std::sync::atomic::AtomicBool>;
+
+/// True once `stop` is set.
+pub(crate) fn stopped(stop: &Option<StopFlag>) -> bool {
+    stop.as_ref().is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+}
 
 /// A progress callback: (simulated seconds, image pulls finished, image pulls in all).
 pub type ProgressFn = Box<dyn FnMut(f64, usize, usize)>;

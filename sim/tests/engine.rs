@@ -238,3 +238,28 @@ fn the_stepped_solver_stays_near_the_exact_one_on_oversubscribed_racks() {
         assert!((y - x).abs() <= 0.05 * x, "mean {name}: exact {x:.3} s, stepped {y:.3} s");
     }
 }
+
+/// #14: outputs are staged and renamed into place, summary.json last; a write that fails half-way
+/// leaves no summary.json (so the folder never reads as complete) and no staging folder.
+#[test]
+fn a_failed_write_never_leaves_a_summary_that_reads_as_complete() {
+    let s = scenario(&["topology.hosts=8"]);
+    let dir = tmp("failed-write");
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut e = Engine::new(&s, RunOptions::default()).unwrap();
+    e.run();
+    let report = e.report("des", 0.0);
+    e.write_outputs(&dir, &report).unwrap();
+    assert!(dir.join("summary.json").is_file() && dir.join("downloads.csv").is_file());
+    let end = shoal_protocols::Instant::ZERO + std::time::Duration::from_secs_f64(report.summary.sim_time_s);
+    let failed = shoal_sim::output::write_run_files(&dir, &s, &e.metrics, end, &report, |_| {
+        Err(std::io::Error::other("disk full"))
+    });
+    assert_eq!(failed.unwrap_err().to_string(), "disk full");
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!names.iter().any(|n| n == "summary.json" || n.starts_with(".partial")), "{names:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

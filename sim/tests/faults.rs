@@ -322,7 +322,7 @@ fn bad_faults_are_named_by_file_line_and_field() {
     let cases = [
         ("[[faults]]\nat_s = 1\nverb = \"crash\"\nhosts = [99]\n", "faults.0.hosts.0", "no host 99"),
         ("[[faults]]\nat_s = 1\nverb = \"explode\"\nhosts = [1]\n", "verb", "unknown variant"),
-        ("[[faults]]\nat_s = -1\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "≥ 0"),
+        ("[[faults]]\nat_s = -1\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "-1 is out of range"),
         ("[[faults]]\nat_s = 1\nverb = \"crash\"\n", "faults.0", "names no node"),
         ("[[faults]]\nat_s = 60\nverb = \"crash\"\nhosts = [1]\n", "faults.0.at_s", "max_sim_time_s = 60"),
         ("[[faults]]\nat_s = 1\nverb = \"partition\"\nhosts = [1]\n", "faults.0.hosts", "a = {"),

@@ -5,8 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use shoal_sim::scenario::Scenario;
+use shoal_sim::sizing;
 
-/// Print the physical lower bound of a scenario, term by term.
+/// Print the physical lower bound of a scenario, term by term, and what a run of it is estimated
+/// to cost (peak memory and events on each engine), with any legal-but-extreme value it holds.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The scenario file (TOML; see scenarios/README.md).
@@ -18,6 +20,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let s = Scenario::load_with_sets(&args.scenario, &args.sets)?;
-    print!("{}", s.lower_bound());
+    println!("{}", s.lower_bound().to_string().trim_end());
+    let des = sizing::estimate(&s, sizing::EngineKind::Des);
+    println!("sizing: --engine des: {des}; {} connections per torrent per agent", des.conns_per_torrent);
+    let socket = sizing::estimate(&s, sizing::EngineKind::Real);
+    println!(
+        "sizing: --engine turmoil or real: estimated peak memory {} (every node keeps its blobs' bytes)",
+        sizing::human_bytes(socket.peak_bytes)
+    );
+    if let Some(a) = sizing::available_memory() {
+        println!("sizing: {} available on this machine", sizing::human_bytes(a));
+    }
+    for e in &s.extremes {
+        println!("warning: {e} (shoal run refuses it unless --force)");
+    }
     Ok(ExitCode::SUCCESS)
 }

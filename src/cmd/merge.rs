@@ -27,6 +27,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<ExitCode> {
+    for dir in &args.dirs {
+        shoal_reports::check_run_dir(dir)?;
+    }
     let m = shoal_sim::output::merge(&args.dirs, &args.out)?;
     let images = &m.summary.host_images;
     let pct = |p: Option<f64>| p.map_or("-".to_string(), |p| format!("{p:.3} s"));

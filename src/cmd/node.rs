@@ -118,6 +118,9 @@ pub struct NodeArgs {
     /// Stop after this many seconds of wall time [default: the scenario's limits.max_sim_time_s].
     #[arg(long)]
     max_time_s: Option<f64>,
+    /// Run even if the scenario holds a legal but extreme value (scenarios/README.md, "Valid ranges").
+    #[arg(long)]
+    force: bool,
 }
 
 impl NodeArgs {
@@ -127,6 +130,9 @@ impl NodeArgs {
             sets.push(format!("seed={seed}"));
         }
         let s = Scenario::load_with_sets(&self.scenario, &sets)?;
+        if !self.force {
+            s.refuse_extremes()?;
+        }
         let lists = process::AddrLists {
             agents: self.agents.clone(),
             origins: self.origins.clone(),

@@ -12,6 +12,9 @@ use shoal_sim::engine::{Engine, RunOptions};
 use shoal_sim::net::Solver;
 use shoal_sim::output::Summary;
 use shoal_sim::scenario::Scenario;
+use shoal_sim::sizing;
+use shoal_sim::{StopFlag, output};
+use std::sync::atomic::Ordering;
 
 /// Run a scenario and write downloads.csv, timeseries.csv, summary.json and perf.json, then its
 /// report (report.html, report.md and PNG figures) unless --no-report.
@@ -54,6 +57,10 @@ pub struct Args {
     /// Do not write the report (report.html, report.md, figures) after the run.
     #[arg(long)]
     no_report: bool,
+    /// Run even if a value is legal but extreme (scenarios/README.md, "Valid ranges"), the estimated
+    /// peak memory exceeds what the machine has available, or --out holds another run's outputs.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -64,6 +71,16 @@ enum EngineKind {
     Turmoil,
     /// The async driver on real TCP sockets on 127.0.0.1, wall-clock time: tens of hosts.
     Real,
+}
+
+impl EngineKind {
+    fn sizing(self) -> sizing::EngineKind {
+        match self {
+            EngineKind::Des => sizing::EngineKind::Des,
+            EngineKind::Turmoil => sizing::EngineKind::Turmoil,
+            EngineKind::Real => sizing::EngineKind::Real,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -109,6 +126,15 @@ pub fn run(args: Args) -> Result<ExitCode> {
         sets.push(format!("seed={seed}"));
     }
     let s = Scenario::load_with_sets(&args.scenario, &sets)?;
+    let estimate = sizing::estimate(&s, args.engine.sizing());
+    if args.force {
+        for e in &s.extremes {
+            eprintln!("warning (--force): {e}");
+        }
+    } else {
+        s.refuse_extremes()?;
+        sizing::check_fits(&s, args.engine.sizing(), &estimate).map_err(anyhow::Error::msg)?;
+    }
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("results/{}-{}", s.name, s.seed)));
     let mut replay = s.replay_command();
     replay.push_str(&solver.cli_flags());
@@ -117,8 +143,22 @@ pub fn run(args: Args) -> Result<ExitCode> {
         EngineKind::Turmoil => replay.push_str(" --engine turmoil"),
         EngineKind::Real => replay.push_str(" --engine real"),
     }
+    if !args.force {
+        output::check_out_dir(&out, &replay).map_err(anyhow::Error::msg)?;
+    }
     eprintln!("seed={}", s.seed);
     eprintln!("replay: {replay}");
+    eprintln!("sizing: {estimate}");
+    let stop = StopFlag::default();
+    let flag = stop.clone();
+    // The first Ctrl-C stops the run at its next check and writes what it has; a second one exits.
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping the run and writing its outputs (Ctrl-C again to quit at once)");
+    })
+    .context("installing the Ctrl-C handler")?;
     let shared_links = [&s.topology.racks, &s.topology.pods, &s.topology.zones]
         .iter()
         .any(|l| l.as_ref().is_some_and(|l| l.groups.iter().any(|g| g.uplink_bytes_per_s.is_some())));
@@ -147,11 +187,16 @@ pub fn run(args: Args) -> Result<ExitCode> {
             pb.set_position(done as u64);
             pb.set_message(format!("{t:.2} s"));
         })),
+        stop: Some(stop.clone()),
+        max_events: None,
     };
     let started = WallClock::now();
     let report = if args.engine == EngineKind::Des {
         let mut e = Engine::new(&s, options).map_err(anyhow::Error::msg)?;
         e.run();
+        if e.interrupted() {
+            bar.abandon();
+        }
         bar.finish_and_clear();
         let report = e.report("des", started.elapsed().as_secs_f64());
         e.write_outputs(&out, &report).with_context(|| format!("writing {}", out.display()))?;
@@ -160,6 +205,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         let options = DriverOptions {
             interval: options.interval,
             progress: options.progress,
+            stop: options.stop,
             ..DriverOptions::default()
         };
         let run = match args.engine {
@@ -185,6 +231,14 @@ pub fn run(args: Args) -> Result<ExitCode> {
     if !args.no_report {
         let r = shoal_reports::render(&out)?;
         println!("report in {}", r.html.display());
+    }
+    if sm.interrupted {
+        eprintln!(
+            "interrupted at {:.3} s of simulated time: {} downloads unfinished, {} failed; the outputs \
+             are those of the interrupted run (summary.json says \"interrupted\": true)",
+            sm.sim_time_s, sm.unfinished_downloads, sm.failed_downloads
+        );
+        return Ok(ExitCode::from(130));
     }
     if sm.failed_downloads + sm.unfinished_downloads > 0 {
         eprintln!(

@@ -353,6 +353,8 @@ pub struct DriverRun {
     pub rogue: Option<rogue::RogueReport>,
     /// Where the nodes listened.
     pub addrs: NodeAddrs,
+    /// Stopped early by [`DriverOptions::stop`]: downloads that had not ended are unfinished.
+    pub interrupted: bool,
 }
 
 impl DriverRun {
@@ -367,7 +369,15 @@ impl DriverRun {
             engine,
             rogue: None,
             addrs: ctx.addrs.clone(),
+            interrupted: false,
         }
+    }
+
+    /// Marks a run stopped early at `now` (Ctrl-C).
+    pub(crate) fn interrupted_at(mut self, now: Instant) -> DriverRun {
+        self.interrupted = true;
+        self.end = now;
+        self
     }
 
     /// summary.json and perf.json contents; `wall_s` is the wall time the run took.
@@ -381,6 +391,7 @@ impl DriverRun {
             solver: "none (token buckets)".to_string(),
             solver_solves: 0,
             solver_flows_resolved: 0,
+            interrupted: self.interrupted,
         };
         summarize(&facts, self.engine, wall_s)
     }
@@ -402,6 +413,8 @@ pub struct DriverOptions {
     /// Kills agent `host`'s task (and so its sockets) at this time into a `real` run; its unfinished
     /// downloads are recorded as failed (`removed`). Robustness tests.
     pub kill_agent: Option<(u32, Duration)>,
+    /// Stops the run early when set; see [`DriverRun::interrupted`].
+    pub stop: Option<crate::StopFlag>,
 }
 
 impl std::fmt::Debug for DriverOptions {
@@ -415,7 +428,13 @@ impl std::fmt::Debug for DriverOptions {
 
 impl Default for DriverOptions {
     fn default() -> Self {
-        DriverOptions { interval: Duration::from_millis(100), progress: None, rogue: None, kill_agent: None }
+        DriverOptions {
+            interval: Duration::from_millis(100),
+            progress: None,
+            rogue: None,
+            kill_agent: None,
+            stop: None,
+        }
     }
 }
 

@@ -174,6 +174,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         }
         let total = ctx.scenario.workload.pulls.len();
         let mut timed_out = false;
+        let mut interrupted = false;
         loop {
             tokio::time::sleep(Duration::from_millis(5)).await;
             if let Some((host, at)) = options.kill_agent
@@ -198,12 +199,19 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 timed_out = true;
                 break;
             }
+            if crate::stopped(&options.stop) {
+                interrupted = true;
+                break;
+            }
             if let Some(p) = options.progress.as_mut() {
                 let done = ctx.metrics.borrow().images_finished();
                 p(t.now().as_secs_f64(), done, total);
             }
         }
         let mut run = DriverRun::from_ctx(&ctx, "real", timed_out);
+        if interrupted {
+            run = run.interrupted_at(super::now(&t));
+        }
         if options.rogue.is_some() {
             run.rogue = Some(rogue_report.borrow().clone());
         }

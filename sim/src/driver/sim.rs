@@ -128,6 +128,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let total = ctx.scenario.workload.pulls.len();
     let mut timed_out = false;
     let mut steps = 0u64;
+    let mut interrupted = false;
     let faults = ctx.scenario.faults.clone();
     let mut next_fault = 0;
     // Agents whose software is down (crashed, not yet bounced).
@@ -155,6 +156,10 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             timed_out = true;
             break;
         }
+        if crate::stopped(&options.stop) {
+            interrupted = true;
+            break;
+        }
         if steps.is_multiple_of(100)
             && let Some(p) = options.progress.as_mut()
         {
@@ -162,7 +167,10 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             p(sim.elapsed().as_secs_f64(), done, total);
         }
     }
-    let run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
+    let mut run = DriverRun::from_ctx(&ctx, "turmoil", timed_out);
+    if interrupted {
+        run = run.interrupted_at(super::now_of(sim.elapsed()));
+    }
     drop(sim);
     Ok(run)
 }

@@ -229,6 +229,11 @@ pub struct RunOptions {
     pub solver: Solver,
     /// Called every so often with (simulated seconds, image pulls finished, image pulls in all).
     pub progress: Option<ProgressFn>,
+    /// Stops the run early when set (checked every 4096 events); see [`Engine::interrupted`].
+    pub stop: Option<crate::StopFlag>,
+    /// Stops the run early after this many events (rounded up to a multiple of 4096), as `stop`
+    /// does: for fuzzing and for bounded tests.
+    pub max_events: Option<u64>,
 }
 
 pub use crate::ProgressFn;
@@ -241,7 +246,13 @@ impl std::fmt::Debug for RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { interval: Duration::from_millis(100), solver: Solver::default(), progress: None }
+        RunOptions {
+            interval: Duration::from_millis(100),
+            solver: Solver::default(),
+            progress: None,
+            stop: None,
+            max_events: None,
+        }
     }
 }
 
@@ -268,6 +279,8 @@ pub struct Engine<'s> {
     options: RunOptions,
     /// `[[faults]]`: the next to apply and which nodes are down.
     faults: faults::Faults,
+    /// Stopped early by [`RunOptions::stop`].
+    interrupted: bool,
 }
 
 impl std::fmt::Debug for Engine<'_> {
@@ -304,6 +317,7 @@ impl<'s> Engine<'s> {
             events: 0,
             options,
             faults,
+            interrupted: false,
         };
         for pull in &scenario.workload.pulls {
             let at = Instant::ZERO + pull.at;
@@ -365,7 +379,14 @@ impl<'s> Engine<'s> {
         if j == 0 { Duration::ZERO } else { Duration::from_nanos(self.rng.random_range(0..j)) }
     }
 
-    /// Runs until every pull has finished or failed, or the scenario's time limit.
+    /// True if the run was stopped early by [`RunOptions::stop`] or [`RunOptions::max_events`]: downloads that had not ended are
+    /// unfinished in its outputs, and summary.json says `"interrupted": true`.
+    pub fn interrupted(&self) -> bool {
+        self.interrupted
+    }
+
+    /// Runs until every pull has finished or failed, or the scenario's time limit, or until
+    /// [`RunOptions::stop`] is set.
     pub fn run(&mut self) {
         let limit = Instant::ZERO + self.scenario.max_sim_time;
         let total = self.scenario.workload.pulls.len();
@@ -402,6 +423,13 @@ impl<'s> Engine<'s> {
             } else {
                 let Reverse(q) = self.queue.pop().expect("peeked above");
                 self.handle(q.event);
+            }
+            if self.events.is_multiple_of(4096)
+                && (crate::stopped(&self.options.stop)
+                    || self.options.max_events.is_some_and(|m| self.events >= m))
+            {
+                self.interrupted = true;
+                break;
             }
             if self.events.is_multiple_of(65_536) {
                 let done = self.metrics.images.iter().filter(|i| i.finished()).count();

@@ -21,6 +21,7 @@ impl Engine<'_> {
             solver: format!("{:?}", self.net.solver()),
             solver_solves: stats.solves,
             solver_flows_resolved: stats.flows_resolved,
+            interrupted: self.interrupted,
         };
         summarize(&facts, engine, wall_s)
     }

@@ -86,6 +86,10 @@ pub struct Summary {
     pub reference: Option<crate::scenario::Reference>,
     /// The command that replays this run.
     pub replay: String,
+    /// The run was stopped early (Ctrl-C) at `sim_time_s`: downloads that had not ended are
+    /// unfinished. Absent for runs that ended by themselves.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Payload bytes received by a node from a node in another zone (a node outside every zone, such as
@@ -144,6 +148,8 @@ pub struct RunFacts<'a> {
     pub solver: String,
     pub solver_solves: u64,
     pub solver_flows_resolved: u64,
+    /// Stopped early (Ctrl-C) rather than finished or timed out.
+    pub interrupted: bool,
 }
 
 /// Summarises a finished run of any engine; `wall_s` is the wall time it took.
@@ -206,6 +212,7 @@ pub fn summarize(f: &RunFacts<'_>, engine: &str, wall_s: f64) -> RunReport {
         metainfo_requests: m.metainfo_requests,
         reference: s.reference.clone(),
         replay: f.replay.clone(),
+        interrupted: f.interrupted,
     };
     let pieces = m.messages.get(&shoal_protocols::MessageKind::PiecePayload).map_or(0, |c| c.0);
     let wall = wall_s.max(1e-9);
@@ -239,10 +246,73 @@ pub fn write_run_files(
     extra: impl FnOnce(&Path) -> io::Result<()>,
 ) -> io::Result<()> {
     fs::create_dir_all(dir)?;
-    write_downloads(dir, scenario, metrics)?;
-    write_timeseries(dir, metrics, now)?;
-    extra(dir)?;
-    write_json(dir, report)
+    // summary.json goes first and comes back last: while the folder is being written it holds no
+    // summary, so a run killed half-way never leaves outputs that read as complete.
+    for name in ["summary.json"].iter().chain(OUTPUT_FILES.iter().filter(|n| **n != "summary.json")) {
+        remove_if_present(&dir.join(name))?;
+    }
+    let staging = dir.join(format!(".partial-{}", std::process::id()));
+    if staging.exists() {
+        fs::remove_dir_all(&staging)?;
+    }
+    fs::create_dir(&staging)?;
+    let written = (|| {
+        write_downloads(&staging, scenario, metrics)?;
+        write_timeseries(&staging, metrics, now)?;
+        extra(&staging)?;
+        write_json(&staging, report)
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    let mut names: Vec<_> =
+        fs::read_dir(&staging)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<_>>()?;
+    // Renamed in a fixed order, summary.json last.
+    names.sort_by_key(|n| (n == "summary.json", n.clone()));
+    for name in names {
+        fs::rename(staging.join(&name), dir.join(&name))?;
+    }
+    fs::remove_dir(&staging)
+}
+
+/// The files a run writes into its folder (reports add report.html, report.md and figures).
+pub const OUTPUT_FILES: [&str; 5] =
+    ["downloads.csv", "timeseries.csv", "racks.csv", "summary.json", "perf.json"];
+
+fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Whether `dir` may receive the outputs of the run that `replay` replays: it does not exist, holds
+/// no summary.json (nothing, or a run that never finished writing), or holds the same run's. Else the
+/// message says whose outputs are there and how to proceed.
+pub fn check_out_dir(dir: &Path, replay: &str) -> Result<(), String> {
+    let path = dir.join("summary.json");
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
+    };
+    let theirs = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("replay").and_then(|r| r.as_str()).map(str::to_string));
+    match theirs {
+        Some(r) if r == replay => Ok(()),
+        Some(r) => Err(format!(
+            "{} holds the outputs of another run ({r}); choose another --out, remove the folder, or pass \
+             --force to replace them",
+            dir.display()
+        )),
+        None => Err(format!(
+            "{} holds a summary.json that is not a shoal run's; choose another --out, or pass --force to \
+             replace it",
+            dir.display()
+        )),
+    }
 }
 
 fn write_json(dir: &Path, report: &RunReport) -> io::Result<()> {

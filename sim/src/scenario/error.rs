@@ -45,6 +45,12 @@ pub enum ScenarioError {
     /// An override is not `key=value` or its path cannot be applied.
     #[error("override `{text}`: {message}")]
     Override { text: String, message: String },
+    /// Legal but extreme values (see `ranges`), refused unless the run is forced.
+    #[error(
+        "{}\nthese values are legal but make the run far costlier than it looks; change them, or pass --force to run anyway",
+        values.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n")
+    )]
+    Extreme { values: Vec<super::ExtremeValue> },
 }
 
 impl ScenarioError {

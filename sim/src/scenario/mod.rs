@@ -15,6 +15,7 @@ mod bound;
 mod error;
 mod overrides;
 mod protocol;
+pub mod ranges;
 mod raw;
 mod resolve;
 pub mod units;
@@ -58,8 +59,12 @@ pub struct Scenario {
     /// `[[faults]]`, sorted by time (file order among equal times). The des and turmoil engines
     /// apply them; the real-socket engine refuses a scenario that has any.
     pub faults: Vec<Fault>,
+    /// Legal values that make the run cost far more than it looks (`ranges`): `shoal run`
+    /// refuses a scenario that has any unless given `--force` ([`Scenario::refuse_extremes`]).
+    pub extremes: Vec<ExtremeValue>,
 }
 
+pub use ranges::ExtremeValue;
 pub use raw::FaultVerb;
 
 /// A timed fault: `verb` at `at` on `nodes` (`crash`, `bounce`), or on every link between a node
@@ -283,8 +288,21 @@ impl Scenario {
         }
         let raw: raw::RawScenario = overrides::deserialize_at(doc, &[]).map_err(|e| locator.error(e))?;
         let mut s = resolve::resolve(raw, source).map_err(|e| locator.error(e))?;
+        for e in &mut s.extremes {
+            let path: Vec<String> = e.field.split('.').map(String::from).collect();
+            e.at = Some(locator.locate(&path).to_string());
+        }
         s.overrides = overrides.to_vec();
         Ok(s)
+    }
+
+    /// Refuses a scenario with extreme values ([`Scenario::extremes`]), naming each with its reason
+    /// and the flag that allows them.
+    pub fn refuse_extremes(&self) -> Result<(), ScenarioError> {
+        if self.extremes.is_empty() {
+            return Ok(());
+        }
+        Err(ScenarioError::Extreme { values: self.extremes.clone() })
     }
 
     /// The `shoal run` command that replays this scenario: its file, seed and every other override.
@@ -308,6 +326,11 @@ impl Scenario {
             .map(|set| set.iter().map(|&b| self.workload.blobs[b].size).sum())
             .collect()
     }
+}
+
+/// Distinct blobs each host pulls, in blob order.
+pub(crate) fn blobs_per_host(s: &Scenario) -> Vec<std::collections::BTreeSet<usize>> {
+    resolve::blobs_per_host(&s.workload, s.topology.hosts.len())
 }
 
 impl Topology {

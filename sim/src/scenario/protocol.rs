@@ -12,6 +12,7 @@ use toml::{Table, Value};
 
 use super::error::FieldError;
 use super::overrides::deserialize_at;
+use super::ranges::{self, ExtremeValue, FieldRange};
 use super::units::{parse_rate, parse_size};
 
 /// Which configuration a `[protocol.agent]` or `[protocol.origin_scheduler]` table starts from.
@@ -31,7 +32,12 @@ pub enum Role {
     Origin,
 }
 
-pub fn scheduler(table: Option<Table>, prefix: &[&str], role: Role) -> Result<SchedulerConfig, FieldError> {
+pub fn scheduler(
+    table: Option<Table>,
+    prefix: &[&str],
+    role: Role,
+    extremes: &mut Vec<ExtremeValue>,
+) -> Result<SchedulerConfig, FieldError> {
     let mut table = table.unwrap_or_default();
     let preset = match table.remove("preset") {
         None => Preset::BaseYaml,
@@ -54,7 +60,22 @@ pub fn scheduler(table: Option<Table>, prefix: &[&str], role: Role) -> Result<Sc
         unreachable!("a struct serializes to a table")
     };
     merge(&mut merged, table);
-    deserialize_at(Value::Table(merged), prefix)
+    let config: SchedulerConfig = deserialize_at(Value::Table(merged), prefix)?;
+    check(&config, ranges::SCHEDULER, prefix, extremes)?;
+    Ok(config)
+}
+
+/// Checks every number of `config` (as written or from its preset) against its documented range.
+fn check<T: serde::Serialize>(
+    config: &T,
+    ranges: &[FieldRange],
+    prefix: &[&str],
+    extremes: &mut Vec<ExtremeValue>,
+) -> Result<(), FieldError> {
+    let Value::Table(t) = Value::try_from(config).expect("protocol configurations serialize to TOML") else {
+        unreachable!("a struct serializes to a table")
+    };
+    ranges::check_table(&t, ranges, prefix, extremes)
 }
 
 /// `[protocol.dragonfly]`, onto Dragonfly's defaults; refused unless the policy is Dragonfly, so that
@@ -63,6 +84,7 @@ pub fn dragonfly(
     table: Option<Table>,
     policy: Policy,
     prefix: &[&str],
+    extremes: &mut Vec<ExtremeValue>,
 ) -> Result<DragonflyConfig, FieldError> {
     let Some(mut table) = table else { return Ok(DragonflyConfig::default()) };
     if policy != Policy::Dragonfly {
@@ -76,32 +98,38 @@ pub fn dragonfly(
     }
     convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
     let config: DragonflyConfig = deserialize_at(Value::Table(table), prefix)?;
+    check(&config, ranges::DRAGONFLY, prefix, extremes)?;
     config.validate().map_err(|(field, m)| FieldError::at(with(prefix, &[field]), m))?;
     Ok(config)
 }
 
-pub fn tracker(table: Option<Table>, prefix: &[&str]) -> Result<TrackerConfig, FieldError> {
+pub fn tracker(
+    table: Option<Table>,
+    prefix: &[&str],
+    extremes: &mut Vec<ExtremeValue>,
+) -> Result<TrackerConfig, FieldError> {
     let mut table = table.unwrap_or_default();
     convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
-    deserialize_at(Value::Table(table), prefix)
+    let config: TrackerConfig = deserialize_at(Value::Table(table), prefix)?;
+    check(&config, ranges::TRACKER, prefix, extremes)?;
+    Ok(config)
 }
 
 /// `[protocol.bittorrent]`: BitTorrent classic's parameters over their defaults.
-pub fn bittorrent(table: Option<Table>, prefix: &[&str]) -> Result<BitTorrentConfig, FieldError> {
+pub fn bittorrent(
+    table: Option<Table>,
+    prefix: &[&str],
+    extremes: &mut Vec<ExtremeValue>,
+) -> Result<BitTorrentConfig, FieldError> {
     let mut table = table.unwrap_or_default();
     convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
     let config: BitTorrentConfig = deserialize_at(Value::Table(table), prefix)?;
-    let positive = [
-        ("max_initiate", config.max_initiate as u64),
-        ("max_connections", config.max_connections as u64),
-        ("rechoke_interval_ms", config.rechoke_interval_ms),
-        ("optimistic_rotate_ms", config.optimistic_rotate_ms),
-        ("rate_window_ms", config.rate_window_ms),
-    ];
-    for (field, v) in positive {
-        if v == 0 {
-            return Err(FieldError::at(with(prefix, &[field]), "must be positive"));
-        }
+    check(&config, ranges::BITTORRENT, prefix, extremes)?;
+    if config.unchoke_slots + config.optimistic_slots == 0 {
+        return Err(FieldError::at(
+            with(prefix, &["unchoke_slots"]),
+            "unchoke_slots and optimistic_slots are both 0: no peer would ever upload",
+        ));
     }
     Ok(config)
 }
@@ -109,7 +137,11 @@ pub fn bittorrent(table: Option<Table>, prefix: &[&str]) -> Result<BitTorrentCon
 /// `piece_length = "4MiB"` (one length for every blob) or `piece_lengths = { "0" = "1MiB",
 /// "2GB" = "4MiB" }` (blob-size threshold → piece length, Kraken's `metainfogen.piece_lengths`);
 /// Kraken's shipped 4 MiB when neither is given.
-pub fn origin(table: Option<Table>, prefix: &[&str]) -> Result<OriginConfig, FieldError> {
+pub fn origin(
+    table: Option<Table>,
+    prefix: &[&str],
+    extremes: &mut Vec<ExtremeValue>,
+) -> Result<OriginConfig, FieldError> {
     let mut table = table.unwrap_or_default();
     let one = table.remove("piece_length");
     let many = table.remove("piece_lengths");
@@ -123,9 +155,7 @@ pub fn origin(table: Option<Table>, prefix: &[&str]) -> Result<OriginConfig, Fie
         (Some(v), None) => {
             let path = with(prefix, &["piece_length"]);
             let n = size_value(&v, &path)?;
-            if n == 0 {
-                return Err(FieldError::at(path, "must be positive"));
-            }
+            piece_range(n, &path, extremes)?;
             Some(PieceLengths::fixed(n))
         }
         (None, Some(Value::Table(t))) => {
@@ -135,9 +165,7 @@ pub fn origin(table: Option<Table>, prefix: &[&str]) -> Result<OriginConfig, Fie
                 let threshold =
                     parse_size(&k).map_err(|m| FieldError::at(path.clone(), format!("threshold: {m}")))?;
                 let n = size_value(&v, &path)?;
-                if n == 0 {
-                    return Err(FieldError::at(path, "piece length must be positive"));
-                }
+                piece_range(n, &path, extremes)?;
                 entries.push((threshold, n));
             }
             let path = with(prefix, &["piece_lengths"]);
@@ -156,10 +184,17 @@ pub fn origin(table: Option<Table>, prefix: &[&str]) -> Result<OriginConfig, Fie
     };
     convert_units(&mut table, &mut prefix.iter().map(|s| s.to_string()).collect())?;
     let mut config: OriginConfig = deserialize_at(Value::Table(table), prefix)?;
+    check(&config, ranges::ORIGIN, prefix, extremes)?;
     if let Some(l) = lengths {
         config.piece_lengths = l;
     }
     Ok(config)
+}
+
+/// A piece length as written, against `piece_length`'s range (`piece_lengths.*` has the same).
+fn piece_range(n: u64, path: &[String], extremes: &mut Vec<ExtremeValue>) -> Result<(), FieldError> {
+    let rel = [String::from("piece_length")];
+    ranges::lookup(ranges::ORIGIN, &rel).expect("piece_length has a range").check(n, path, extremes)
 }
 
 fn with(prefix: &[&str], rest: &[&str]) -> Vec<String> {
@@ -234,14 +269,17 @@ mod tests {
 
     #[test]
     fn agent_preset_then_fields() {
-        let c = scheduler(None, &["protocol", "agent"], Role::Agent).unwrap();
+        let c = scheduler(None, &["protocol", "agent"], Role::Agent, &mut vec![]).unwrap();
         assert_eq!(c, SchedulerConfig::agent_base_yaml());
-        let c = scheduler(table("preset = \"code_defaults\""), &["protocol", "agent"], Role::Agent).unwrap();
+        let c =
+            scheduler(table("preset = \"code_defaults\""), &["protocol", "agent"], Role::Agent, &mut vec![])
+                .unwrap();
         assert_eq!(c, SchedulerConfig::default());
         let c = scheduler(
             table("[dispatch]\npipeline_limit = 5\n[conn.bandwidth]\negress_bits_per_s = \"300MB/s\""),
             &["protocol", "agent"],
             Role::Agent,
+            &mut vec![],
         )
         .unwrap();
         assert_eq!(c.dispatch.pipeline_limit, 5);
@@ -252,28 +290,35 @@ mod tests {
 
     #[test]
     fn scheduler_errors_carry_the_path() {
-        let e = scheduler(table("[dispatch]\npipeline_limt = 5"), &["protocol", "agent"], Role::Agent)
-            .unwrap_err();
+        let e = scheduler(
+            table("[dispatch]\npipeline_limt = 5"),
+            &["protocol", "agent"],
+            Role::Agent,
+            &mut vec![],
+        )
+        .unwrap_err();
         assert_eq!(e.path.join("."), "protocol.agent.dispatch.pipeline_limt");
         assert!(e.message.contains("unknown field `pipeline_limt`"), "{}", e.message);
-        let e = scheduler(table("preset = \"yaml\""), &["protocol", "agent"], Role::Agent).unwrap_err();
+        let e = scheduler(table("preset = \"yaml\""), &["protocol", "agent"], Role::Agent, &mut vec![])
+            .unwrap_err();
         assert_eq!(e.path.join("."), "protocol.agent.preset");
     }
 
     #[test]
     fn piece_lengths_forms() {
         let p = &["protocol", "origin"];
-        assert_eq!(origin(None, p).unwrap().piece_lengths, PieceLengths::fixed(4 << 20));
-        let c = origin(table("piece_length = \"1MiB\"\nmax_replica = 2"), p).unwrap();
+        assert_eq!(origin(None, p, &mut vec![]).unwrap().piece_lengths, PieceLengths::fixed(4 << 20));
+        let c = origin(table("piece_length = \"1MiB\"\nmax_replica = 2"), p, &mut vec![]).unwrap();
         assert_eq!((c.piece_lengths, c.max_replica), (PieceLengths::fixed(1 << 20), 2));
-        let c = origin(table("piece_lengths = { \"0\" = \"1MiB\", \"2GiB\" = \"4MiB\" }"), p).unwrap();
+        let c = origin(table("piece_lengths = { \"0\" = \"1MiB\", \"2GiB\" = \"4MiB\" }"), p, &mut vec![])
+            .unwrap();
         assert_eq!(c.piece_lengths.select(3 << 30), 4 << 20);
         assert_eq!(c.piece_lengths.select(1 << 30), 1 << 20);
-        let e = origin(table("piece_length = 1\npiece_lengths = { \"0\" = 1 }"), p).unwrap_err();
+        let e = origin(table("piece_length = 1\npiece_lengths = { \"0\" = 1 }"), p, &mut vec![]).unwrap_err();
         assert!(e.message.contains("not both"));
-        let e = origin(table("piece_length = \"4mb\""), p).unwrap_err();
+        let e = origin(table("piece_length = \"4mb\""), p, &mut vec![]).unwrap_err();
         assert_eq!(e.path.join("."), "protocol.origin.piece_length");
-        let c = origin(table("backend_bytes_per_s = \"1GB/s\""), p).unwrap();
+        let c = origin(table("backend_bytes_per_s = \"1GB/s\""), p, &mut vec![]).unwrap();
         assert_eq!(c.backend_bytes_per_s, 1_000_000_000);
     }
 }

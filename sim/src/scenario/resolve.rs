@@ -14,6 +14,7 @@ use shoal_protocols::config::Policy;
 use super::Reference;
 use super::error::FieldError;
 use super::protocol::{self, Role};
+use super::ranges::{self, ExtremeValue};
 use super::raw::{
     ArrivalKind, FaultVerb, RawArrival, RawFault, RawNodeSet, RawPlacement, RawPullers, RawScenario,
 };
@@ -117,27 +118,132 @@ fn level(
     Ok(Level { latency: millis(latency_ms, &["topology", name, "latency_ms"])?, groups })
 }
 
+/// Every numeric field of the scenario's own tables against its range (`ranges::SCENARIO`), before
+/// anything is allocated from them.
+fn check_ranges(raw: &RawScenario, ex: &mut Vec<ExtremeValue>) -> R<()> {
+    use ranges::check_scenario as c;
+    c(&["limits", "max_sim_time_s"], raw.limits.max_sim_time_s, ex)?;
+    let t = &raw.topology;
+    c(&["topology", "hosts"], t.hosts, ex)?;
+    c(&["topology", "upload_bytes_per_s"], t.upload_bytes_per_s.0, ex)?;
+    c(&["topology", "download_bytes_per_s"], t.download_bytes_per_s.0, ex)?;
+    c(&["topology", "latency_ms"], t.latency_ms, ex)?;
+    c(&["topology", "latency_jitter_ms"], t.latency_jitter_ms, ex)?;
+    let levels = [
+        (
+            "racks",
+            t.racks.as_ref().map(|l| {
+                (
+                    Some(("hosts_per_rack", l.hosts_per_rack)),
+                    None,
+                    l.uplink_bytes_per_s,
+                    l.oversubscription,
+                    l.latency_ms,
+                )
+            }),
+        ),
+        (
+            "pods",
+            t.pods.as_ref().map(|l| {
+                (
+                    Some(("racks_per_pod", l.racks_per_pod)),
+                    None,
+                    l.uplink_bytes_per_s,
+                    l.oversubscription,
+                    l.latency_ms,
+                )
+            }),
+        ),
+        (
+            "zones",
+            t.zones.as_ref().map(|l| {
+                (
+                    l.pods_per_zone.map(|v| ("pods_per_zone", v)),
+                    l.count.map(|v| ("count", v)),
+                    l.uplink_bytes_per_s,
+                    l.oversubscription,
+                    l.latency_ms,
+                )
+            }),
+        ),
+    ];
+    for (name, level) in levels {
+        let Some((per, count, uplink, over, latency)) = level else { continue };
+        for (field, v) in per.into_iter().chain(count) {
+            c(&["topology", name, field], v, ex)?;
+        }
+        if let Some(u) = uplink {
+            c(&["topology", name, "uplink_bytes_per_s"], u.0, ex)?;
+        }
+        if let Some(o) = over {
+            c(&["topology", name, "oversubscription"], o, ex)?;
+        }
+        c(&["topology", name, "latency_ms"], latency, ex)?;
+    }
+    let o = &raw.origins;
+    c(&["origins", "count"], o.count, ex)?;
+    if let Some(u) = o.upload_bytes_per_s {
+        c(&["origins", "upload_bytes_per_s"], u.0, ex)?;
+    }
+    if let Some(d) = o.download_bytes_per_s {
+        c(&["origins", "download_bytes_per_s"], d.0, ex)?;
+    }
+    c(&["trackers", "count"], raw.trackers.count, ex)?;
+    for (i, b) in raw.workload.blobs.iter().enumerate() {
+        c(&["workload", "blobs", &i.to_string(), "size"], b.size.0, ex)?;
+    }
+    for (i, pull) in raw.workload.pulls.iter().enumerate() {
+        let i = i.to_string();
+        c(&["workload", "pulls", &i, "start_s"], pull.start_s, ex)?;
+        let a = &pull.arrival;
+        if let Some(w) = a.waves {
+            c(&["workload", "pulls", &i, "arrival", "waves"], w, ex)?;
+        }
+        if let Some(v) = a.interval_s {
+            c(&["workload", "pulls", &i, "arrival", "interval_s"], v, ex)?;
+        }
+        if let Some(v) = a.rate_per_s {
+            c(&["workload", "pulls", &i, "arrival", "rate_per_s"], v, ex)?;
+        }
+    }
+    for (i, f) in raw.faults.iter().enumerate() {
+        c(&["faults", &i.to_string(), "at_s"], f.at_s, ex)?;
+    }
+    if let Some(r) = &raw.reference {
+        for (field, v) in [("p50_s", r.p50_s), ("p99_s", r.p99_s), ("p99_9_s", r.p99_9_s)] {
+            if let Some(v) = v {
+                c(&["reference", field], v, ex)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
     if raw.name.trim().is_empty() {
         return Err(FieldError::new(&["name"], "must not be empty"));
     }
+    let ex = &mut Vec::new();
+    check_ranges(&raw, ex)?;
     let max_sim_time = seconds(raw.limits.max_sim_time_s, &["limits", "max_sim_time_s"], false)?;
 
     let mut protocol = Protocol {
         policy: raw.protocol.policy,
-        agent: protocol::scheduler(raw.protocol.agent, &["protocol", "agent"], Role::Agent)?,
+        agent: protocol::scheduler(raw.protocol.agent, &["protocol", "agent"], Role::Agent, ex)?,
         origin_scheduler: protocol::scheduler(
             raw.protocol.origin_scheduler,
             &["protocol", "origin_scheduler"],
             Role::Origin,
+            ex,
         )?,
-        tracker: protocol::tracker(raw.protocol.tracker, &["protocol", "tracker"])?,
-        origin: protocol::origin(raw.protocol.origin, &["protocol", "origin"])?,
-        bittorrent: protocol::bittorrent(raw.protocol.bittorrent, &["protocol", "bittorrent"])?,
+        tracker: protocol::tracker(raw.protocol.tracker, &["protocol", "tracker"], ex)?,
+        origin: protocol::origin(raw.protocol.origin, &["protocol", "origin"], ex)?,
+        bittorrent: protocol::bittorrent(raw.protocol.bittorrent, &["protocol", "bittorrent"], ex)?,
         dragonfly: protocol::dragonfly(
             raw.protocol.dragonfly,
             raw.protocol.policy,
             &["protocol", "dragonfly"],
+            ex,
         )?,
     };
     if protocol.policy == Policy::BitTorrent {
@@ -307,9 +413,10 @@ pub fn resolve(raw: RawScenario, source: &str) -> R<Scenario> {
         .collect();
     let trackers = count(raw.trackers.count, &["trackers", "count"], "agents announce to a tracker")?;
 
-    let workload = workload(raw.workload, &topology, raw.seed, &protocol)?;
+    let workload = workload(raw.workload, &topology, raw.seed, &protocol, ex)?;
     let faults = faults(raw.faults, (n_hosts, n_origins, trackers), max_sim_time)?;
     Ok(Scenario {
+        extremes: std::mem::take(ex),
         faults,
         name: raw.name,
         description: raw.description,
@@ -461,7 +568,13 @@ fn limited(up: u64, down: u64, s: &shoal_protocols::config::SchedulerConfig) -> 
     (up.min((b.egress_bits_per_s / 8).max(1)), down.min((b.ingress_bits_per_s / 8).max(1)))
 }
 
-fn workload(w: super::raw::RawWorkload, topology: &Topology, seed: u64, protocol: &Protocol) -> R<Workload> {
+fn workload(
+    w: super::raw::RawWorkload,
+    topology: &Topology,
+    seed: u64,
+    protocol: &Protocol,
+    extremes: &mut Vec<ExtremeValue>,
+) -> R<Workload> {
     let n_hosts = topology.hosts.len();
     let mut blobs: Vec<Blob> = Vec::new();
     let mut blob_ix: BTreeMap<String, usize> = BTreeMap::new();
@@ -477,8 +590,28 @@ fn workload(w: super::raw::RawWorkload, topology: &Topology, seed: u64, protocol
             return Err(FieldError::at(path("size"), "must be positive"));
         }
         let piece = protocol.origin.piece_lengths.select(b.size.0);
-        if b.size.0.div_ceil(piece) > u64::from(u32::MAX) {
-            return Err(FieldError::at(path("size"), format!("more than 2^32 pieces of {piece} bytes")));
+        let pieces = b.size.0.div_ceil(piece);
+        if pieces > ranges::PIECES_MAX {
+            return Err(FieldError::at(
+                path("size"),
+                format!(
+                    "{pieces} pieces of {piece} bytes: a blob may have at most {} pieces (raise \
+                     protocol.origin.piece_length)",
+                    ranges::PIECES_MAX
+                ),
+            ));
+        }
+        if pieces > ranges::PIECES_EXTREME {
+            extremes.push(ExtremeValue {
+                field: path("size").join("."),
+                at: None,
+                message: format!(
+                    "{pieces} pieces of {piece} bytes is legal but extreme (above {}): every agent and \
+                     connection keeps a bitfield of them and every piece is a transfer, so the run costs \
+                     far more memory and events than its bytes suggest (raise protocol.origin.piece_length)",
+                    ranges::PIECES_EXTREME
+                ),
+            });
         }
         let digest = Digest::of(format!("shoal blob {}", b.name).as_bytes());
         blobs.push(Blob { name: b.name, size: b.size.0, digest });

@@ -195,15 +195,18 @@ fn error_messages_name_file_line_and_field() {
     let e = err(&MINIMAL.replace("hosts = 10", "hosts = 10\nhsots = 3"));
     assert!(e.starts_with("x.toml:5:1: topology.hsots: unknown field `hsots`"), "{e}");
     let e = err(&MINIMAL.replace("hosts = 10", "hosts = 0"));
-    assert!(e.starts_with("x.toml:4:1: topology.hosts: must be at least 1"), "{e}");
+    assert!(e.starts_with("x.toml:4:1: topology.hosts: 0 is out of range: must be in [1, 1e6] count"), "{e}");
     let e = err(&MINIMAL.replace("hosts = 10", "hosts = -3"));
-    assert!(e.starts_with("x.toml:4:1: topology.hosts: must be at least 1"), "{e}");
+    assert!(e.starts_with("x.toml:4:1: topology.hosts: -3 is out of range"), "{e}");
     let e = err(&MINIMAL.replace("size = \"1GB\"", "size = \"1gb\""));
     assert!(e.starts_with("x.toml:13:1: workload.blobs.0.size: unknown unit \"gb\""), "{e}");
     let e = err(&(MINIMAL.to_string() + "[[workload.images]]\nname = \"i\"\nlayers = [\"b\", \"c\"]\n"));
     assert!(e.starts_with("x.toml:19:16: workload.images.0.layers.1: unknown blob \"c\""), "{e}");
     let e = err(&MINIMAL.replace("[origins]\n", "[origins]\ncount = 0\n"));
-    assert!(e.starts_with("x.toml:9:1: origins.count: must be at least 1"), "{e}");
+    assert!(
+        e.starts_with("x.toml:9:1: origins.count: 0 is out of range: must be in [1, 10000] count"),
+        "{e}"
+    );
     let e =
         err(&MINIMAL.replace("name = \"t\"", "name = \"t\"\n[protocol.agent.dispatch]\npipeline_limt = 4"));
     assert!(e.starts_with("x.toml:3:1: protocol.agent.dispatch.pipeline_limt: unknown field"), "{e}");
@@ -246,7 +249,7 @@ fn overrides_apply_before_validation() {
     assert_eq!(s.topology.latency, Duration::from_micros(500));
 
     let e = load_set(MINIMAL, &[("topology.hosts", "0")]).unwrap_err().to_string();
-    assert!(e.starts_with("override `topology.hosts=0`: topology.hosts: must be at least 1"), "{e}");
+    assert!(e.starts_with("override `topology.hosts=0`: topology.hosts: 0 is out of range"), "{e}");
     let e = load_set(MINIMAL, &[("topology.hostz", "3")]).unwrap_err().to_string();
     assert!(e.starts_with("override `topology.hostz=3`: topology.hostz: unknown field"), "{e}");
     let e = load_set(MINIMAL, &[("workload.blobs.3.size", "1GB")]).unwrap_err().to_string();
@@ -346,20 +349,181 @@ fn mixed_images_use_per_host_bytes() {
 }
 
 #[test]
-fn absurd_values_are_refused_or_saturate_never_panic() {
+fn absurd_values_are_refused_never_panic() {
     let huge = MINIMAL.replace(
         "image = \"b\"\n",
         "image = \"b\"\narrival = { kind = \"waves\", waves = 1000000, interval_s = 1e18 }\n",
     );
-    assert!(load(&huge).is_ok());
-    for bad in ["latency_ms = nan", "latency_ms = -1", "latency_ms = inf"] {
+    let e = err(&huge);
+    assert!(e.contains("workload.pulls.0.arrival.interval_s: 1e18 is out of range: must be in [0, "), "{e}");
+    for (bad, shown) in [("latency_ms = nan", "NaN"), ("latency_ms = -1", "-1"), ("latency_ms = inf", "inf")]
+    {
         let e = err(&MINIMAL.replace("hosts = 10", &format!("hosts = 10\n{bad}")));
-        assert!(e.contains("topology.latency_ms: must be a finite number"), "{e}");
+        assert!(
+            e.contains(&format!("topology.latency_ms: {shown} is out of range: must be in [0, 60000] ms")),
+            "{e}"
+        );
     }
     let e = err(&MINIMAL.replace("size = \"1GB\"", "size = 0"));
-    assert!(e.contains("workload.blobs.0.size: must be positive"), "{e}");
+    assert!(e.contains("workload.blobs.0.size: 0 is out of range: must be in [1, "), "{e}");
     let e = err(&MINIMAL.replace("image = \"b\"", "image = \"b\"\npullers = 11"));
     assert!(e.contains("workload.pulls.0.pullers: must be \"all\" or between 1 and the 10 hosts"), "{e}");
+}
+
+/// The cases (#14): each differs from a valid scenario in one field.
+#[test]
+fn meaningless_values_are_refused_with_field_value_and_range() {
+    let cases = [
+        (
+            "topology.hosts",
+            "9223372036854775807",
+            "topology.hosts: 9223372036854775807 is out of range: must be in [1, 1e6] count",
+        ),
+        (
+            "topology.hosts",
+            "1000000000",
+            "topology.hosts: 1000000000 is out of range: must be in [1, 1e6] count",
+        ),
+        (
+            "protocol.agent.dispatch.pipeline_limit",
+            "0",
+            "protocol.agent.dispatch.pipeline_limit: 0 is out of range: must be in [1, 1e5] requests",
+        ),
+        (
+            "protocol.agent.conn_state.max_open_conn",
+            "0",
+            "protocol.agent.conn_state.max_open_conn: 0 is out of range: must be in [1, 1e6] count",
+        ),
+        (
+            "protocol.origin.max_replica",
+            "0",
+            "protocol.origin.max_replica: 0 is out of range: must be in [1, 10000] origins",
+        ),
+        (
+            "protocol.tracker.announce_interval_ms",
+            "0",
+            "protocol.tracker.announce_interval_ms: 0 is out of range: must be in [1, 1e12] ms",
+        ),
+        (
+            "protocol.origin_scheduler.conn.handshake_timeout_ms",
+            "0",
+            "protocol.origin_scheduler.conn.handshake_timeout_ms: 0 is out of range",
+        ),
+        (
+            "protocol.bittorrent.rechoke_interval_ms",
+            "0",
+            "protocol.bittorrent.rechoke_interval_ms: 0 is out of range",
+        ),
+        (
+            "protocol.agent.metainfo_client.backoff_multiplier",
+            "0.5",
+            "protocol.agent.metainfo_client.backoff_multiplier: 0.5 is out of range: must be in [1, 1000] factor",
+        ),
+        ("origins.count", "0", "origins.count: 0 is out of range"),
+        ("topology.upload_bytes_per_s", "0", "topology.upload_bytes_per_s: 0 is out of range"),
+        ("limits.max_sim_time_s", "0", "limits.max_sim_time_s: 0 is out of range: must be in (0, "),
+    ];
+    for (key, value, want) in cases {
+        let e = load_set(MINIMAL, &[(key, value)]).expect_err(key).to_string();
+        assert!(e.contains(want), "{key}={value}: {e}");
+        assert!(e.starts_with(&format!("override `{key}={value}`")), "located at the override: {e}");
+    }
+    // Written in the file, the message gives its line.
+    let text = MINIMAL.replace("[origins]", "[protocol.agent.dispatch]\npipeline_limit = 0\n\n[origins]");
+    let e = err(&text);
+    assert!(e.starts_with("x.toml:9:1: protocol.agent.dispatch.pipeline_limit: 0 is out of range"), "{e}");
+    let e = err(&MINIMAL
+        .replace("[origins]", "[protocol.bittorrent]\nunchoke_slots = 0\noptimistic_slots = 0\n\n[origins]"));
+    assert!(e.contains("no peer would ever upload"), "{e}");
+}
+
+#[test]
+fn extreme_values_are_recorded_and_refused_unless_forced() {
+    let s = load(MINIMAL).unwrap();
+    assert!(s.extremes.is_empty() && s.refuse_extremes().is_ok());
+    // 16 MiB in 1-byte pieces: 16.7 M pieces is past the hard limit; 200 000 is extreme.
+    let text = MINIMAL.replace("size = \"1GB\"", "size = \"16MiB\"");
+    let e = load_set(&text, &[("protocol.origin.piece_length", "1B")]).unwrap_err().to_string();
+    assert!(e.contains("16777216 pieces of 1 bytes: a blob may have at most 10000000 pieces"), "{e}");
+    let s = load_set(&text, &[("protocol.origin.piece_length", "100B")]).unwrap();
+    assert_eq!(s.extremes.len(), 1, "{:?}", s.extremes);
+    assert_eq!(s.extremes[0].field, "workload.blobs.0.size");
+    let s = load_set(MINIMAL, &[("protocol.tracker.announce_interval_ms", "10")]).unwrap();
+    let e = s.refuse_extremes().unwrap_err().to_string();
+    assert!(
+        e.starts_with("override `protocol.tracker.announce_interval_ms=10`: protocol.tracker.announce_interval_ms: 10 is legal but extreme (below 100)"),
+        "{e}"
+    );
+    assert!(e.contains("pass --force"), "{e}");
+    assert_eq!(s.protocol.tracker.announce_interval_ms, 10, "recorded, not changed");
+}
+
+#[test]
+fn every_numeric_protocol_field_has_a_range_and_every_default_is_inside_it() {
+    use shoal_protocols::config::{BitTorrentConfig, OriginConfig, SchedulerConfig, TrackerConfig};
+    use shoal_protocols::policy::dragonfly::DragonflyConfig;
+    fn table<T: serde::Serialize>(t: &T) -> toml::Table {
+        match toml::Value::try_from(t).unwrap() {
+            toml::Value::Table(t) => t,
+            _ => unreachable!(),
+        }
+    }
+    let mut agent = SchedulerConfig::agent_base_yaml();
+    agent.conn_state.max_mutual_conn = Some(5);
+    agent.dispatch.endgame_threshold = Some(3);
+    let mut ex = Vec::new();
+    let checks = [
+        (table(&agent), ranges::SCHEDULER),
+        (table(&SchedulerConfig::default()), ranges::SCHEDULER),
+        (table(&SchedulerConfig::origin_base_yaml()), ranges::SCHEDULER),
+        (table(&TrackerConfig::default()), ranges::TRACKER),
+        (table(&OriginConfig::default()), ranges::ORIGIN),
+        (table(&BitTorrentConfig::default()), ranges::BITTORRENT),
+        (table(&DragonflyConfig::default()), ranges::DRAGONFLY),
+    ];
+    for (t, r) in &checks {
+        ranges::check_table(t, r, &["p"], &mut ex)
+            .unwrap_or_else(|e| panic!("{}: {}", e.path.join("."), e.message));
+    }
+    assert!(ex.is_empty(), "a default is extreme: {ex:?}");
+    // And every range names a field that exists (no stale entries): each relative path is a numeric
+    // leaf of its table's full form.
+    fn leaves(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(t) => leaves(t, &p, out),
+                toml::Value::Integer(_) | toml::Value::Float(_) => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    for (t, r) in checks.iter().enumerate().filter(|(i, _)| *i == 0 || *i >= 3).map(|(_, c)| c) {
+        let mut names = Vec::new();
+        leaves(t, "", &mut names);
+        for f in r.iter().filter(|f| !f.field.starts_with("piece_length")) {
+            assert!(names.iter().any(|n| n == f.field), "range for unknown field {}", f.field);
+        }
+    }
+}
+
+#[test]
+fn readme_documents_every_range() {
+    let readme = std::fs::read_to_string(scenarios_dir().join("README.md")).unwrap();
+    let (start, end) = ("<!-- ranges: generated from sim/src/scenario/ranges.rs -->\n", "<!-- /ranges -->");
+    let a = readme.find(start).expect("scenarios/README.md has the ranges markers") + start.len();
+    let b = readme[a..].find(end).expect("closing marker") + a;
+    let want = ranges::markdown();
+    if readme[a..b] != want {
+        if std::env::var_os("SHOAL_BLESS").is_some() {
+            let new = format!("{}{want}{}", &readme[..a], &readme[b..]);
+            std::fs::write(scenarios_dir().join("README.md"), new).unwrap();
+        } else {
+            panic!(
+                "scenarios/README.md's table of ranges differs from ranges.rs; rerun with SHOAL_BLESS=1 to rewrite it:\n{want}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -398,5 +562,8 @@ fn bittorrent_policy_reaches_every_role() {
     let e = err(&(MINIMAL.to_string() + "[protocol.bittorrent]\nunchoke_slot = 3\n"));
     assert!(e.starts_with("x.toml:18:1: protocol.bittorrent.unchoke_slot: unknown field"), "{e}");
     let e = err(&(MINIMAL.to_string() + "[protocol.bittorrent]\nrechoke_interval_ms = 0\n"));
-    assert!(e.contains("protocol.bittorrent.rechoke_interval_ms: must be positive"), "{e}");
+    assert!(
+        e.contains("protocol.bittorrent.rechoke_interval_ms: 0 is out of range: must be in [1, 1e12] ms"),
+        "{e}"
+    );
 }
