@@ -147,6 +147,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             pb.set_position(done as u64);
             pb.set_message(format!("{t:.2} s"));
         })),
+        ..RunOptions::default()
     };
     let started = WallClock::now();
     let report = if args.engine == EngineKind::Des {

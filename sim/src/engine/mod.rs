@@ -32,6 +32,7 @@ use shoal_protocols::{Digest, Instant, Message};
 
 pub use world::World;
 
+pub use crate::build::PolicyHooks;
 use crate::build::{self, derive_seed};
 use crate::net::{FlowId, Network, Solver};
 use crate::output::{Metrics, RackSample, Source};
@@ -229,19 +230,30 @@ pub struct RunOptions {
     pub solver: Solver,
     /// Called every so often with (simulated seconds, image pulls finished, image pulls in all).
     pub progress: Option<ProgressFn>,
+    /// Policies substituted for the scenario's (none by default).
+    pub hooks: PolicyHooks,
 }
 
 pub use crate::ProgressFn;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions").field("interval", &self.interval).field("solver", &self.solver).finish()
+        f.debug_struct("RunOptions")
+            .field("interval", &self.interval)
+            .field("solver", &self.solver)
+            .field("hooks", &self.hooks)
+            .finish()
     }
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { interval: Duration::from_millis(100), solver: Solver::default(), progress: None }
+        RunOptions {
+            interval: Duration::from_millis(100),
+            solver: Solver::default(),
+            progress: None,
+            hooks: PolicyHooks::default(),
+        }
     }
 }
 
@@ -279,7 +291,7 @@ impl std::fmt::Debug for Engine<'_> {
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
         let faults = faults::Faults::new(scenario);
-        let world = World::build(scenario)?;
+        let world = World::build(scenario, &options.hooks)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
         if nodes >= 1 << (64 - TOKEN_CONN_BITS) {
