@@ -398,19 +398,42 @@ impl Runs<'_> {
     }
 }
 
-/// The seed of a benchmark's `call`-th routine call (from 0). In benchmark mode criterion calls it
-/// once to warm up (`None`: nothing is run, see [`Suite`]) and then once per sample: seeds 1 to
-/// `n`, cycling if criterion asks for more (profile mode). In test mode the one call is seed 1.
-fn seed_for(call: u64, n: usize, test_mode: bool) -> Option<u64> {
-    match (test_mode, call) {
-        (true, _) => Some(1),
-        (false, 0) => None,
-        (false, k) => Some(1 + (k - 1) % n as u64),
+/// How criterion calls a benchmark's routine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Calls {
+    /// Test mode: once.
+    Test,
+    /// Benchmark mode: one warm-up call, then one per sample.
+    WarmUpThenSamples,
+    /// `--quick`: no warm-up, samples until the estimate settles.
+    Samples,
+}
+
+impl Calls {
+    fn from_args(test_mode: bool) -> Self {
+        if test_mode {
+            Calls::Test
+        } else if std::env::args().any(|a| a == "--quick") {
+            Calls::Samples
+        } else {
+            Calls::WarmUpThenSamples
+        }
+    }
+
+    /// The seed of the routine's `call`-th call (from 0): `None` for the warm-up call (nothing is
+    /// run, see [`Suite`]), then seeds 1 to `n`, cycling if criterion asks for more (profile and
+    /// quick modes). In test mode the one call is seed 1.
+    fn seed(self, call: u64, n: usize) -> Option<u64> {
+        match (self, call) {
+            (Calls::Test, _) => Some(1),
+            (Calls::WarmUpThenSamples, 0) => None,
+            (Calls::WarmUpThenSamples, k) => Some(1 + (k - 1) % n as u64),
+            (Calls::Samples, k) => Some(1 + k % n as u64),
+        }
     }
 }
 
-/// A benchmark's warm-up call: criterion only times it (to size its samples), and a value that
-/// takes no time to return keeps every sample to exactly one seed (see [`Suite`]).
+/// A benchmark's warm-up call: criterion only times it, to size its samples (see [`Suite`]).
 fn warm_up_call() {
     let t = Instant::now();
     while t.elapsed() < Duration::from_micros(1) {}
@@ -420,10 +443,13 @@ fn warm_up_call() {
 /// wall time), each taking the command line's options (filters, `--save-baseline`, `--baseline`).
 ///
 /// How a sample becomes one seed: every benchmark samples in [`SamplingMode::Flat`] with a 1 ns
-/// warm-up, so criterion makes one warm-up call, then one call per sample. The warm-up call runs
-/// nothing, so criterion asks for several iterations per sample (its "estimated … iterations"
-/// line is about that empty call); each sample call runs the next seed once and returns its value
-/// times the iteration count, so criterion's per-iteration value is exactly the run's metric.
+/// warm-up, so criterion makes one warm-up call, then one call per sample. Each sample call runs
+/// the next seed once and returns its value times the iteration count criterion asked for, so
+/// criterion's per-iteration value is the run's metric. The warm-up call runs nothing and takes
+/// 1 µs, and the measurement time is 2 µs per sample, so criterion asks for 2 iterations per
+/// sample (1 if the warm-up was preempted, with criterion's "Unable to complete" warning): a power
+/// of two, so that value × iterations ÷ iterations is the metric to the last bit. criterion's
+/// "Collecting 10 samples in estimated 20 µs (20 iterations)" line is about that empty call.
 #[allow(missing_debug_implementations)]
 pub struct Suite {
     sim: Criterion<SimSeconds>,
@@ -431,6 +457,7 @@ pub struct Suite {
     wall: Criterion<WallTime>,
     options: BenchOptions,
     test_mode: bool,
+    calls: Calls,
 }
 
 impl Suite {
@@ -448,6 +475,7 @@ impl Suite {
             wall: make(),
             options,
             test_mode,
+            calls: Calls::from_args(test_mode),
         }
     }
 
@@ -455,7 +483,7 @@ impl Suite {
     /// `wall` for the runs' wall time.
     pub fn bench(&mut self, bs: &BenchScenario) {
         let n = bs.sample_size();
-        let test_mode = self.test_mode;
+        let (test_mode, calls) = (self.test_mode, self.calls);
         let runs =
             Rc::new(RefCell::new(Runs { bs, options: &self.options, test_mode, by_seed: BTreeMap::new() }));
         let metrics = bs.metrics();
@@ -469,7 +497,7 @@ impl Suite {
                 let mut call = 0;
                 g.bench_function(m.name(), |b| {
                     b.iter_custom(|iters| {
-                        let seed = seed_for(call, n, test_mode);
+                        let seed = calls.seed(call, n);
                         call += 1;
                         let Some(seed) = seed else {
                             warm_up_call();
@@ -491,7 +519,7 @@ impl Suite {
                 let mut call = 0;
                 g.bench_function(m.name(), |b| {
                     b.iter_custom(|iters| {
-                        let seed = seed_for(call, n, test_mode);
+                        let seed = calls.seed(call, n);
                         call += 1;
                         let Some(seed) = seed else {
                             warm_up_call();
@@ -511,7 +539,7 @@ impl Suite {
             let mut call = 0;
             g.bench_function("wall", |b| {
                 b.iter_custom(|iters| {
-                    let seed = seed_for(call, n, test_mode);
+                    let seed = calls.seed(call, n);
                     call += 1;
                     let Some(seed) = seed else {
                         warm_up_call();
@@ -538,7 +566,7 @@ fn configure<M: criterion::measurement::Measurement>(g: &mut criterion::Benchmar
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(n)
         .warm_up_time(Duration::from_nanos(1))
-        .measurement_time(Duration::from_micros(10) * n as u32);
+        .measurement_time(Duration::from_micros(2) * n as u32);
 }
 
 /// Benchmarks every scenario of `dir` ([`discover`]) with `options`, configured from the command

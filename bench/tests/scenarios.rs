@@ -10,7 +10,9 @@ use std::sync::Arc;
 use rand_chacha::ChaCha8Rng;
 use shoal_bench::criterion::Criterion;
 use shoal_bench::scenarios::{BenchOptions, BenchScenario, Metric, PolicyHooks, Suite, discover, measure};
+use shoal_protocols::PeerInfo;
 use shoal_protocols::peer::picker::{PiecePicker, Selection};
+use shoal_protocols::tracker::{HandoutContext, PeerHandout};
 use shoal_sim::engine::{Engine, RunOptions};
 use shoal_sim::scenario::Scenario;
 
@@ -115,9 +117,8 @@ fn a_sample_is_the_metric_of_a_plain_run_with_that_seed() {
         e.run();
         let sm = e.report("des", 0.0).summary;
         let want = sm.host_images.p99.expect("every pull finishes");
-        assert!((p99 - want).abs() <= 1e-9 * want, "seed {seed}: sample {p99}, plain run {want}");
-        let want = sm.origin_egress_bytes as f64;
-        assert!((egress - want).abs() <= 1e-9 * want, "seed {seed}: sample {egress}, plain run {want}");
+        assert_eq!(*p99, want, "seed {seed}: sample and plain run");
+        assert_eq!(*egress, sm.origin_egress_bytes as f64, "seed {seed}: sample and plain run");
     }
     assert!(p99.windows(2).any(|w| w[0] != w[1]), "seeds differ: {p99:?}");
     let _ = std::fs::remove_dir_all(&out);
@@ -146,6 +147,29 @@ fn a_custom_picker_changes_the_outcome() {
     assert_ne!(d, c, "the in-order picker ran: default p99 {d} s, in-order {c} s");
     // Deterministic with a hook too.
     assert_eq!(c, p99(&custom));
+}
+
+/// Hands out the owning origins only: no agent learns of another.
+#[derive(Debug)]
+struct OriginsOnly;
+
+impl PeerHandout for OriginsOnly {
+    fn order(&mut self, _: &mut ChaCha8Rng, _: &HandoutContext<'_>, peers: &mut Vec<PeerInfo>) {
+        peers.retain(|p| p.origin);
+    }
+}
+
+#[test]
+fn a_custom_handout_changes_the_outcome() {
+    let bs = shipped("kraken-200");
+    let default = BenchOptions::default().set("topology.hosts=20");
+    let hooks =
+        PolicyHooks { handout: Some(Arc::new(|_config| Box::new(OriginsOnly))), ..PolicyHooks::default() };
+    let custom = default.clone().hooks(hooks);
+    let egress = |o: &BenchOptions| measure(&bs, 1, false, o).expect("runs").summary.origin_egress_bytes;
+    let (d, c) = (egress(&default), egress(&custom));
+    // 20 hosts × a 3 GB image, every byte from the origins.
+    assert!(c >= 60_000_000_000 && c > d, "origins-only handout: {c} B from the origins, default {d} B");
 }
 
 #[test]
