@@ -308,10 +308,7 @@ impl BenchOptions {
     /// Options with the overrides of [`SET_ENV`] (`;`-separated `key=value`s; empty if unset).
     pub fn from_env() -> Result<Self, String> {
         match std::env::var(SET_ENV) {
-            Ok(v) => Ok(BenchOptions {
-                sets: v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect(),
-                ..BenchOptions::default()
-            }),
+            Ok(v) => Ok(BenchOptions { sets: split_sets(&v), ..BenchOptions::default() }),
             Err(std::env::VarError::NotPresent) => Ok(BenchOptions::default()),
             Err(e) => Err(format!("{SET_ENV}: {e}")),
         }
@@ -328,6 +325,12 @@ impl BenchOptions {
         self.hooks = hooks;
         self
     }
+}
+
+/// `key=value;key=value` as [`SET_ENV`] holds it: `;` separates (TOML values use `,` inside
+/// inline tables and arrays), blanks around each are dropped, empty entries skipped.
+pub fn split_sets(v: &str) -> Vec<String> {
+    v.split(';').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
 }
 
 /// One run's outcome, as the benchmarks read it.
@@ -579,4 +582,32 @@ pub fn bench_dir(dir: impl AsRef<Path>, options: BenchOptions) -> Result<(), Ben
     }
     suite.final_summary();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_env_splits_on_semicolons() {
+        let v = " topology.hosts=100 ; workload.pulls.0.arrival={ kind = \"waves\", waves = 2, interval_s = 1 };;";
+        assert_eq!(
+            split_sets(v),
+            [
+                "topology.hosts=100",
+                "workload.pulls.0.arrival={ kind = \"waves\", waves = 2, interval_s = 1 }"
+            ]
+        );
+        assert!(split_sets("").is_empty());
+    }
+
+    #[test]
+    fn seeds_run_in_order_after_the_warm_up() {
+        let seeds = |c: Calls| (0..12).map(|k| c.seed(k, 10)).collect::<Vec<_>>();
+        let mut bench = vec![None];
+        bench.extend((1..=10).chain(1..=1).map(Some));
+        assert_eq!(seeds(Calls::WarmUpThenSamples), bench);
+        assert_eq!(seeds(Calls::Samples)[..3], [Some(1), Some(2), Some(3)]);
+        assert!(seeds(Calls::Test).iter().all(|s| *s == Some(1)));
+    }
 }
