@@ -3,6 +3,11 @@
 //! in `bench/gate.toml` and `bench/baselines/`, run by `shoal gate` through [`gate`].
 
 pub mod gate;
+pub mod measure;
+pub mod scenarios;
+
+/// The criterion version the scenario benchmarks are built on, for crates that write their own.
+pub use criterion;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

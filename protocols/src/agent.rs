@@ -18,6 +18,7 @@ use crate::config::SchedulerConfig;
 use crate::message::Message;
 use crate::metainfo::MetaInfo;
 use crate::peer::dispatch::Dispatcher;
+use crate::peer::picker::PickerFactory;
 use crate::peer::{ConnId, DownloadError, Event, Output, Scheduler};
 use crate::time::{Instant, ms};
 use crate::types::{Digest, InfoHash, PeerId, PeerInfo};
@@ -128,6 +129,14 @@ impl Agent {
             fetches: BTreeMap::new(),
             dragonfly: None,
         }
+    }
+
+    /// Replaces the piece picker of every torrent started from now on (Kraken's policies: the
+    /// BitTorrent policy installs its own picker over it, and Dragonfly's client picks from its
+    /// parents). The factory receives the configured `dispatch.piece_request_policy`.
+    pub fn set_picker_factory(&mut self, factory: PickerFactory) -> &mut Self {
+        self.sched.picker_factory = Some(crate::peer::FactoryHook(factory));
+        self
     }
 
     /// This agent's peer id: Kraken's `addr_hash` of its listening address.

@@ -4,18 +4,73 @@
 //! here, so neither imports the other.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use shoal_protocols::agent::{Agent, AgentConfig};
-use shoal_protocols::config::Policy;
+use shoal_protocols::config::{Policy, TrackerConfig};
 use shoal_protocols::origin::{BlobContent, Origin};
+use shoal_protocols::peer::picker::PickerFactory;
 use shoal_protocols::policy::dragonfly::HostLocation;
-use shoal_protocols::tracker::{Places, Tracker};
+use shoal_protocols::tracker::{PeerHandout, Places, Tracker};
 use shoal_protocols::{Digest, Instant, PeerId, PeerInfo};
 
 use crate::net::{GroupSpec, HostSpec, Topology as NetTopology, TopologySpec};
 use crate::scenario::{Place, Scenario};
+
+/// Builds a tracker's handout policy from its configuration (the scenario's `[protocol.tracker]`,
+/// as the policy leaves it); see [`PolicyHooks::handout`].
+pub type HandoutFactory = Arc<dyn Fn(&TrackerConfig) -> Box<dyn PeerHandout> + Send + Sync>;
+
+/// Policy implementations substituted for the configured ones when a run's nodes are built, so a
+/// crate that embeds the simulator can run its own [`shoal_protocols::peer::picker::PiecePicker`]
+/// or [`PeerHandout`] on any scenario (`shoal-bench`'s scenario benchmarks take them). The default
+/// substitutes nothing: the nodes are exactly the ones the scenario configures.
+///
+/// The discrete-event engine applies them through [`crate::engine::RunOptions::hooks`], to every
+/// node it builds, restarted ones included.
+#[derive(Clone, Default)]
+pub struct PolicyHooks {
+    /// Every agent's piece picker ([`shoal_protocols::agent::Agent::set_picker_factory`]): replaces
+    /// Kraken's `dispatch.piece_request_policy`; the BitTorrent policy installs its own picker over
+    /// it and Dragonfly's client picks from its parents.
+    pub picker: Option<PickerFactory>,
+    /// Every tracker's handout ([`Tracker::set_handout`]): replaces `tracker.handout_policy` under
+    /// the Kraken, BitTorrent and origin-only policies; Dragonfly's scheduler assigns parents instead.
+    pub handout: Option<HandoutFactory>,
+}
+
+impl fmt::Debug for PolicyHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyHooks")
+            .field("picker", &self.picker.is_some())
+            .field("handout", &self.handout.is_some())
+            .finish()
+    }
+}
+
+impl PolicyHooks {
+    /// True if no hook is set (the nodes are the scenario's own).
+    pub fn is_empty(&self) -> bool {
+        self.picker.is_none() && self.handout.is_none()
+    }
+
+    /// Installs the picker hook, if any, on a freshly built agent.
+    pub fn apply_agent(&self, agent: &mut Agent) {
+        if let Some(f) = &self.picker {
+            agent.set_picker_factory(f.clone());
+        }
+    }
+
+    /// Installs the handout hook, if any, on a freshly built tracker.
+    pub fn apply_tracker(&self, s: &Scenario, tracker: &mut Tracker) {
+        if let Some(f) = &self.handout {
+            tracker.set_handout(f(&s.protocol.tracker));
+        }
+    }
+}
 
 /// Derives a component's seed from the master seed: independent of the order components are built
 /// in, so adding one component changes no other's seed.

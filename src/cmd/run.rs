@@ -188,7 +188,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             pb.set_message(format!("{t:.2} s"));
         })),
         stop: Some(stop.clone()),
-        max_events: None,
+        ..RunOptions::default()
     };
     let started = WallClock::now();
     let report = if args.engine == EngineKind::Des {

@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 
 use self::connstate::ConnState;
 use self::dispatch::{Dispatcher, DownloadStats, Effect, NewPeer};
-use self::picker::picker_for;
+use self::picker::{PickerFactory, PiecePicker, picker_for};
 use crate::announce::AnnounceRequest;
 use crate::config::SchedulerConfig;
 use crate::message::{Handshake, Message};
@@ -186,6 +186,18 @@ pub(crate) struct Scheduler {
     /// Payload bytes handed to the driver so far (a host's transmit volume, for Dragonfly's load
     /// reports).
     pub served_bytes: u64,
+    /// Replaces [`picker_for`] when set ([`crate::agent::Agent::set_picker_factory`]).
+    pub picker_factory: Option<FactoryHook>,
+}
+
+/// A [`PickerFactory`] with a `Debug` that names it only.
+#[derive(Clone)]
+pub(crate) struct FactoryHook(pub PickerFactory);
+
+impl std::fmt::Debug for FactoryHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PickerFactory")
+    }
 }
 
 impl Scheduler {
@@ -207,6 +219,16 @@ impl Scheduler {
             removed: Vec::new(),
             fx: Vec::new(),
             served_bytes: 0,
+            picker_factory: None,
+        }
+    }
+
+    /// A new torrent's picker: the installed factory's, else the configured policy's.
+    fn picker(&self) -> Box<dyn PiecePicker + Send> {
+        let policy = self.config.dispatch.piece_request_policy;
+        match &self.picker_factory {
+            Some(FactoryHook(f)) => f(policy),
+            None => picker_for(policy),
         }
     }
 
@@ -216,14 +238,14 @@ impl Scheduler {
     }
 
     pub fn new_leecher(&self, now: Instant, metainfo: crate::MetaInfo) -> Dispatcher {
-        let picker = picker_for(self.config.dispatch.piece_request_policy);
+        let picker = self.picker();
         let d = Dispatcher::leecher(now, metainfo, &self.config.dispatch, &self.config.quirks, picker);
         self.with_policy(now, d)
     }
 
     /// A leecher that starts with some pieces.
     pub fn new_partial(&self, now: Instant, metainfo: crate::MetaInfo, have: crate::Bitfield) -> Dispatcher {
-        let picker = picker_for(self.config.dispatch.piece_request_policy);
+        let picker = self.picker();
         let d = Dispatcher::partial(now, metainfo, have, &self.config.dispatch, &self.config.quirks, picker);
         self.with_policy(now, d)
     }
@@ -242,7 +264,7 @@ impl Scheduler {
         metainfo: crate::MetaInfo,
         blob: Option<bytes::Bytes>,
     ) -> Dispatcher {
-        let picker = picker_for(self.config.dispatch.piece_request_policy);
+        let picker = self.picker();
         let d = Dispatcher::seeder(now, metainfo, blob, &self.config.dispatch, &self.config.quirks, picker);
         self.with_policy(now, d)
     }

@@ -5,6 +5,7 @@
 //! so later work can add BitTorrent- or Dragonfly-style selection without touching the dispatcher.
 
 use std::fmt;
+use std::sync::Arc;
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -36,6 +37,11 @@ pub trait PiecePicker: fmt::Debug + Send {
         valid: &mut dyn FnMut(PieceIndex) -> bool,
     ) -> Vec<PieceIndex>;
 }
+
+/// Builds a torrent's piece picker from the configured policy: installed on an agent with
+/// [`crate::agent::Agent::set_picker_factory`], it replaces [`picker_for`] for every torrent the agent
+/// downloads or seeds from then on. Called once per torrent; `Arc` so one factory serves every agent.
+pub type PickerFactory = Arc<dyn Fn(PiecePolicy) -> Box<dyn PiecePicker + Send> + Send + Sync>;
 
 /// Builds the picker a configuration names.
 pub fn picker_for(policy: PiecePolicy) -> Box<dyn PiecePicker + Send> {

@@ -134,3 +134,41 @@ fn same_seed_same_run() {
     assert_eq!(a.log.len(), b.log.len());
     assert!(a.log.iter().zip(&b.log).all(|(x, y)| x == y));
 }
+
+/// Lowest index first: the picker an embedding crate might install through the factory hook.
+#[derive(Debug)]
+struct InOrder(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl shoal_protocols::peer::picker::PiecePicker for InOrder {
+    fn select(
+        &mut self,
+        _rng: &mut rand_chacha::ChaCha8Rng,
+        sel: &shoal_protocols::peer::picker::Selection<'_>,
+        valid: &mut dyn FnMut(u32) -> bool,
+    ) -> Vec<u32> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        sel.remote.iter_missing_from(sel.own).filter(|&i| valid(i)).take(sel.quota).collect()
+    }
+}
+
+#[test]
+fn picker_factory_replaces_the_configured_picker() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (digest, mi) = blob("factory", 8 * MIB, MIB);
+    let mut swarm = Swarm::new(Box::new(|_, _| unreachable!()));
+    origin_with(&mut swarm, digest, mi.length(), MIB);
+    swarm.tracker = real_tracker(swarm.origin_infos(), TrackerConfig::default(), 1);
+    let a = swarm.add_agent(SchedulerConfig::agent_base_yaml(), 1);
+    let (built, selections) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (b, s) = (built.clone(), selections.clone());
+    swarm.agents[a].set_picker_factory(Arc::new(move |_policy| {
+        b.fetch_add(1, Ordering::Relaxed);
+        Box::new(InOrder(s.clone()))
+    }));
+    swarm.agents[a].handle_download(swarm.now, "ns", digest);
+    swarm.run_until(Duration::from_secs(60), |s| !s.completed().is_empty() || !s.failed().is_empty());
+    assert_eq!(swarm.completed(), vec![a], "failures: {:?}", swarm.failed());
+    assert_eq!(built.load(Ordering::Relaxed), 1, "one picker for the one torrent");
+    assert!(selections.load(Ordering::Relaxed) > 0, "the installed picker chose the pieces");
+}

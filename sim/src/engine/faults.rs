@@ -207,6 +207,7 @@ impl Engine<'_> {
             if i < agents {
                 let seed = incarnation_seed(s, "agent", i, r);
                 self.world.agents[i] = build_agent_seeded(s, i, &addrs, now, seed);
+                self.options.hooks.apply_agent(&mut self.world.agents[i]);
             } else {
                 let o = i - agents;
                 let seed = incarnation_seed(s, "origin", o, r);
@@ -218,6 +219,7 @@ impl Engine<'_> {
             self.faults.tracker_restarts[t] += 1;
             let seed = incarnation_seed(s, "tracker", t, self.faults.tracker_restarts[t]);
             self.world.trackers[t] = build_tracker_seeded(s, &addrs, seed);
+            self.options.hooks.apply_tracker(s, &mut self.world.trackers[t]);
         }
     }
 

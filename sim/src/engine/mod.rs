@@ -32,6 +32,7 @@ use shoal_protocols::{Digest, Instant, Message};
 
 pub use world::World;
 
+pub use crate::build::PolicyHooks;
 use crate::build::{self, derive_seed};
 use crate::net::{FlowId, Network, Solver};
 use crate::output::{Metrics, RackSample, Source};
@@ -234,13 +235,19 @@ pub struct RunOptions {
     /// Stops the run early after this many events (rounded up to a multiple of 4096), as `stop`
     /// does: for fuzzing and for bounded tests.
     pub max_events: Option<u64>,
+    /// Policies substituted for the scenario's (none by default).
+    pub hooks: PolicyHooks,
 }
 
 pub use crate::ProgressFn;
 
 impl std::fmt::Debug for RunOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunOptions").field("interval", &self.interval).field("solver", &self.solver).finish()
+        f.debug_struct("RunOptions")
+            .field("interval", &self.interval)
+            .field("solver", &self.solver)
+            .field("hooks", &self.hooks)
+            .finish()
     }
 }
 
@@ -252,6 +259,7 @@ impl Default for RunOptions {
             progress: None,
             stop: None,
             max_events: None,
+            hooks: PolicyHooks::default(),
         }
     }
 }
@@ -292,7 +300,7 @@ impl std::fmt::Debug for Engine<'_> {
 impl<'s> Engine<'s> {
     pub fn new(scenario: &'s Scenario, options: RunOptions) -> Result<Self, String> {
         let faults = faults::Faults::new(scenario);
-        let world = World::build(scenario)?;
+        let world = World::build(scenario, &options.hooks)?;
         let net = Network::new(&world.net.capacities(), options.solver);
         let nodes = world.agents.len() + world.origins.len();
         if nodes >= 1 << (64 - TOKEN_CONN_BITS) {

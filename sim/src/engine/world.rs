@@ -10,7 +10,8 @@ use shoal_protocols::tracker::Tracker;
 use shoal_protocols::{Digest, Instant};
 
 use crate::build::{
-    Addresses, agent_addr, backend, build_agent, build_origin, build_tracker, net_topology, origin_addr,
+    Addresses, PolicyHooks, agent_addr, backend, build_agent, build_origin, build_tracker, net_topology,
+    origin_addr,
 };
 use crate::net::Topology as NetTopology;
 use crate::scenario::{Place, Scenario};
@@ -31,16 +32,28 @@ pub struct World {
 }
 
 impl World {
-    pub fn build(s: &Scenario) -> Result<World, String> {
+    /// The scenario's nodes, with `hooks`' policies installed.
+    pub fn build(s: &Scenario, hooks: &PolicyHooks) -> Result<World, String> {
         let now = Instant::ZERO;
         let addrs = Addresses::simulated(s);
         let trackers_addrs = addrs.trackers.clone();
-        let agents: Vec<Agent> =
-            (0..s.topology.hosts.len()).map(|i| build_agent(s, i, &addrs, now)).collect();
+        let agents: Vec<Agent> = (0..s.topology.hosts.len())
+            .map(|i| {
+                let mut a = build_agent(s, i, &addrs, now);
+                hooks.apply_agent(&mut a);
+                a
+            })
+            .collect();
         let backend = backend(s);
         let origins: Vec<Origin> =
             (0..s.origins.len()).map(|o| build_origin(s, o, &addrs, backend.clone(), now)).collect();
-        let trackers: Vec<Tracker> = (0..s.trackers).map(|t| build_tracker(s, t, &addrs)).collect();
+        let trackers: Vec<Tracker> = (0..s.trackers)
+            .map(|t| {
+                let mut tr = build_tracker(s, t, &addrs);
+                hooks.apply_tracker(s, &mut tr);
+                tr
+            })
+            .collect();
 
         let mut places: Vec<Place> = s.topology.hosts.iter().map(|h| h.place).collect();
         places.extend(s.origins.iter().map(|o| o.place));

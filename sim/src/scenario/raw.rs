@@ -31,6 +31,11 @@ pub struct RawScenario {
     /// `[[faults]]`: timed faults (des and turmoil engines).
     #[serde(default)]
     pub faults: Vec<RawFault>,
+    /// `[bench]`: read by shoal-bench's scenario benchmarks (which metrics, how many seeds), and
+    /// ignored by every engine, so a bench scenario also runs with `shoal run`. Checked there.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted and skipped: the table belongs to shoal-bench")]
+    pub bench: Option<serde::de::IgnoredAny>,
 }
 
 /// One `[[faults]]` entry: a verb at a time, applied to nodes (`crash`, `bounce`) or to the links
