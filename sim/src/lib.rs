@@ -5,6 +5,7 @@
 //! - [`engine`]: the discrete-event engine, with the flow-level network model of [`net`];
 //! - [`driver`]: the async driver, on turmoil's simulated TCP or on real sockets;
 //! - [`sizing`]: a run's peak memory and events, estimated before it starts;
+//! - [`sweep`]: many runs over a grid of overrides and seeds, planned, validated and run on threads;
 //! - [`output`]: what a run records and the files it writes (downloads.csv, timeseries.csv,
 //!   summary.json, perf.json), and [`output::merge`] of separate agent processes' folders.
 //!
@@ -30,6 +31,7 @@ pub mod net;
 pub mod output;
 pub mod scenario;
 pub mod sizing;
+pub mod sweep;
 
 /// Set to stop a run early (Ctrl-C): the engine ends at its next check, within a few thousand
 /// events, and its outputs mark every download that had not ended as unfinished.

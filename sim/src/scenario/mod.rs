@@ -12,8 +12,8 @@
 //! strings ([`units`]).
 
 mod bound;
-mod error;
-mod overrides;
+pub(crate) mod error;
+pub(crate) mod overrides;
 mod protocol;
 pub mod ranges;
 mod raw;
