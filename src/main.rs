@@ -1,4 +1,4 @@
-//! `shoal`: run scenarios, print their lower bound, render reports, compare runs and gate on
+//! `shoal`: run scenarios and sweeps of them, print their lower bound, render reports, compare runs and gate on
 //! baselines. The logic lives in the library crates (`shoal-sim`, `shoal-reports`,
 //! `shoal-bench`); each subcommand's module in `cmd/` parses its arguments, calls them, prints,
 //! and maps errors to exit codes: 0 success, 1 a run or gate that failed (downloads failed or
@@ -29,6 +29,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Run(cmd::run::Args),
+    Sweep(cmd::sweep::Args),
     Report(cmd::report::Args),
     Compare(cmd::compare::Args),
     Merge(cmd::merge::Args),
@@ -54,6 +55,7 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::Run(args) => cmd::run::run(args),
+        Command::Sweep(args) => cmd::sweep::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Compare(args) => cmd::compare::run(args),
         Command::Merge(args) => cmd::merge::run(args),

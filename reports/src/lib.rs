@@ -14,10 +14,12 @@ pub mod plots;
 pub mod report;
 pub mod schema;
 pub mod stats;
+pub mod sweep;
 
 pub use compare::{Comparison, compare};
 pub use report::render;
 pub use schema::{Run, check_run_dir};
+pub use sweep::{SweepInput, SweepRun, render_sweep};
 
 /// Why a run folder could not be read or its report written. Every variant names the file.
 #[derive(Debug, thiserror::Error)]

@@ -84,6 +84,20 @@ pub enum Chart {
         /// (locality, bytes), in drawing order (drawn in GB).
         bars: Vec<(String, u64)>,
     },
+    /// A metric's mean per category (an axis value, or a case) with its 95 % confidence interval as
+    /// a bar, one series per combination of the other axes.
+    Intervals {
+        /// The figure's caption.
+        title: String,
+        /// What the categories are (an axis's key path, or "case").
+        x_desc: String,
+        /// The metric, with its unit.
+        y_desc: String,
+        /// The categories, left to right.
+        categories: Vec<String>,
+        /// One per combination of the other axes.
+        series: Vec<IntervalSeries>,
+    },
     /// Rack uplink utilisation over time: the least, median and most loaded rack per interval.
     Racks {
         /// The figure's caption.
@@ -99,6 +113,15 @@ pub enum Chart {
         /// Racks in the topology, for the axis label.
         racks: usize,
     },
+}
+
+/// One series of [`Chart::Intervals`].
+#[derive(Clone, Debug)]
+pub struct IntervalSeries {
+    /// The legend entry (the other axes' values), empty for a single series.
+    pub label: String,
+    /// Per category: (mean, interval low, interval high), or `None` where no run gave a value.
+    pub points: Vec<Option<(f64, f64, f64)>>,
 }
 
 impl Chart {
@@ -132,6 +155,9 @@ impl Chart {
                 timeseries(root, title, time_s, throughput, origin_egress, active)
             }
             Chart::Bars { title, bars: b } => bars(root, title, b),
+            Chart::Intervals { title, x_desc, y_desc, categories, series } => {
+                intervals(root, title, x_desc, y_desc, categories, series)
+            }
             Chart::Racks { title, time_s, min, median, max, racks: n } => racks(
                 root,
                 title,
@@ -443,4 +469,72 @@ fn bars<DB: DrawingBackend>(
             .legend(box_legend(col));
     }
     legend_box(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+fn intervals<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    categories: &[String],
+    series: &[IntervalSeries],
+) -> DrawResult<DB> {
+    let k = categories.len().max(1);
+    let y_max = series.iter().flat_map(|s| s.points.iter().flatten()).map(|p| p.2).fold(0.0, f64::max);
+    // Ticks fall on whole numbers (one per category for up to about 20 categories); only those
+    // are labelled.
+    let x_range = -0.5..k as f64 - 0.5;
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, caption())
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_range, 0.0..headroom(y_max))?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(k + 1)
+        .x_desc(x_desc)
+        .x_label_formatter(&|v| {
+            let i = v.round();
+            if (v - i).abs() < 1e-6 && i >= 0.0 {
+                categories.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc(y_desc)
+        .y_label_formatter(&tick)
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    let m = series.len().max(1) as f64;
+    for (i, s) in series.iter().enumerate() {
+        let col = color(i);
+        // Series side by side around each category, so their bars do not hide one another.
+        let dx = (i as f64 - (m - 1.0) / 2.0) * (0.5 / m);
+        let at = |c: usize| c as f64 + dx;
+        let line: Vec<(f64, f64)> =
+            s.points.iter().enumerate().filter_map(|(c, p)| p.map(|p| (at(c), p.0))).collect();
+        let drawn = chart.draw_series(LineSeries::new(line, col.mix(0.5).stroke_width(1)))?;
+        if !s.label.is_empty() {
+            drawn.label(s.label.clone()).legend(line_legend(col));
+        }
+        for (c, p) in s.points.iter().enumerate() {
+            let Some((mean, lo, hi)) = *p else { continue };
+            let x = at(c);
+            let cap = 0.08 / m;
+            chart.draw_series([
+                PathElement::new(vec![(x, lo), (x, hi)], col.stroke_width(2)),
+                PathElement::new(vec![(x - cap, lo), (x + cap, lo)], col.stroke_width(2)),
+                PathElement::new(vec![(x - cap, hi), (x + cap, hi)], col.stroke_width(2)),
+            ])?;
+            chart.draw_series(std::iter::once(Circle::new((x, mean), 4, col.filled())))?;
+        }
+    }
+    if series.iter().any(|s| !s.label.is_empty()) {
+        legend_box(&mut chart, SeriesLabelPosition::UpperRight)?;
+    }
+    Ok(())
 }

@@ -159,7 +159,7 @@ pub(crate) fn gigabytes(b: u64) -> String {
 }
 
 /// Rows of a table: header first.
-type Table = Vec<Vec<String>>;
+pub(crate) type Table = Vec<Vec<String>>;
 
 fn overview(s: &Summary) -> Table {
     let mut t = vec![

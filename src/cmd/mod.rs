@@ -7,3 +7,4 @@ pub mod merge;
 pub mod node;
 pub mod report;
 pub mod run;
+pub mod sweep;

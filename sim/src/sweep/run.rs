@@ -55,7 +55,7 @@ pub enum RunStatus {
 #[derive(Debug)]
 pub enum Event<'a> {
     Started { run: usize, planned: &'a PlannedRun },
-    Ended { run: usize, status: &'a RunStatus, wall_s: f64 },
+    Ended { run: usize, planned: &'a PlannedRun, status: &'a RunStatus, wall_s: f64 },
 }
 
 /// What [`run_plan`] decided before running, for the binary to print.
@@ -215,6 +215,7 @@ pub fn run_plan(
                     let status = make_run(plan, out, r, stop, finish);
                     progress(Event::Ended {
                         run: k,
+                        planned: r,
                         status: &status,
                         wall_s: started.elapsed().as_secs_f64(),
                     });
