@@ -90,3 +90,18 @@ fn shards_parse_and_refuse_nonsense() {
         assert!(bad.parse::<Shard>().is_err(), "{bad}");
     }
 }
+
+#[test]
+fn every_shipped_sweep_plans() {
+    let mut n = 0;
+    for entry in std::fs::read_dir("../scenarios/sweeps").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let p = Plan::load(&path, false).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!p.runs.is_empty());
+            assert!(p.cases.iter().all(|c| c.scenario.starts_with("../scenarios/")), "{:?}", p.cases);
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "found {n} sweep files");
+}
