@@ -210,3 +210,52 @@ fn shards_collected_equal_the_whole_sweep() {
     assert!(text(&out.stderr).contains("different sweeps"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_keeps_finished_runs_and_resume_completes_the_sweep() {
+    let dir = tmp("int");
+    let kraken = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/kraken-2600.toml");
+    let file = dir.join("sweep.toml");
+    std::fs::write(
+        &file,
+        format!("scenario = \"{}\"\nseeds = 5\nsets = [\"topology.hosts=200\"]\n", kraken.display()),
+    )
+    .unwrap();
+    let o = dir.join("o");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--out",
+            o.to_str().unwrap(),
+            "--quiet",
+            "--no-report",
+            "--jobs",
+            "1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the first run is written (each takes about a second).
+    let started = std::time::Instant::now();
+    while !o.join("runs/base/1/summary.json").exists() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no run finished within 60 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = text(&out.stderr);
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume` completes it"), "{err}");
+    let complete = (1..=5).filter(|s| o.join(format!("runs/base/{s}/summary.json")).exists()).count();
+    assert!((1..5).contains(&complete), "{complete} runs complete after Ctrl-C");
+    let out = sweep(file.to_str().unwrap(), &o, &["--no-report", "--resume"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains(&format!("{} to make, {complete} already complete", 5 - complete)));
+    let csv = text(&read(&o.join("sweep.csv")));
+    assert_eq!(csv.lines().filter(|l| l.contains(",complete,")).count(), 5, "{csv}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
