@@ -182,7 +182,11 @@ pub fn schedule(plan: &Plan, out: &Path, options: &SweepOptions) -> Result<Sched
     fs::create_dir_all(out).map_err(io(out))?;
     let mut json = serde_json::to_string_pretty(plan).map_err(|e| SweepError::Refused(e.to_string()))?;
     json.push('\n');
-    fs::write(&plan_path, json).map_err(io(&plan_path))?;
+    // Written aside and renamed: shards sharing the folder write the same plan at once, and a
+    // reader must never see half of it.
+    let staging = out.join(format!(".{PLAN_FILE}.{}", std::process::id()));
+    fs::write(&staging, json).map_err(io(&staging))?;
+    fs::rename(&staging, &plan_path).map_err(io(&plan_path))?;
     Ok(Schedule { share, todo, jobs, lowered })
 }
 
