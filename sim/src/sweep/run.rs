@@ -162,14 +162,7 @@ pub fn schedule(plan: &Plan, out: &Path, options: &SweepOptions) -> Result<Sched
                 sizing::human_bytes(avail)
             )));
         }
-        // The largest runs could all be running at once: fit the sum of the `jobs` largest.
-        let mut sum = 0u64;
-        let fit = peaks.iter().take_while(|p| {
-            sum += **p;
-            sum <= avail
-        });
-        let fit = fit.count().max(1);
-        if fit < jobs {
+        if let Some(fit) = fit_jobs(&peaks, avail, jobs) {
             lowered = Some(format!(
                 "--jobs lowered from {asked} to {fit}: {fit} of this sweep's largest runs ({} each, estimated) \
                  fit in the {} available",
@@ -188,6 +181,19 @@ pub fn schedule(plan: &Plan, out: &Path, options: &SweepOptions) -> Result<Sched
     fs::write(&staging, json).map_err(io(&staging))?;
     fs::rename(&staging, &plan_path).map_err(io(&plan_path))?;
     Ok(Schedule { share, todo, jobs, lowered })
+}
+
+/// Runs at once, lowered from `jobs` if the largest `jobs` of `peaks` (sorted descending) could be
+/// running together and do not fit in `available` bytes: the most that do (at least 1); `None`
+/// when `jobs` fit.
+pub fn fit_jobs(peaks: &[u64], available: u64, jobs: usize) -> Option<usize> {
+    let mut sum = 0u64;
+    let fit = peaks.iter().take_while(|p| {
+        sum = sum.saturating_add(**p);
+        sum <= available
+    });
+    let fit = fit.count().max(1);
+    (fit < jobs).then_some(fit)
 }
 
 /// Makes the scheduled runs, `schedule.jobs` at a time, calling `finish` on each run folder once

@@ -105,3 +105,13 @@ fn every_shipped_sweep_plans() {
     }
     assert!(n >= 2, "found {n} sweep files");
 }
+
+#[test]
+fn jobs_are_lowered_to_what_fits_in_memory() {
+    use super::run::fit_jobs;
+    let gib = 1u64 << 30;
+    assert_eq!(fit_jobs(&[3 * gib, 3 * gib, 2 * gib, gib], 7 * gib, 4), Some(2));
+    assert_eq!(fit_jobs(&[3 * gib, 3 * gib, 2 * gib, gib], 8 * gib, 4), Some(3));
+    assert_eq!(fit_jobs(&[gib; 4], 8 * gib, 4), None);
+    assert_eq!(fit_jobs(&[9 * gib], 8 * gib, 2), Some(1), "at least one, --force decides the rest");
+}
