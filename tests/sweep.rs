@@ -73,7 +73,12 @@ fn grid_runs_are_shoal_runs_and_tables_do_not_depend_on_jobs() {
     let cases = text(&read(&two.join("cases.csv")));
     assert!(cases.lines().next().unwrap().ends_with("metric,n,mean,sd,ci95_low,ci95_high,median,min,max"));
     assert!(cases.lines().any(|l| l.contains(",host_images.p99,3,")), "{cases}");
-    for f in ["sweep.md", "sweep.html", "sweep-host_images-p99-vs-protocol-policy.png"] {
+    for f in [
+        "sweep.md",
+        "sweep.html",
+        "sweep-host_images-p99-vs-protocol-policy.png",
+        "sweep-host-completion-cdf.png",
+    ] {
         assert!(two.join(f).exists(), "{f}");
     }
 

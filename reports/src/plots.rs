@@ -98,6 +98,14 @@ pub enum Chart {
         /// One per combination of the other axes.
         series: Vec<IntervalSeries>,
     },
+    /// Per-case CDFs of per-host image completion pooled over seeds, each with the band between the
+    /// lowest and the highest of its seeds' CDFs.
+    CdfBands {
+        /// The figure's caption.
+        title: String,
+        /// One per case.
+        bands: Vec<CdfBand>,
+    },
     /// Rack uplink utilisation over time: the least, median and most loaded rack per interval.
     Racks {
         /// The figure's caption.
@@ -113,6 +121,21 @@ pub enum Chart {
         /// Racks in the topology, for the axis label.
         racks: usize,
     },
+}
+
+/// One case of [`Chart::CdfBands`], evaluated on a common grid of times.
+#[derive(Clone, Debug)]
+pub struct CdfBand {
+    /// The legend entry.
+    pub label: String,
+    /// The grid, seconds, ascending.
+    pub x: Vec<f64>,
+    /// Hosts complete by each time over all seeds' hosts, 0–1.
+    pub pooled: Vec<f64>,
+    /// The lowest seed's share at each time.
+    pub lo: Vec<f64>,
+    /// The highest seed's share at each time.
+    pub hi: Vec<f64>,
 }
 
 /// One series of [`Chart::Intervals`].
@@ -155,6 +178,7 @@ impl Chart {
                 timeseries(root, title, time_s, throughput, origin_egress, active)
             }
             Chart::Bars { title, bars: b } => bars(root, title, b),
+            Chart::CdfBands { title, bands } => cdf_bands(root, title, bands),
             Chart::Intervals { title, x_desc, y_desc, categories, series } => {
                 intervals(root, title, x_desc, y_desc, categories, series)
             }
@@ -537,4 +561,42 @@ fn intervals<DB: DrawingBackend>(
         legend_box(&mut chart, SeriesLabelPosition::UpperRight)?;
     }
     Ok(())
+}
+
+fn cdf_bands<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    bands: &[CdfBand],
+) -> DrawResult<DB> {
+    let x_end = headroom(bands.iter().filter_map(|b| b.x.last().copied()).fold(0.0, f64::max));
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, caption())
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_end, 0.0..1.02)?;
+    chart
+        .configure_mesh()
+        .x_desc("image completion per host (s)")
+        .x_label_formatter(&tick)
+        .y_desc("hosts complete (all seeds pooled)")
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    for (i, b) in bands.iter().enumerate() {
+        let col = color(i);
+        let mut outline: Vec<(f64, f64)> = b.x.iter().copied().zip(b.hi.iter().copied()).collect();
+        outline.extend(b.x.iter().copied().zip(b.lo.iter().copied()).rev());
+        chart.draw_series(std::iter::once(Polygon::new(outline, col.mix(0.18).filled())))?;
+        chart
+            .draw_series(LineSeries::new(
+                b.x.iter().copied().zip(b.pooled.iter().copied()),
+                col.stroke_width(2),
+            ))?
+            .label(b.label.clone())
+            .legend(line_legend(col));
+    }
+    legend_box(&mut chart, SeriesLabelPosition::LowerRight)
 }

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::plots::{Chart, IntervalSeries};
+use crate::plots::{CdfBand, Chart, IntervalSeries};
 use crate::report::{Table, escape, html_page, html_table, inline_svg, markdown_table};
+use crate::schema::{Download, read_csv};
 use crate::stats::{Describe, describe};
 use crate::{Error, write};
 
@@ -227,6 +228,7 @@ pub fn render_sweep(out: &Path, input: &SweepInput) -> Result<SweepRendered, Err
             ));
         }
     }
+    figures.push(("sweep-host-completion-cdf".to_string(), cdf_chart(input, &rows)?));
     let mut svgs = Vec::new();
     for (stem, chart) in &figures {
         svgs.push(chart.render(&out.join(format!("{stem}.png")))?);
@@ -251,7 +253,9 @@ pub fn render_sweep(out: &Path, input: &SweepInput) -> Result<SweepRendered, Err
     md += "## Figures\n\n";
     html += "<h2>Figures</h2>\n";
     for ((stem, chart), svg) in figures.iter().zip(&svgs) {
-        let Chart::Intervals { title, .. } = chart else { unreachable!("sweep figures are intervals") };
+        let (Chart::Intervals { title, .. } | Chart::CdfBands { title, .. }) = chart else {
+            unreachable!("sweep figures are intervals and CDF bands")
+        };
         let _ = writeln!(md, "### {title}\n\n![{title}]({stem}.png)\n");
         let _ = write!(html, "<figure>\n<h3>{}</h3>\n{}\n</figure>\n", escape(title), inline_svg(svg));
     }
@@ -392,4 +396,53 @@ fn summary_tables(input: &SweepInput, per_case: &[PerCase]) -> Vec<Table> {
             t
         })
         .collect()
+}
+
+/// Points on the time grid of the pooled CDFs.
+const GRID: usize = 240;
+
+/// Per case, the CDF of per-host image completion pooled over the seeds that wrote outputs, and
+/// the band between their lowest and highest CDFs.
+fn cdf_chart(input: &SweepInput, rows: &[Row]) -> Result<Chart, Error> {
+    // (case, sorted complete times, hosts) per run with outputs.
+    let mut runs: Vec<(usize, Vec<f64>, usize)> = Vec::new();
+    for (run, row) in input.runs.iter().zip(rows) {
+        if matches!(row.status, "error" | "missing") {
+            continue;
+        }
+        let downloads: Vec<Download> = read_csv(&run.dir.join("downloads.csv"))?;
+        let hosts = crate::stats::host_completion(&downloads);
+        runs.push((run.case, crate::stats::sorted_complete(hosts.values().copied()), hosts.len()));
+    }
+    let longest = runs.iter().filter_map(|r| r.1.last().copied()).fold(0.0, f64::max);
+    let x: Vec<f64> = (0..=GRID).map(|i| longest * i as f64 / GRID as f64).collect();
+    let share = |sorted: &[f64], t: f64| sorted.partition_point(|v| *v <= t);
+    let bands = input
+        .cases
+        .iter()
+        .enumerate()
+        .filter_map(|(c, (label, _))| {
+            let mine: Vec<&(usize, Vec<f64>, usize)> = runs.iter().filter(|r| r.0 == c).collect();
+            let total: usize = mine.iter().map(|r| r.2).sum();
+            if mine.is_empty() || total == 0 {
+                return None;
+            }
+            let mut band = CdfBand {
+                label: format!("{label} ({} seeds)", mine.len()),
+                x: x.clone(),
+                pooled: Vec::with_capacity(x.len()),
+                lo: Vec::with_capacity(x.len()),
+                hi: Vec::with_capacity(x.len()),
+            };
+            for &t in &x {
+                let per: Vec<f64> = mine.iter().map(|r| share(&r.1, t) as f64 / r.2.max(1) as f64).collect();
+                let done: usize = mine.iter().map(|r| share(&r.1, t)).sum();
+                band.pooled.push(done as f64 / total as f64);
+                band.lo.push(per.iter().copied().fold(f64::INFINITY, f64::min));
+                band.hi.push(per.iter().copied().fold(0.0, f64::max));
+            }
+            Some(band)
+        })
+        .collect();
+    Ok(Chart::CdfBands { title: "Per-host image completion by case, pooled over seeds".into(), bands })
 }
