@@ -611,3 +611,22 @@ fn bad_run_folders_and_gate_files_are_named_not_panicked_on() {
     assert!(err.contains("baselines/") && err.contains(".json") && !err.contains("panicked"), "{err}");
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// #14: a time-series interval of 0, or one that could write tens of millions of rows, is refused.
+#[test]
+fn time_series_intervals_are_checked() {
+    let out = shoal(&["run", "scenarios/smoke-40.toml", "--interval-ms", "0", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("at least 1 ms"), "{}", text(&out.stderr));
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--set",
+        "limits.max_sim_time_s=31536000",
+        "--interval-ms",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rows of timeseries.csv"), "{}", text(&out.stderr));
+}
