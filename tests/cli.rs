@@ -541,3 +541,92 @@ fn ctrl_c_writes_the_interrupted_run_and_says_so() {
     assert!(rows.lines().skip(1).any(|l| l.contains(",unfinished,")), "unfinished rows are marked");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// #14: run folders and gate files that are not what they should be are refused with the file and
+/// what is wrong (exit 2), never a panic: an empty folder, a missing one, a folder whose run never
+/// finished writing, a truncated CSV, a summary.json of another tool, a truncated baseline.
+#[test]
+fn bad_run_folders_and_gate_files_are_named_not_panicked_on() {
+    let root = std::env::temp_dir().join(format!("shoal-cli-badin-{}", std::process::id()));
+    let good = root.join("good");
+    let out =
+        shoal(&["run", "scenarios/smoke-40.toml", "--no-report", "--quiet", "--out", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let copy = |name: &str| {
+        let d = root.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["downloads.csv", "timeseries.csv", "summary.json", "perf.json"] {
+            std::fs::copy(good.join(f), d.join(f)).unwrap();
+        }
+        d
+    };
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let half = copy("half");
+    std::fs::remove_file(half.join("summary.json")).unwrap();
+    let trunc = copy("trunc");
+    let csv = std::fs::read_to_string(trunc.join("downloads.csv")).unwrap();
+    std::fs::write(trunc.join("downloads.csv"), &csv[..csv.len() / 2]).unwrap();
+    let foreign = copy("foreign");
+    std::fs::write(foreign.join("summary.json"), "{\"tool\": \"other\", \"version\": 3}\n").unwrap();
+    let cases = [
+        (empty.clone(), "not a run folder: no summary.json"),
+        (root.join("missing"), "no such folder"),
+        (half.clone(), "outputs are incomplete"),
+        (trunc.clone(), "downloads.csv:"),
+        (foreign.clone(), "not the summary.json of a run of this shoal version"),
+    ];
+    for (dir, want) in &cases {
+        let d = dir.to_str().unwrap();
+        let merged = root.join("merged");
+        for args in [
+            vec!["report", d],
+            vec!["compare", d, good.to_str().unwrap(), "--out", root.join("cmp").to_str().unwrap()],
+            vec!["merge", d, "--out", merged.to_str().unwrap()],
+        ] {
+            let out = shoal(&args);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+            if args[0] != "merge" || !matches!(*want, "downloads.csv:") {
+                assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+            }
+        }
+    }
+    // A truncated baseline names its file.
+    let gate = root.join("gate");
+    std::fs::create_dir_all(gate.join("baselines")).unwrap();
+    let config = std::fs::read_to_string("bench/gate.toml")
+        .unwrap()
+        .replace("../scenarios/", &format!("{}/scenarios/", env!("CARGO_MANIFEST_DIR")));
+    std::fs::write(gate.join("gate.toml"), config).unwrap();
+    for f in std::fs::read_dir("bench/baselines").unwrap() {
+        let f = f.unwrap().path();
+        let text = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(gate.join("baselines").join(f.file_name().unwrap()), &text[..text.len() / 3]).unwrap();
+    }
+    let out = shoal(&["gate", "--config", gate.join("gate.toml").to_str().unwrap(), "--no-speed"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("baselines/") && err.contains(".json") && !err.contains("panicked"), "{err}");
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+/// #14: a time-series interval of 0, or one that could write tens of millions of rows, is refused.
+#[test]
+fn time_series_intervals_are_checked() {
+    let out = shoal(&["run", "scenarios/smoke-40.toml", "--interval-ms", "0", "--quiet"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("at least 1 ms"), "{}", text(&out.stderr));
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--set",
+        "limits.max_sim_time_s=31536000",
+        "--interval-ms",
+        "1",
+        "--quiet",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rows of timeseries.csv"), "{}", text(&out.stderr));
+}

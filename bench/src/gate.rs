@@ -13,6 +13,15 @@
 //!   tolerance, only against a baseline blessed with the same build profile, and never fails the
 //!   gate — a `slower` row is a prompt to look, with `cargo bench -p shoal-bench`.
 //!
+//! - **Seeds.** A scenario may give `seeds = N`: it then runs on seeds 1..=N (shifted by
+//!   [`GateOptions::seed_offset`]), its baseline keeps every seed's values, and a metric is a
+//!   regression only when its mean moved beyond its tolerance in the worse direction *and* the
+//!   change is significant given the spread over seeds: a two-sided t-test — paired on the seeds when
+//!   both sides ran the same seeds (common random numbers: seed-to-seed spread cancels), Welch's
+//!   otherwise — at p < 0.05 / m, Bonferroni over the scenario's m metrics, so a scenario raises a
+//!   false alarm at most 5 % of the time. Beyond tolerance but not significant is `within seed
+//!   noise`. The verdict is deterministic: the same build gives the same runs.
+//!
 //! The configuration (`bench/gate.toml`) lists the scenarios; each has a baseline
 //! `<baselines>/<name>.json` written by [`run`] with `bless`.
 
@@ -84,7 +93,13 @@ struct RawScenario {
     set: Vec<String>,
     #[serde(default)]
     tolerance: BTreeMap<String, f64>,
+    seeds: Option<u64>,
 }
+
+/// Most seeds a gate scenario may run.
+pub const MAX_SEEDS: u64 = 100;
+/// The family-wise false-alarm rate of a seeded scenario's verdicts.
+pub const ALPHA: f64 = 0.05;
 
 /// One pinned scenario.
 #[derive(Clone, Debug)]
@@ -95,6 +110,8 @@ pub struct GateScenario {
     pub sets: Vec<String>,
     /// Per-metric tolerances for this scenario only (same keys as [`GateConfig::tolerances`]).
     pub tolerances: BTreeMap<String, f64>,
+    /// Seeds it runs on (1: the scenario's own seed, unless [`GateOptions::seed_offset`]).
+    pub seeds: u64,
 }
 
 /// `bench/gate.toml`.
@@ -145,6 +162,11 @@ impl GateConfig {
             if !names.insert(s.name.clone()) {
                 return Err(bad(format!("scenario `{}` listed twice", s.name)));
             }
+            if let Some(n) = s.seeds
+                && !(1..=MAX_SEEDS).contains(&n)
+            {
+                return Err(bad(format!("scenario `{}` seeds: must be 1 to {MAX_SEEDS}, not {n}", s.name)));
+            }
         }
         let speed_tolerance = raw.speed.tolerance.unwrap_or(DEFAULT_SPEED_TOLERANCE);
         if !(speed_tolerance.is_finite() && speed_tolerance >= 0.0) {
@@ -159,7 +181,13 @@ impl GateConfig {
             scenarios: raw
                 .scenario
                 .into_iter()
-                .map(|s| GateScenario { name: s.name, path: s.path, sets: s.set, tolerances: s.tolerance })
+                .map(|s| GateScenario {
+                    name: s.name,
+                    path: s.path,
+                    sets: s.set,
+                    tolerances: s.tolerance,
+                    seeds: s.seeds.unwrap_or(1),
+                })
                 .collect(),
         })
     }
@@ -238,7 +266,14 @@ pub struct Baseline {
     pub path: String,
     pub set: Vec<String>,
     pub seed: u64,
+    /// Each metric; with several seeds, its mean over them (`None` if any run left it unfinished).
     pub metrics: BTreeMap<String, Option<f64>>,
+    /// The seeds of a seeded scenario, in order (absent for one seed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub seeds: Vec<u64>,
+    /// Every seed's value of each metric, in `seeds` order (absent for one seed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_seed: BTreeMap<String, Vec<Option<f64>>>,
     /// Advisory; not deterministic.
     pub speed: Option<SpeedSample>,
 }
@@ -267,6 +302,9 @@ pub enum Verdict {
     Faster,
     /// Speed, within tolerance, or not comparable (another build profile).
     Advisory,
+    /// A seeded metric whose mean moved beyond its tolerance, but not significantly given the
+    /// spread over seeds: not a regression.
+    WithinNoise,
 }
 
 impl Verdict {
@@ -278,6 +316,7 @@ impl Verdict {
             Verdict::Slower => "slower (advisory)",
             Verdict::Faster => "faster (advisory)",
             Verdict::Advisory => "advisory",
+            Verdict::WithinNoise => "within seed noise",
         }
     }
 }
@@ -293,6 +332,9 @@ pub struct Row {
     pub change: f64,
     pub tolerance: f64,
     pub verdict: Verdict,
+    /// For a seeded metric: the t-test's two-sided p-value (paired or Welch's) and the threshold
+    /// it was held to (0.05 over the scenario's number of metrics).
+    pub p_value: Option<(f64, f64)>,
 }
 
 /// The relative change from `baseline` to `now`, `None` counting as +∞ (never finished).
@@ -328,7 +370,55 @@ pub fn compare(
     } else {
         Verdict::Ok
     };
-    Row { scenario: scenario.into(), metric: metric.into(), baseline, now, change, tolerance, verdict }
+    Row {
+        scenario: scenario.into(),
+        metric: metric.into(),
+        baseline,
+        now,
+        change,
+        tolerance,
+        verdict,
+        p_value: None,
+    }
+}
+
+/// The mean of per-seed values, `None` if any is `None` (a run left it unfinished).
+pub fn seed_mean(values: &[Option<f64>]) -> Option<f64> {
+    let v: Option<Vec<f64>> = values.iter().copied().collect();
+    v.filter(|v| !v.is_empty()).map(|v| crate::stats::mean_sd(&v).0)
+}
+
+/// Compares one seeded metric: its means as [`compare`] does, then — if the mean moved beyond the
+/// tolerance — a t-test at `threshold` decides between a change and seed noise. `paired` when
+/// both sides ran the same seeds, in the same order.
+#[allow(clippy::too_many_arguments)]
+pub fn compare_seeds(
+    scenario: &str,
+    metric: &str,
+    baseline: &[Option<f64>],
+    now: &[Option<f64>],
+    tolerance: f64,
+    direction: Direction,
+    paired: bool,
+    threshold: f64,
+) -> Row {
+    let mut row = compare(scenario, metric, seed_mean(baseline), seed_mean(now), tolerance, direction);
+    let all = |v: &[Option<f64>]| v.iter().copied().collect::<Option<Vec<f64>>>();
+    if let (Some(b), Some(n)) = (all(baseline), all(now))
+        && b.len() >= 2
+        && n.len() >= 2
+    {
+        let p = if paired && b.len() == n.len() {
+            crate::stats::paired(&b, &n).2
+        } else {
+            crate::stats::welch(&b, &n).2
+        };
+        row.p_value = Some((p, threshold));
+        if matches!(row.verdict, Verdict::Regression | Verdict::Improved) && p >= threshold {
+            row.verdict = Verdict::WithinNoise;
+        }
+    }
+    row
 }
 
 /// Compares every metric of a baseline and a run (the union of their names; a metric missing on
@@ -372,6 +462,9 @@ pub struct GateOptions {
     pub extra_sets: Vec<String>,
     /// Measure (and compare) the advisory speed ratio.
     pub speed: bool,
+    /// Seeded scenarios run on seeds offset+1 ..= offset+N instead of 1 ..= N (and a scenario of
+    /// one seed on seed offset+1): to check that other seeds are not flagged.
+    pub seed_offset: u64,
 }
 
 /// What a gate run found.
@@ -410,13 +503,15 @@ impl GateReport {
         }
         let improved = self.rows.iter().filter(|r| r.verdict == Verdict::Improved).count();
         let ok = self.rows.iter().filter(|r| r.verdict == Verdict::Ok).count();
+        let noise = self.rows.iter().filter(|r| r.verdict == Verdict::WithinNoise).count();
         let _ = writeln!(
             out,
-            "**{}**: {} regression(s), {} improvement(s), {} within tolerance; {} metrics of {} scenario(s).\n",
+            "**{}**: {} regression(s), {} improvement(s), {} within tolerance, {} within seed noise; {} metrics of {} scenario(s).\n",
             if self.passed() { "PASS" } else { "FAIL" },
             self.regressions(),
             improved,
             ok,
+            noise,
             self.rows.len(),
             self.scenarios
         );
@@ -471,12 +566,14 @@ fn fmt_change(c: f64) -> String {
 }
 
 fn table(out: &mut String, rows: &[Row]) {
-    let _ = writeln!(out, "| scenario | metric | baseline | now | change | tolerance | verdict |");
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---|");
+    let _ =
+        writeln!(out, "| scenario | metric | baseline | now | change | tolerance | p (seeds) | verdict |");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---|");
     for r in rows {
+        let p = r.p_value.map_or("".to_string(), |(p, t)| format!("{p:.2e} (< {t:.1e}?)"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | ±{} % | {} |",
+            "| {} | {} | {} | {} | {} | ±{} % | {p} | {} |",
             r.scenario,
             r.metric,
             fmt_value(&r.metric, r.baseline),
@@ -561,11 +658,46 @@ pub fn run(
         let baseline = if options.bless { None } else { Some(load_baseline(&baseline_path, gs)?) };
         let mut sets = gs.sets.clone();
         sets.extend(options.extra_sets.iter().cloned());
-        let scenario = Scenario::load_with_sets(config.dir.join(&gs.path), &sets)
-            .map_err(|error| GateError::Scenario { name: gs.name.clone(), error })?;
-        progress(&format!("gate: running {} ({})", gs.name, describe(gs, &options.extra_sets)));
-        let (summary, events, wall) = run_once(&scenario, &gs.name)?;
-        let now = metrics(&summary);
+        // One seed: the scenario's own (or offset + 1); several: offset + 1 ..= offset + N.
+        let seeds: Vec<Option<u64>> = if gs.seeds == 1 && options.seed_offset == 0 {
+            vec![None]
+        } else {
+            (1..=gs.seeds).map(|k| Some(options.seed_offset + k)).collect()
+        };
+        progress(&format!(
+            "gate: running {} ({}){}",
+            gs.name,
+            describe(gs, &options.extra_sets),
+            if gs.seeds > 1 { format!(" on {} seeds", gs.seeds) } else { String::new() }
+        ));
+        let mut runs = Vec::new();
+        let mut scenario = None;
+        for seed in &seeds {
+            let mut sets = sets.clone();
+            if let Some(seed) = seed {
+                sets.push(format!("seed={seed}"));
+            }
+            let s = Scenario::load_with_sets(config.dir.join(&gs.path), &sets)
+                .map_err(|error| GateError::Scenario { name: gs.name.clone(), error })?;
+            let (summary, events, wall) = run_once(&s, &gs.name)?;
+            runs.push((summary.seed, metrics(&summary), events, wall));
+            scenario.get_or_insert(s);
+        }
+        let scenario = scenario.expect("at least one seed");
+        let (_, _, events, wall) = runs[0];
+        let seed = runs[0].0;
+        let run_seeds: Vec<u64> = runs.iter().map(|r| r.0).collect();
+        let names: std::collections::BTreeSet<String> =
+            runs.iter().flat_map(|r| r.1.keys().cloned()).collect();
+        let per_seed: BTreeMap<String, Vec<Option<f64>>> = names
+            .into_iter()
+            .map(|m| {
+                let v = runs.iter().map(|r| r.1.get(&m).copied().unwrap_or(Some(0.0))).collect();
+                (m, v)
+            })
+            .collect();
+        let now: BTreeMap<String, Option<f64>> =
+            per_seed.iter().map(|(m, v)| (m.clone(), seed_mean(v))).collect();
         let speed = if options.speed {
             // The reference loop right before and right after the speed runs, so both see the same
             // machine load; the best of each side counts (noise only ever slows a run down).
@@ -595,8 +727,10 @@ pub fn run(
                     scenario: gs.name.clone(),
                     path: gs.path.clone(),
                     set: gs.sets.clone(),
-                    seed: summary.seed,
+                    seed,
                     metrics: now,
+                    seeds: if gs.seeds > 1 { run_seeds } else { Vec::new() },
+                    per_seed: if gs.seeds > 1 { per_seed } else { BTreeMap::new() },
                     speed,
                 };
                 let mut text = serde_json::to_string_pretty(&b).expect("baselines serialise");
@@ -606,6 +740,31 @@ pub fn run(
                 std::fs::write(&baseline_path, text)
                     .map_err(|error| GateError::Write { path: baseline_path.clone(), error })?;
                 report.blessed.push(baseline_path);
+            }
+            Some(b) if gs.seeds > 1 => {
+                let names: std::collections::BTreeSet<&String> =
+                    b.per_seed.keys().chain(per_seed.keys()).collect();
+                let threshold = ALPHA / names.len().max(1) as f64;
+                let paired = b.seeds == run_seeds;
+                for m in names {
+                    let zeros = vec![Some(0.0); gs.seeds as usize];
+                    let base = b.per_seed.get(m).unwrap_or(&zeros);
+                    let now = per_seed.get(m).unwrap_or(&zeros);
+                    let tolerance = config.tolerance(gs, m);
+                    report.rows.push(compare_seeds(
+                        &gs.name,
+                        m,
+                        base,
+                        now,
+                        tolerance,
+                        direction(m),
+                        paired,
+                        threshold,
+                    ));
+                }
+                if let Some(now) = speed {
+                    report.speed.push(speed_row(&gs.name, b.speed.as_ref(), &now, config.speed_tolerance));
+                }
             }
             Some(b) => {
                 report.rows.extend(compare_all(config, gs, &b.metrics, &now));
@@ -670,6 +829,14 @@ fn load_baseline(path: &Path, gs: &GateScenario) -> Result<Baseline, GateError> 
     };
     let bad = |message: String| GateError::BadBaseline { path: path.into(), message };
     let b: Baseline = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let seeded = if gs.seeds > 1 { gs.seeds as usize } else { 0 };
+    if b.seeds.len() != seeded || b.per_seed.values().any(|v| v.len() != seeded) {
+        return Err(bad(format!(
+            "blessed with {} seed(s), but the gate config now asks for {}; re-bless with `shoal gate --bless`",
+            b.seeds.len().max(1),
+            gs.seeds
+        )));
+    }
     if b.path != gs.path || b.set != gs.sets {
         return Err(bad(format!(
             "blessed for `{}` with --set {:?}, but the gate config now says `{}` with --set {:?}; \
@@ -729,6 +896,8 @@ mod tests {
             ("[[scenario]]\nname='a'\npath='p'\n[[scenario]]\nname='a'\npath='q'", "listed twice"),
             ("[[scenario]]\nname='a/b'\npath='p'", "scenario name"),
             ("[[scenario]]\nname='a'\npath='p'\nsets=[]", "unknown field"),
+            ("[[scenario]]\nname='a'\npath='p'\nseeds=0", "seeds: must be 1 to 100, not 0"),
+            ("[[scenario]]\nname='a'\npath='p'\nseeds=-2", "seeds"),
         ] {
             let err = GateConfig::parse(text, Path::new("g.toml")).expect_err(text).to_string();
             assert!(err.contains(want) && err.starts_with("g.toml"), "{text:?}: {err}");
@@ -796,7 +965,9 @@ mod tests {
         let md = report.markdown();
         assert!(md.contains("**FAIL**: 2 regression(s), 1 improvement(s), 1 within tolerance"), "{md}");
         assert!(
-            md.contains("| a | host_images.p99 | 10.000 s | 11.000 s | +10.00 % | ±0 % | **regression** |"),
+            md.contains(
+                "| a | host_images.p99 | 10.000 s | 11.000 s | +10.00 % | ±0 % |  | **regression** |"
+            ),
             "{md}"
         );
         assert!(md.contains("| a | messages.cancel_piece.count | 0 | 1 | +∞ |"), "{md}");
@@ -823,6 +994,47 @@ mod tests {
         };
         assert!(report.passed());
         assert!(reference_loop(10_000, 1) > 0.0);
+    }
+
+    #[test]
+    fn seeded_changes_count_only_when_significant() {
+        let v = |x: &[f64]| x.iter().map(|&x| Some(x)).collect::<Vec<_>>();
+        let base = v(&[10.0, 11.0, 12.0, 13.0, 14.0]);
+        // +10 % on every seed, same seeds: the paired test sees a consistent change.
+        let worse = v(&[11.0, 12.1, 13.2, 14.3, 15.4]);
+        let r =
+            compare_seeds("s", "host_images.p50", &base, &worse, 0.01, Direction::LowerIsBetter, true, 0.01);
+        assert_eq!(r.verdict, Verdict::Regression, "{r:?}");
+        // The same means from other seeds, unpaired, with this spread: not significant.
+        let shuffled = v(&[15.4, 11.0, 14.3, 12.1, 13.2]);
+        let r = compare_seeds(
+            "s",
+            "host_images.p50",
+            &base,
+            &shuffled,
+            0.01,
+            Direction::LowerIsBetter,
+            false,
+            0.01,
+        );
+        assert_eq!(r.verdict, Verdict::WithinNoise, "{r:?}");
+        // Within tolerance stays ok whatever p; an unfinished seed is an infinite change.
+        let r =
+            compare_seeds("s", "host_images.p50", &base, &base, 0.01, Direction::LowerIsBetter, true, 0.01);
+        assert_eq!((r.verdict, r.p_value), (Verdict::Ok, Some((1.0, 0.01))));
+        let mut unfinished = base.clone();
+        unfinished[2] = None;
+        let r = compare_seeds(
+            "s",
+            "host_images.p50",
+            &base,
+            &unfinished,
+            0.01,
+            Direction::LowerIsBetter,
+            true,
+            0.01,
+        );
+        assert_eq!((r.verdict, r.now), (Verdict::Regression, None));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod gate;
 pub mod measure;
 pub mod scenarios;
+pub mod stats;
 
 /// The criterion version the scenario benchmarks are built on, for crates that write their own.
 pub use criterion;

@@ -18,7 +18,7 @@ fn config() -> GateConfig {
 #[test]
 fn unperturbed_runs_pass_the_committed_baselines_exactly() {
     let report = gate::run(&config(), &GateOptions::default(), &mut |_| {}).expect("gate runs");
-    assert_eq!(report.scenarios, 2);
+    assert_eq!(report.scenarios, 3);
     assert!(report.passed(), "{}", report.markdown());
     // Deterministic: not merely within tolerance, identical.
     for r in &report.rows {
@@ -43,9 +43,40 @@ fn halving_the_connection_limit_makes_p99_worse_and_fails_the_gate() {
     assert_eq!(p99.verdict, Verdict::Regression, "{p99:?}");
     assert!(p99.now > p99.baseline);
     // The biggest change heads the table.
-    assert_eq!(report.rows[0].verdict, Verdict::Regression);
+    assert!(report.rows.windows(2).all(|w| w[0].change.abs() >= w[1].change.abs()));
     let md = report.markdown();
     assert!(md.contains("**FAIL**") && md.contains("| kraken-200 | host_images.p99 |"), "{md}");
+}
+
+/// #15: with seeds, a pipeline limit of 1 at 10 ms latency (each piece then waits a round trip) is
+/// a significant regression of p50 — where one seed could not tell it from a reshuffled tail.
+#[test]
+fn with_seeds_a_pipeline_limit_of_one_is_caught_at_wan_latency() {
+    let options = GateOptions {
+        only: vec!["kraken-200-wan".into()],
+        extra_sets: vec!["protocol.agent.dispatch.pipeline_limit=1".into()],
+        ..GateOptions::default()
+    };
+    let report = gate::run(&config(), &options, &mut |_| {}).expect("gate runs");
+    assert!(!report.passed(), "{}", report.markdown());
+    let p50 = report.rows.iter().find(|r| r.metric == "host_images.p50").expect("p50 row");
+    assert_eq!(p50.verdict, Verdict::Regression, "{p50:?}");
+    let (p, threshold) = p50.p_value.expect("seeded rows carry a p-value");
+    assert!(p < threshold && threshold < 0.05, "{p50:?}");
+}
+
+/// #15: a run on other seeds (1..=10 shifted by 10) is not flagged: every change beyond tolerance is
+/// within seed noise (Welch's test, Bonferroni over each scenario's metrics).
+#[test]
+fn other_seeds_are_not_flagged() {
+    let options = GateOptions { seed_offset: 10, ..GateOptions::default() };
+    let report = gate::run(&config(), &options, &mut |_| {}).expect("gate runs");
+    assert!(report.passed(), "{}", report.markdown());
+    assert!(
+        report.rows.iter().any(|r| r.verdict == Verdict::WithinNoise),
+        "some mean moved beyond its tolerance and was judged noise: {}",
+        report.markdown()
+    );
 }
 
 #[test]
@@ -71,5 +102,16 @@ fn bless_writes_baselines_that_the_next_run_passes_and_stale_ones_are_refused() 
     let c = write("\"seed=2\"");
     let err = gate::run(&c, &GateOptions::default(), &mut |_| {}).expect_err("stale baseline");
     assert!(err.to_string().contains("re-bless"), "{err}");
+    // Blessed on one seed, now asked for three: refused too.
+    let c = write("");
+    let text = std::fs::read_to_string(dir.join("gate.toml")).unwrap() + "seeds = 3\n";
+    std::fs::write(dir.join("gate.toml"), text).unwrap();
+    let c3 = GateConfig::load(&dir.join("gate.toml")).unwrap();
+    let err = gate::run(&c3, &GateOptions::default(), &mut |_| {}).expect_err("seed count changed");
+    assert!(
+        err.to_string().contains("blessed with 1 seed(s)") && err.to_string().contains("re-bless"),
+        "{err}"
+    );
+    drop(c);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -54,12 +54,12 @@ pub struct Estimate {
 
 impl std::fmt::Display for Estimate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "estimated peak memory {}, about {:.1} M events",
-            human_bytes(self.peak_bytes),
-            self.events as f64 / 1e6
-        )
+        let events = if self.events >= 1_000_000 {
+            format!("{:.1} M", self.events as f64 / 1e6)
+        } else {
+            format!("{:.1} k", self.events as f64 / 1e3)
+        };
+        write!(f, "estimated peak memory {}, about {events} events", human_bytes(self.peak_bytes))
     }
 }
 

@@ -126,6 +126,18 @@ pub fn run(args: Args) -> Result<ExitCode> {
         sets.push(format!("seed={seed}"));
     }
     let s = Scenario::load_with_sets(&args.scenario, &sets)?;
+    if args.interval_ms == 0 {
+        anyhow::bail!("--interval-ms 0: the time-series interval must be at least 1 ms (default 100)");
+    }
+    let rows = s.max_sim_time.as_millis() / u128::from(args.interval_ms);
+    if rows > 10_000_000 && !args.force {
+        anyhow::bail!(
+            "--interval-ms {}: a run that lasts to limits.max_sim_time_s ({} s) would write {rows} rows of \
+             timeseries.csv; raise --interval-ms or lower limits.max_sim_time_s, or pass --force",
+            args.interval_ms,
+            s.max_sim_time.as_secs_f64()
+        );
+    }
     let estimate = sizing::estimate(&s, args.engine.sizing());
     if args.force {
         for e in &s.extremes {
@@ -181,7 +193,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let pb = bar.clone();
     let options = RunOptions {
-        interval: std::time::Duration::from_millis(args.interval_ms.max(1)),
+        interval: std::time::Duration::from_millis(args.interval_ms),
         solver,
         progress: Some(Box::new(move |t, done, _| {
             pb.set_position(done as u64);

@@ -51,7 +51,7 @@ struct Part {
 }
 
 fn load(dir: &Path) -> Result<Part, MergeError> {
-    let summary: Summary = read_json(&dir.join("summary.json"))?;
+    let summary: Summary = super::read::read_summary(&dir.join("summary.json"))?;
     let (headers, rows) = super::read::read_csv_records::<Download>(&dir.join("downloads.csv"))?;
     let series: Vec<Interval> = read_csv(&dir.join("timeseries.csv"))?;
     let perf = read_json(&dir.join("perf.json")).unwrap_or(serde_json::Value::Null);

@@ -100,6 +100,19 @@ pub fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ReadErr
     })
 }
 
+/// Reads a run's summary.json; a document that is not one says so (another tool's, another version's).
+pub fn read_summary(path: &Path) -> Result<super::Summary, ReadError> {
+    read_json(path).map_err(|e| match e {
+        ReadError::Parse { file, line, field, msg } => ReadError::Parse {
+            file,
+            line,
+            field,
+            msg: format!("not the summary.json of a run of this shoal version: {msg}"),
+        },
+        other => other,
+    })
+}
+
 /// Reads every row of a CSV file with a header line; a bad row is an error naming the file, the
 /// line and the column.
 pub fn read_csv<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>, ReadError> {
