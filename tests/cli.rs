@@ -630,3 +630,58 @@ fn time_series_intervals_are_checked() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("rows of timeseries.csv"), "{}", text(&out.stderr));
 }
+
+/// #15: `shoal compare` on a sweep folder compares its cases over seeds, with intervals.
+#[test]
+fn compare_on_a_sweep_shows_differences_with_intervals() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-cmp-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sweep = dir.join("s.toml");
+    let smoke = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/smoke-40.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            "scenario = {:?}\nseeds = 3\nsets = [\"topology.hosts=8\"]\n[[axis]]\nkey = \"protocol.agent.conn_state.max_open_conn\"\nvalues = [10, 2]\n",
+            smoke.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out_dir = dir.join("out");
+    let out = shoal(&[
+        "sweep",
+        sweep.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--quiet",
+        "--no-report",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cmp = dir.join("cmp");
+    let out = shoal(&["compare", out_dir.to_str().unwrap(), "--out", cmp.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains("reference: protocol.agent.conn_state.max_open_conn=10"), "{stdout}");
+    assert!(
+        stdout.contains("image p50 ") && stdout.contains("(95 % CI ") && stdout.contains("3 seeds, paired"),
+        "{stdout}"
+    );
+    assert!(std::fs::read_to_string(cmp.join("compare-cases.md")).unwrap().contains("| case | metric |"));
+    // Mixed folders, an unknown case: refused with the reason.
+    let run = dir.join("run");
+    assert!(
+        shoal(&["run", "scenarios/smoke-40.toml", "--quiet", "--no-report", "--out", run.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = shoal(&["compare", out_dir.to_str().unwrap(), run.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not both"), "{}", text(&out.stderr));
+    let out = shoal(&["compare", out_dir.to_str().unwrap(), "--case", "nope"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("the cases are: protocol.agent.conn_state.max_open_conn=10"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

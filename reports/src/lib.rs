@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod compare;
+pub mod compare_cases;
 pub mod plots;
 pub mod report;
 pub mod schema;
