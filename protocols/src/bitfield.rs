@@ -91,6 +91,22 @@ impl Bitfield {
         self.words.iter().zip(theirs).enumerate().flat_map(|(wi, (&a, &b))| word_ones(wi, a & !b))
     }
 
+    /// [`Bitfield::iter_missing_from`], from piece `start` on (skipping whole words before it).
+    pub fn iter_missing_from_at<'a>(
+        &'a self,
+        other: &'a Bitfield,
+        start: PieceIndex,
+    ) -> impl Iterator<Item = PieceIndex> + 'a {
+        let w0 = ((start / 64) as usize).min(self.words.len());
+        let theirs = other.words.get(w0..).unwrap_or(&[]).iter().chain(std::iter::repeat(&0));
+        self.words[w0..]
+            .iter()
+            .zip(theirs)
+            .enumerate()
+            .flat_map(move |(k, (&a, &b))| word_ones(w0 + k, a & !b))
+            .filter(move |&i| i >= start)
+    }
+
     /// Encoded size in bytes: 8 + 8·⌈N/64⌉.
     pub fn encoded_len(&self) -> usize {
         8 + 8 * self.words.len()
@@ -198,6 +214,21 @@ mod tests {
         let full = Bitfield::full(130);
         assert!(full.is_full());
         assert_eq!(full.iter_missing_from(&b).count(), 128);
+    }
+
+    #[test]
+    fn missing_from_at_is_missing_from_past_start() {
+        let (mut a, mut b) = (Bitfield::new(300), Bitfield::new(200));
+        for i in (0..300).filter(|i| i % 3 != 1) {
+            a.set(i);
+        }
+        for i in (0..200).filter(|i| i % 5 == 0) {
+            b.set(i);
+        }
+        for start in [0, 1, 63, 64, 65, 127, 128, 199, 200, 255, 299, 300, 1000] {
+            let want: Vec<_> = a.iter_missing_from(&b).filter(|&i| i >= start).collect();
+            assert_eq!(a.iter_missing_from_at(&b, start).collect::<Vec<_>>(), want, "start {start}");
+        }
     }
 
     #[test]

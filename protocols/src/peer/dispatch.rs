@@ -244,10 +244,14 @@ impl Dispatcher {
             return;
         }
         let mut in_flight = self.requests.live_total(now);
+        // Each round picks the lowest missing piece a parent has and nobody is asked for; every
+        // piece below it is then held or asked for, so the next round starts after it (without the
+        // cursor, 500 pieces in flight cost 500² bitfield scans per fill).
+        let mut start: PieceIndex = 0;
         while in_flight < limit {
             let mut best: Option<PieceIndex> = None;
             for p in &parents {
-                for i in self.peers[p].bitfield.iter_missing_from(&self.own) {
+                for i in self.peers[p].bitfield.iter_missing_from_at(&self.own, start) {
                     if best.is_some_and(|b| i >= b) {
                         break;
                     }
@@ -258,6 +262,7 @@ impl Dispatcher {
                 }
             }
             let Some(i) = best else { break };
+            start = i + 1;
             let holders: Vec<PeerId> =
                 parents.iter().filter(|p| self.peers[*p].bitfield.get(i)).copied().collect();
             let p = self.dragonfly.as_ref().expect("checked above").choose(rng, &holders);
