@@ -125,6 +125,17 @@ fn resume_keeps_complete_runs_and_redoes_a_half_written_one() {
     assert!(victim.join("summary.json").exists());
     assert_eq!(before, read(&o.join("runs/protocol.policy=kraken/1/perf.json")), "a complete run was redone");
     assert_eq!(csv, read(&o.join("sweep.csv")));
+    // A run made by another build is redone.
+    let foreign = o.join("runs/protocol.policy=kraken/2/perf.json");
+    let perf = String::from_utf8(read(&foreign)).unwrap();
+    let key = "\"build_id\": \"";
+    let id_at = perf.find(key).expect("perf.json names its build") + key.len();
+    let forged = format!("{}0000000000000000{}", &perf[..id_at], &perf[id_at + 16..]);
+    std::fs::write(&foreign, &forged).unwrap();
+    let out = sweep(&file, &o, &["--no-report", "--resume"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("1 to make, 5 already complete"), "{}", text(&out.stderr));
+    assert_ne!(String::from_utf8(read(&foreign)).unwrap(), forged, "the other build's run was redone");
     // Another sweep into the same folder is refused.
     let other = write_sweep(&dir, "seeds = 2\nsets = [\"topology.hosts=8\"]\n");
     let out = sweep(&other, &o, &["--resume"]);

@@ -121,6 +121,9 @@ pub struct Perf {
     pub build: &'static str,
     pub version: &'static str,
     pub cpus: usize,
+    /// Which build made the run: the first 16 hex digits of the SHA-256 of the running binary
+    /// (`shoal sweep --resume` redoes runs of another build).
+    pub build_id: &'static str,
 }
 
 /// What a finished run produced.
@@ -231,6 +234,7 @@ pub fn summarize(f: &RunFacts<'_>, engine: &str, wall_s: f64) -> RunReport {
         build: if cfg!(debug_assertions) { "debug" } else { "release" },
         version: env!("CARGO_PKG_VERSION"),
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        build_id: build_id(),
     };
     RunReport { summary, perf }
 }
@@ -402,6 +406,19 @@ fn write_timeseries(dir: &Path, m: &Metrics, end: Instant) -> io::Result<()> {
         ])?;
     }
     w.flush()
+}
+
+/// The first 16 hex digits of the SHA-256 of the running executable, computed once; `unknown`
+/// where it cannot be read.
+pub fn build_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use sha2::Digest as _;
+        std::env::current_exe()
+            .and_then(fs::read)
+            .map(|bytes| sha2::Sha256::digest(&bytes)[..8].iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_else(|_| "unknown".to_string())
+    })
 }
 
 /// The process's peak resident set size, from /proc (Linux); `None` elsewhere.

@@ -86,8 +86,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SweepError + '_ {
 }
 
 /// Whether `dir` holds the complete outputs of the run `replay` replays: a summary.json that
-/// parses, names the same replay command, and did not stop early (and the marker file, if any).
-/// `Err` names another run's replay command found there.
+/// parses, names the same replay command, and did not stop early, made by this build (perf.json's
+/// `build_id`), and the marker file, if any. `Err` names another run's replay command found there.
 pub fn is_complete(dir: &Path, replay: &str, marker: Option<&str>) -> Result<bool, String> {
     let Ok(text) = fs::read_to_string(dir.join("summary.json")) else { return Ok(false) };
     let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return Ok(false) };
@@ -97,7 +97,11 @@ pub fn is_complete(dir: &Path, replay: &str, marker: Option<&str>) -> Result<boo
         None => return Ok(false),
     }
     let interrupted = v.get("interrupted").and_then(|i| i.as_bool()).unwrap_or(false);
-    Ok(!interrupted && marker.is_none_or(|m| dir.join(m).exists()))
+    let same_build = fs::read_to_string(dir.join("perf.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|p| p.get("build_id").and_then(|b| b.as_str()) == Some(crate::output::build_id()));
+    Ok(!interrupted && same_build && marker.is_none_or(|m| dir.join(m).exists()))
 }
 
 /// Decides what to run: checks the folder, finds the runs of `options.shard` still to make and
