@@ -88,12 +88,18 @@ pub fn agent_addr(i: usize) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 1 + (n >> 16) as u8, (n >> 8) as u8, n as u8), 7000))
 }
 
+/// Origin `i` listens on 127.250.x.y:9000 with x.y = i + 1 (up to 65 535 origins; the scenario
+/// allows 10 000).
 pub fn origin_addr(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 250, (i >> 8) as u8, i as u8 + 1), 9000))
+    let n = i as u32 + 1;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 250, (n >> 8) as u8, n as u8), 9000))
 }
 
+/// Tracker `i` listens on 127.251.x.y:8000 with x.y = i + 1 (up to 65 535 trackers; the scenario
+/// allows 10 000).
 pub fn tracker_addr(i: usize) -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 251, (i >> 8) as u8, i as u8 + 1), 8000))
+    let n = i as u32 + 1;
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::new(127, 251, (n >> 8) as u8, n as u8), 8000))
 }
 
 /// Where every node listens. The discrete-event engine uses [`Addresses::simulated`]; the socket

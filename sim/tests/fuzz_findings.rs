@@ -7,6 +7,9 @@
 //!   client's piece fill rescanned every piece already asked for on each new request (500² scans of
 //!   the request table per fill). Fixed by a cursor in `Dispatcher::fill`; the same input now runs
 //!   107 073 events in 0.29 s where it took 4.9 s (`shoal run … --set limits.max_sim_time_s=0.05`).
+//! - `crash-256-trackers-address-overflow.toml` (2026-12-04): 320 trackers; tracker 255's simulated
+//!   address overflowed a `u8` (`i as u8 + 1`: a panic with overflow checks, 127.251.0.0 without).
+//!   Origins had the same bug from 256 on. Both now number from `i + 1` in 16 bits.
 
 use std::path::Path;
 
@@ -39,4 +42,18 @@ fn every_fuzz_finding_runs() {
         n += 1;
     }
     assert!(n >= 1, "no findings in {}", dir.display());
+}
+
+/// The simulated addresses of the 10 000 origins and trackers a scenario may have are distinct and
+/// follow `i + 1` (the fuzz finding above: index 255 wrapped).
+#[test]
+fn simulated_addresses_are_distinct_up_to_the_scenario_limits() {
+    use shoal_sim::build::{origin_addr, tracker_addr};
+    assert_eq!(tracker_addr(255).to_string(), "127.251.1.0:8000");
+    assert_eq!(origin_addr(255).to_string(), "127.250.1.0:9000");
+    assert_eq!(tracker_addr(0).to_string(), "127.251.0.1:8000", "unchanged below 255");
+    for addr in [origin_addr as fn(usize) -> std::net::SocketAddr, tracker_addr] {
+        let all: std::collections::BTreeSet<_> = (0..10_000).map(addr).collect();
+        assert_eq!(all.len(), 10_000);
+    }
 }
