@@ -236,6 +236,39 @@ fn tick(v: &f64) -> String {
 }
 
 /// A "nice" upper end for an axis starting at zero.
+/// The axes of a per-host completion CDF: seconds across to `x_end`, the share of hosts up to 1.
+fn completion_axes<'a, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    title: &str,
+    x_end: f64,
+    y_desc: &str,
+) -> Result<
+    ChartContext<
+        'a,
+        DB,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+    >,
+    DrawingAreaErrorKind<DB::ErrorType>,
+> {
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, caption())
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0.0..x_end, 0.0..1.02)?;
+    chart
+        .configure_mesh()
+        .x_desc("image completion per host (s)")
+        .x_label_formatter(&tick)
+        .y_desc(y_desc)
+        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
+        .axis_desc_style((FAMILY, 17))
+        .label_style((FAMILY, 14))
+        .light_line_style(RGBColor(240, 240, 240))
+        .draw()?;
+    Ok(chart)
+}
+
 fn headroom(max: f64) -> f64 {
     if max.is_finite() && max > 0.0 { max * 1.08 } else { 1.0 }
 }
@@ -334,22 +367,7 @@ fn cdf<DB: DrawingBackend>(
     let longest =
         cdfs.iter().filter_map(|c| c.sorted.last().copied()).fold(lower_bound_s.unwrap_or(0.0), f64::max);
     let x_end = headroom(longest);
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, caption())
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_end, 0.0..1.02)?;
-    chart
-        .configure_mesh()
-        .x_desc("image completion per host (s)")
-        .x_label_formatter(&tick)
-        .y_desc("hosts complete (% of all hosts)")
-        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
-        .axis_desc_style((FAMILY, 17))
-        .label_style((FAMILY, 14))
-        .light_line_style(RGBColor(240, 240, 240))
-        .draw()?;
+    let mut chart = completion_axes(root, title, x_end, "hosts complete (% of all hosts)")?;
     for (i, c) in cdfs.iter().enumerate() {
         let n = c.total.max(1) as f64;
         let mut points = Vec::with_capacity(2 * c.sorted.len() + 1);
@@ -569,22 +587,7 @@ fn cdf_bands<DB: DrawingBackend>(
     bands: &[CdfBand],
 ) -> DrawResult<DB> {
     let x_end = headroom(bands.iter().filter_map(|b| b.x.last().copied()).fold(0.0, f64::max));
-    let mut chart = ChartBuilder::on(root)
-        .caption(title, caption())
-        .margin(16)
-        .x_label_area_size(50)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..x_end, 0.0..1.02)?;
-    chart
-        .configure_mesh()
-        .x_desc("image completion per host (s)")
-        .x_label_formatter(&tick)
-        .y_desc("hosts complete (all seeds pooled)")
-        .y_label_formatter(&|v| format!("{:.0}%", v * 100.0))
-        .axis_desc_style((FAMILY, 17))
-        .label_style((FAMILY, 14))
-        .light_line_style(RGBColor(240, 240, 240))
-        .draw()?;
+    let mut chart = completion_axes(root, title, x_end, "hosts complete (all seeds pooled)")?;
     for (i, b) in bands.iter().enumerate() {
         let col = color(i);
         let mut outline: Vec<(f64, f64)> = b.x.iter().copied().zip(b.hi.iter().copied()).collect();
