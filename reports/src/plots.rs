@@ -236,20 +236,20 @@ fn tick(v: &f64) -> String {
 }
 
 /// A "nice" upper end for an axis starting at zero.
+/// A chart of seconds (x) by a share of hosts (y).
+type SecondsByShare<'a, DB> = ChartContext<
+    'a,
+    DB,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
 /// The axes of a per-host completion CDF: seconds across to `x_end`, the share of hosts up to 1.
 fn completion_axes<'a, DB: DrawingBackend>(
     root: &'a DrawingArea<DB, Shift>,
     title: &str,
     x_end: f64,
     y_desc: &str,
-) -> Result<
-    ChartContext<
-        'a,
-        DB,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
-    DrawingAreaErrorKind<DB::ErrorType>,
-> {
+) -> Result<SecondsByShare<'a, DB>, DrawingAreaErrorKind<DB::ErrorType>> {
     let mut chart = ChartBuilder::on(root)
         .caption(title, caption())
         .margin(16)
