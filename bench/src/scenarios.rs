@@ -492,50 +492,8 @@ impl Suite {
         let metrics = bs.metrics();
         let seconds: Vec<Metric> = metrics.iter().copied().filter(|m| !m.is_bytes()).collect();
         let bytes: Vec<Metric> = metrics.iter().copied().filter(|m| m.is_bytes()).collect();
-        if !seconds.is_empty() {
-            let mut g = self.sim.benchmark_group(&bs.name);
-            configure(&mut g, n);
-            for m in seconds {
-                // Counts the routine's calls: criterion calls the closure once per call.
-                let mut call = 0;
-                g.bench_function(m.name(), |b| {
-                    b.iter_custom(|iters| {
-                        let seed = calls.seed(call, n);
-                        call += 1;
-                        let Some(seed) = seed else {
-                            warm_up_call();
-                            return 0.0;
-                        };
-                        let mut r = runs.borrow_mut();
-                        let v = metric_value(bs, r.get(seed), m).unwrap_or_else(|e| panic!("{e}"));
-                        v * iters as f64
-                    })
-                });
-            }
-            g.finish();
-        }
-        if !bytes.is_empty() {
-            let mut g = self.bytes.benchmark_group(&bs.name);
-            configure(&mut g, n);
-            for m in bytes {
-                // Counts the routine's calls: criterion calls the closure once per call.
-                let mut call = 0;
-                g.bench_function(m.name(), |b| {
-                    b.iter_custom(|iters| {
-                        let seed = calls.seed(call, n);
-                        call += 1;
-                        let Some(seed) = seed else {
-                            warm_up_call();
-                            return 0.0;
-                        };
-                        let mut r = runs.borrow_mut();
-                        let v = metric_value(bs, r.get(seed), m).unwrap_or_else(|e| panic!("{e}"));
-                        v * iters as f64
-                    })
-                });
-            }
-            g.finish();
-        }
+        bench_metrics(&mut self.sim, bs, n, calls, &runs, &seconds);
+        bench_metrics(&mut self.bytes, bs, n, calls, &runs, &bytes);
         if bs.config.wall_time {
             let mut g = self.wall.benchmark_group(&bs.name);
             configure(&mut g, n);
@@ -565,6 +523,41 @@ impl Suite {
 }
 
 /// One seed per sample (see [`Suite`]).
+/// One benchmark per metric of `bs` in criterion group `bs.name`, each sample the metric of the
+/// run with the next seed (the warm-up call runs nothing); for seconds and bytes alike.
+fn bench_metrics<M: criterion::measurement::Measurement<Value = f64>>(
+    c: &mut Criterion<M>,
+    bs: &BenchScenario,
+    n: usize,
+    calls: Calls,
+    runs: &RefCell<Runs<'_>>,
+    metrics: &[Metric],
+) {
+    if metrics.is_empty() {
+        return;
+    }
+    let mut g = c.benchmark_group(&bs.name);
+    configure(&mut g, n);
+    for &m in metrics {
+        // Counts the routine's calls: criterion calls the closure once per call.
+        let mut call = 0;
+        g.bench_function(m.name(), |b| {
+            b.iter_custom(|iters| {
+                let seed = calls.seed(call, n);
+                call += 1;
+                let Some(seed) = seed else {
+                    warm_up_call();
+                    return 0.0;
+                };
+                let mut r = runs.borrow_mut();
+                let v = metric_value(bs, r.get(seed), m).unwrap_or_else(|e| panic!("{e}"));
+                v * iters as f64
+            })
+        });
+    }
+    g.finish();
+}
+
 fn configure<M: criterion::measurement::Measurement>(g: &mut criterion::BenchmarkGroup<'_, M>, n: usize) {
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(n)
