@@ -186,11 +186,38 @@ fn socket_engines_run_from_the_command_line_and_print_their_replay() {
         let summary = std::fs::read_to_string(out_dir.join("summary.json")).unwrap();
         assert!(summary.contains(&format!("\"engine\": \"{engine}\"")), "{summary}");
     }
-    // Blobs too large to hold in memory are refused with a clear error.
-    let out =
-        shoal(&["run", "scenarios/smoke-40.toml", "--engine", "real", "--set", "workload.blobs.0.size=3GB"]);
+    // Blobs too large for turmoil to hold in memory are refused with a clear error...
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--engine",
+        "turmoil",
+        "--set",
+        "workload.blobs.0.size=3GB",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--engine des"), "{}", text(&out.stderr));
+    // ...and real, which keeps them on disk, refuses blobs that would not fit there.
+    let out = shoal(&[
+        "run",
+        "scenarios/smoke-40.toml",
+        "--engine",
+        "real",
+        "--set",
+        "topology.hosts=4",
+        "--set",
+        "workload.blobs.0.size=30TB",
+        "--force",
+        "--data-dir",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("keeps blobs on disk") && err.contains("--data-dir"), "{err}");
+    // --data-dir belongs to the real engine.
+    let out = shoal(&["run", "scenarios/smoke-40.toml", "--data-dir", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--engine real only"), "{}", text(&out.stderr));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

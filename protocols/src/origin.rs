@@ -28,6 +28,11 @@ pub enum BlobContent {
     },
     /// Real bytes; the digest must be their SHA-256 or the blob is never served.
     Bytes(Bytes),
+    /// Real bytes the driver keeps outside the state machine (on disk), described by their
+    /// metainfo (the piece length must be the one the origin's `piece_lengths` select). Pieces are
+    /// served as [`Payload::Tagged`](crate::Payload) carrying the piece's real CRC32, and the driver
+    /// writes the bytes in their place ([`crate::wire::encode_real_header`]).
+    Stored(MetaInfo),
 }
 
 impl BlobContent {
@@ -36,6 +41,7 @@ impl BlobContent {
         match self {
             BlobContent::Synthetic { size } => *size,
             BlobContent::Bytes(b) => b.len() as u64,
+            BlobContent::Stored(m) => m.length(),
         }
     }
 }
@@ -103,6 +109,9 @@ impl Origin {
         let (metainfo, blob) = match content {
             BlobContent::Synthetic { size } => (MetaInfo::synthetic(digest, *size, piece_length), None),
             BlobContent::Bytes(b) => (MetaInfo::from_blob(b, piece_length), Some(b.clone())),
+            BlobContent::Stored(m) if m.piece_length() == piece_length => (Ok(m.clone()), None),
+            // Cut at another piece length than the origin's: never served.
+            BlobContent::Stored(_) => return self.drop_backend(digest),
         };
         // A backend entry whose bytes do not hash to its digest, or whose size cannot be cut into
         // pieces, is never served.
@@ -110,10 +119,12 @@ impl Origin {
             Ok(m) if m.digest() == digest => {
                 self.cache.insert(digest, Cached { metainfo: m, blob });
             }
-            _ => {
-                self.backend.remove(&digest);
-            }
+            _ => self.drop_backend(digest),
         }
+    }
+
+    fn drop_backend(&mut self, digest: Digest) {
+        self.backend.remove(&digest);
     }
 
     /// Starts a backend fetch unless one is running.

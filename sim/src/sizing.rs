@@ -12,9 +12,12 @@
 //!   flat network, plus 2.2 KB for each level of capacity-limited group links its flows cross
 //!   (the solver's per-link flow lists);
 //! - per piece a host pulls, 17 B (its piece states, bitfields, request table);
-//! - the socket engines (turmoil, real) hold every blob's bytes in memory at every node that has
-//!   it, so their estimate adds the bytes each host pulls plus one copy of every blob per origin,
-//!   times 1.25 for buffers (agree-16 on turmoil: 1.32 GiB measured for 1 GiB of pulled bytes).
+//! - turmoil holds every blob's bytes in memory at every node that has it, so its estimate adds the
+//!   bytes each host pulls plus one copy of every blob per origin, times 1.25 for buffers (agree-16
+//!   on turmoil: 1.32 GiB measured for 1 GiB of pulled bytes);
+//! - real keeps blobs on disk (checked apart, `driver::store::check_disk`); in memory it holds, per
+//!   connection, the piece being received (the decoder gathers a whole piece before the node
+//!   checks it), so its estimate adds one largest piece per connection slot.
 //!
 //! Events: about 0.5 + 0.6 × (connections per torrent) per piece per host (a piece is requested,
 //! sent, received and announced to every connection), measured on the same runs.
@@ -107,7 +110,16 @@ pub fn estimate(s: &Scenario, engine: EngineKind) -> Estimate {
         + hosts * PER_HOST_BYTES
         + torrents * conns as f64 * PER_CONN_BYTES * (1.0 + limited_levels)
         + pieces * PER_PIECE_BYTES;
-    if engine != EngineKind::Des {
+    if engine == EngineKind::Real {
+        let max_piece = s
+            .workload
+            .blobs
+            .iter()
+            .map(|b| s.protocol.origin.piece_lengths.select(b.size).min(b.size))
+            .max()
+            .unwrap_or(0) as f64;
+        peak += torrents * conns as f64 * max_piece;
+    } else if engine == EngineKind::Turmoil {
         let pulled: f64 = s.bytes_per_host().iter().map(|&b| b as f64).sum();
         let blobs: f64 = s.workload.blobs.iter().map(|b| b.size as f64).sum();
         peak += SOCKET_BUFFER_FACTOR * (pulled + blobs * s.origins.len() as f64);
@@ -130,10 +142,10 @@ pub fn check_fits(s: &Scenario, engine: EngineKind, estimate: &Estimate) -> Resu
     if estimate.peak_bytes <= available {
         return Ok(());
     }
-    let socket = if engine == EngineKind::Des {
-        ""
-    } else {
-        " The socket engines keep every node's blobs in memory: --engine des holds none."
+    let socket = match engine {
+        EngineKind::Des => "",
+        EngineKind::Turmoil => " turmoil keeps every node's blobs in memory: --engine des holds none.",
+        EngineKind::Real => " real holds a piece in memory per connection being received.",
     };
     Err(format!(
         "{}: the run does not fit in memory: {} hosts, {} (estimated before the run), but {} is \

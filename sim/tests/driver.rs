@@ -101,6 +101,48 @@ fn real_sockets_move_and_verify_real_bytes() {
     assert!(sm.messages["piece_payload"].count >= 6 * 8);
 }
 
+/// `--engine real` keeps blobs on disk: the origins' generated blobs and one file per blob and
+/// agent, each byte-identical to the blob, in a folder of the run's own that is removed at the end
+/// unless kept.
+#[test]
+fn real_sockets_keep_blobs_on_disk_and_remove_them_after() {
+    let s = scenario("agree-16.toml", SMALL);
+    let parent = tmp("real-data");
+    let options =
+        DriverOptions { data_dir: Some(parent.clone()), keep_data: true, ..DriverOptions::default() };
+    let run = driver::real::run(s.clone(), options).expect("real run");
+    assert_eq!(run.report(0.0).summary.failed_downloads, 0);
+    let dirs: Vec<_> = std::fs::read_dir(&parent).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "one data folder of the run's own: {dirs:?}");
+    let blobs = driver::generate_blobs(&s).unwrap();
+    let driver::BlobBytes::Memory(bytes) = &blobs[0].bytes else { panic!("generate_blobs is in memory") };
+    let name = blobs[0].digest.hex();
+    let origin = std::fs::read(dirs[0].join("origin").join(&name)).expect("the origins' copy");
+    assert!(origin == bytes[..], "the generated blob on disk is the blob");
+    for host in 0..6 {
+        let copy = std::fs::read(dirs[0].join(format!("agent-{host}")).join(&name)).expect("an agent's copy");
+        assert!(copy == bytes[..], "agent {host}'s file differs from the blob");
+    }
+    std::fs::remove_dir_all(&parent).unwrap();
+    // Not kept: nothing is left.
+    let options = DriverOptions { data_dir: Some(parent.clone()), ..DriverOptions::default() };
+    driver::real::run(s, options).expect("real run");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "the data folder is removed after the run");
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
+/// Blobs that would not fit on the data folder's disk are refused before anything is written.
+#[test]
+fn real_refuses_blobs_that_do_not_fit_on_disk() {
+    let s = scenario("agree-16.toml", &["topology.hosts=6", "workload.blobs.0.size=30TB"]);
+    let parent = tmp("real-full");
+    let options = DriverOptions { data_dir: Some(parent.clone()), ..DriverOptions::default() };
+    let err = driver::real::run(s, options).expect_err("refused");
+    assert!(err.contains("keeps blobs on disk") && err.contains("--data-dir"), "{err}");
+    assert_eq!(std::fs::read_dir(&parent).unwrap().count(), 0, "nothing written: {err}");
+    std::fs::remove_dir_all(&parent).unwrap();
+}
+
 /// p50 and p90 host completion of two runs, and their relative differences.
 fn diff(a: &RunReport, b: &RunReport) -> (f64, f64) {
     let (x, y) = (&a.summary.host_images, &b.summary.host_images);

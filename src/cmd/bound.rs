@@ -23,10 +23,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
     println!("{}", s.lower_bound().to_string().trim_end());
     let des = sizing::estimate(&s, sizing::EngineKind::Des);
     println!("sizing: --engine des: {des}; {} connections per torrent per agent", des.conns_per_torrent);
-    let socket = sizing::estimate(&s, sizing::EngineKind::Real);
+    let turmoil = sizing::estimate(&s, sizing::EngineKind::Turmoil);
     println!(
-        "sizing: --engine turmoil or real: estimated peak memory {} (every node keeps its blobs' bytes)",
-        sizing::human_bytes(socket.peak_bytes)
+        "sizing: --engine turmoil: estimated peak memory {} (every node keeps its blobs' bytes)",
+        sizing::human_bytes(turmoil.peak_bytes)
+    );
+    let real = sizing::estimate(&s, sizing::EngineKind::Real);
+    println!(
+        "sizing: --engine real: estimated peak memory {} (a piece per connection), and {} on disk \
+         (every blob once, plus every host's copies)",
+        sizing::human_bytes(real.peak_bytes),
+        sizing::human_bytes(shoal_sim::driver::store::disk_bytes_needed(&s))
     );
     if let Some(a) = sizing::available_memory() {
         println!("sizing: {} available on this machine", sizing::human_bytes(a));

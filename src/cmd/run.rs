@@ -57,6 +57,16 @@ pub struct Args {
     /// Do not write the report (report.html, report.md, figures) after the run.
     #[arg(long)]
     no_report: bool,
+    /// `--engine real`: where agents and origins keep blobs on disk, as Kraken's agents do (one
+    /// file per blob and agent, pieces written at their offsets). The run makes a folder of its own
+    /// in it, `shoal-data-<pid>-<n>`, checks first that the blobs fit on that disk, and removes the
+    /// folder at the end unless --keep-data [default: the system's temporary folder].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// `--engine real`: keep the run's data folder (the generated blobs and every agent's copies)
+    /// after the run, to inspect.
+    #[arg(long)]
+    keep_data: bool,
     /// Run even if a value is legal but extreme (scenarios/README.md, "Valid ranges"), the estimated
     /// peak memory exceeds what the machine has available, or --out holds another run's outputs.
     #[arg(long)]
@@ -69,7 +79,8 @@ enum EngineKind {
     Des,
     /// The async driver on turmoil's simulated TCP: deterministic, tens of hosts.
     Turmoil,
-    /// The async driver on real TCP sockets on 127.0.0.1, wall-clock time: tens of hosts.
+    /// The async driver on real TCP sockets on 127.0.0.1, wall-clock time, blobs on disk: tens of
+    /// hosts.
     Real,
 }
 
@@ -121,6 +132,11 @@ impl Args {
 
 pub fn run(args: Args) -> Result<ExitCode> {
     let solver = args.solver()?;
+    if args.engine != EngineKind::Real && (args.data_dir.is_some() || args.keep_data) {
+        anyhow::bail!(
+            "--data-dir and --keep-data apply to --engine real only: des and turmoil keep no blob              bytes on disk"
+        );
+    }
     let mut sets = args.sets.clone();
     if let Some(seed) = args.seed {
         sets.push(format!("seed={seed}"));
@@ -218,6 +234,8 @@ pub fn run(args: Args) -> Result<ExitCode> {
             interval: options.interval,
             progress: options.progress,
             stop: options.stop,
+            data_dir: args.data_dir.clone(),
+            keep_data: args.keep_data,
             ..DriverOptions::default()
         };
         let run = match args.engine {

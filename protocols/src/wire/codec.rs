@@ -211,23 +211,24 @@ fn check_ranges(msg: &Message) -> Result<(), WireError> {
 }
 
 /// Appends the protobuf part of `msg` (no length prefix). Checks value ranges first and writes nothing
-/// on error. Returns the number of bytes written.
-pub(super) fn write_header(msg: &Message, out: &mut Vec<u8>) -> Result<u64, WireError> {
+/// on error. Returns the number of bytes written. Under [`Mode::KrakenEquivalent`] a tagged payload is
+/// written as the header of the real payload of its length (no marker).
+pub(super) fn write_header(msg: &Message, out: &mut Vec<u8>, mode: Mode) -> Result<u64, WireError> {
     check_ranges(msg)?;
     let start = out.len();
     let kind = msg.kind();
     put_varint_field(out, MSG_TYPE, kind as u64);
     if let Some(field) = sub_field(kind) {
         put_tag(out, field, WT_LEN);
-        put_varint(out, body_len(msg, Mode::Encode));
-        write_body(msg, out);
+        put_varint(out, body_len(msg, mode));
+        write_body(msg, out, mode);
     }
     let written = (out.len() - start) as u64;
-    debug_assert_eq!(written, header_len(msg, Mode::Encode), "size computation disagrees with the writer");
+    debug_assert_eq!(written, header_len(msg, mode), "size computation disagrees with the writer");
     Ok(written)
 }
 
-fn write_body(msg: &Message, out: &mut Vec<u8>) {
+fn write_body(msg: &Message, out: &mut Vec<u8>, mode: Mode) {
     match msg {
         Message::Bitfield(h) => {
             put_len_field(out, BF_INFO_HASH, h.info_hash.hex().as_bytes());
@@ -253,7 +254,7 @@ fn write_body(msg: &Message, out: &mut Vec<u8>) {
             put_varint_field(out, PIECE_INDEX, u64::from(*index));
             put_varint_field(out, PIECE_OFFSET, *offset);
             put_varint_field(out, PIECE_LENGTH, payload.len());
-            if let Payload::Tagged { tag, .. } = payload {
+            if let (Payload::Tagged { tag, .. }, Mode::Encode) = (payload, mode) {
                 put_tag(out, PIECE_DIGEST, WT_LEN);
                 put_varint(out, TAG_MARKER_LEN);
                 out.extend_from_slice(TAG_MARKER_PREFIX.as_bytes());

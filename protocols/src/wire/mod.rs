@@ -188,14 +188,26 @@ pub fn encode(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
 /// Like [`encode`], but without a real payload's trailer bytes, so that a socket driver can write
 /// them from its own buffer without a copy. The trailer must follow immediately.
 pub fn encode_header(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
-    let len = codec::header_len(msg, Mode::Encode);
+    write_frame_header(msg, out, Mode::Encode)
+}
+
+/// Like [`encode_header`], but a tagged payload gets the header of the real payload of its length,
+/// as Kraken frames it, without shoal's marker: for a socket driver that holds the piece's bytes
+/// outside the state machine (on disk) and writes its `len` bytes right after. Other messages are
+/// framed as [`encode_header`] frames them.
+pub fn encode_real_header(msg: &Message, out: &mut Vec<u8>) -> Result<(), WireError> {
+    write_frame_header(msg, out, Mode::KrakenEquivalent)
+}
+
+fn write_frame_header(msg: &Message, out: &mut Vec<u8>, mode: Mode) -> Result<(), WireError> {
+    let len = codec::header_len(msg, mode);
     if len > u64::from(MAX_MESSAGE_SIZE) {
         return Err(WireError::FrameTooLarge { len, max: MAX_MESSAGE_SIZE });
     }
     let start = out.len();
     // Lossless: len ≤ MAX_MESSAGE_SIZE.
     out.extend_from_slice(&(len as u32).to_be_bytes());
-    if let Err(e) = codec::write_header(msg, out) {
+    if let Err(e) = codec::write_header(msg, out, mode) {
         out.truncate(start);
         return Err(e);
     }
@@ -373,6 +385,9 @@ impl Decoder {
                                 len,
                                 max: self.limits.max_payload,
                             })?;
+                            // One allocation of the payload's size, not a doubling series while
+                            // it arrives: a receiver holds a piece per connection at most.
+                            self.buf.reserve(len.saturating_sub(self.buf.len()));
                             self.state = State::Payload { index, offset, len };
                         }
                     }

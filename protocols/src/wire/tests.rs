@@ -535,3 +535,28 @@ fn bittorrent_extensions_are_a_type_only() {
     let names: Vec<&str> = MessageKind::ALL.iter().map(|k| k.name()).collect();
     assert_eq!(names[7..], ["choke", "unchoke", "interested", "not_interested"]);
 }
+
+#[test]
+fn a_real_header_of_a_tagged_payload_frames_its_bytes_as_kraken_does() {
+    let bytes = Bytes::from((0..=255u8).cycle().take(70_000).collect::<Vec<u8>>());
+    let real = Message::PiecePayload { index: 7, offset: 0, payload: Payload::Bytes(bytes.clone()) };
+    let tagged = Message::PiecePayload {
+        index: 7,
+        offset: 0,
+        payload: Payload::Tagged { len: bytes.len() as u64, tag: crc32fast::hash(&bytes) },
+    };
+    let mut expected = Vec::new();
+    encode(&real, &mut expected).unwrap();
+    let mut got = Vec::new();
+    encode_real_header(&tagged, &mut got).unwrap();
+    // No shoal marker: the header is the real payload's, and the bytes follow it.
+    assert!(!got.windows(TAG_MARKER_PREFIX.len()).any(|w| w == TAG_MARKER_PREFIX.as_bytes()));
+    got.extend_from_slice(&bytes);
+    assert_eq!(got, expected);
+    // Other messages are framed as encode_header frames them.
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let request = Message::PieceRequest { index: 3, offset: 0, length: 4 << 20 };
+    encode_header(&request, &mut a).unwrap();
+    encode_real_header(&request, &mut b).unwrap();
+    assert_eq!(a, b);
+}

@@ -37,9 +37,11 @@
 //!   and `GET /namespace/{ns}/blobs/{digest}/metainfo`; the tracker asks origins on
 //!   `GET /internal/namespace/{ns}/blobs/{digest}/metainfo`, served on the origin's HTTP port.
 //! - **content**: real bytes. Every blob is generated from the scenario seed, its digest is its
-//!   SHA-256 (not the scenario's name-derived digest), origins serve it as
-//!   [`BlobContent::Bytes`](shoal_protocols::origin::BlobContent), agents check each piece's
-//!   CRC32 and the blob's SHA-256 on completion (`quirks.verify_blob_sha256`).
+//!   SHA-256 (not the scenario's name-derived digest), agents check each piece's CRC32 and the
+//!   blob's SHA-256 on completion (`quirks.verify_blob_sha256`). On turmoil the bytes are in memory
+//!   (origins serve [`BlobContent::Bytes`](shoal_protocols::origin::BlobContent), agents keep their
+//!   pieces); on `real` they are on disk, one file per blob and agent, and the driver reads and
+//!   writes them around the state machines ([`store`]).
 //!
 //! [`wire::Decoder`]: shoal_protocols::wire::Decoder
 //! [`wire::encode_header`]: shoal_protocols::wire::encode_header
@@ -51,6 +53,7 @@ pub mod process;
 pub mod real;
 pub mod rogue;
 pub mod sim;
+pub mod store;
 mod tracker;
 
 use std::cell::{Cell, RefCell};
@@ -60,7 +63,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rand::{Rng, RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use shoal_protocols::origin::BlobContent;
 use shoal_protocols::{Digest, Instant, PeerId};
@@ -72,10 +75,7 @@ use crate::output::{Metrics, RunFacts, RunReport, summarize, write_run_files};
 use crate::scenario::{Place, Scenario};
 
 pub use bucket::TokenBucket;
-
-/// Most bytes of blob content a socket engine generates and holds (every agent keeps what it
-/// downloads in memory).
-pub const MAX_CONTENT_BYTES: u64 = 2 << 30;
+pub use store::{BlobBytes, BlobData, MAX_CONTENT_BYTES, generate_blobs};
 
 /// What the driver needs of a network: streams, listeners and a clock.
 pub trait Transport: Clone + 'static {
@@ -116,35 +116,6 @@ pub struct NodeAddrs {
     pub origin_http: Vec<SocketAddr>,
 }
 
-/// A blob's generated content.
-#[derive(Clone, Debug)]
-pub struct BlobData {
-    pub digest: Digest,
-    pub bytes: bytes::Bytes,
-}
-
-/// Generates every blob of a scenario from its seed. Refuses more than [`MAX_CONTENT_BYTES`].
-pub fn generate_blobs(s: &Scenario) -> Result<Vec<BlobData>, String> {
-    let total: u64 = s.workload.blobs.iter().map(|b| b.size).sum();
-    if total > MAX_CONTENT_BYTES {
-        return Err(format!(
-            "the socket engines hold real blob bytes in memory: the scenario's blobs add up to {total} bytes, \
-             more than the limit of {MAX_CONTENT_BYTES}; use --engine des or smaller blobs"
-        ));
-    }
-    Ok(s.workload
-        .blobs
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(s.seed, "blob-content", i as u64));
-            let mut v = vec![0u8; usize::try_from(b.size).expect("bounded by MAX_CONTENT_BYTES")];
-            rng.fill_bytes(&mut v);
-            BlobData { digest: Digest::of(&v), bytes: bytes::Bytes::from(v) }
-        })
-        .collect())
-}
-
 /// Everything the nodes of one run share: the scenario, addresses, content and the run's records.
 /// Single-threaded: every task of a run is on one thread (a `LocalSet`, or turmoil's hosts).
 #[derive(Debug)]
@@ -175,6 +146,11 @@ pub(crate) struct Ctx {
     pub jitter_rng: RefCell<ChaCha8Rng>,
     /// Per agent: its pulls (start time, image) in time order.
     pub pulls_by_host: Vec<Vec<(Instant, u32)>>,
+    /// Where agents keep their blobs (`agent-<n>/<digest>`) when blobs are on disk
+    /// ([`store`]); `None`: in memory.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Set when the run cannot go on (a piece could not be written): the run fails with it.
+    pub fatal: RefCell<Option<String>>,
     /// Per agent: how many of its pulls have started. Shared, not the task's own, so that an agent
     /// restarted by a fault does not start its earlier pulls again, and pulls that come due while
     /// it is down are consumed (and failed) by the engine.
@@ -228,6 +204,8 @@ impl Ctx {
         }
         Ok(Ctx {
             next_pull: (0..agents).map(|_| Cell::new(0)).collect(),
+            data_dir: None,
+            fatal: RefCell::new(None),
             pulls_by_host,
             metrics: RefCell::new(Metrics::new(agents, interval)),
             net,
@@ -289,9 +267,24 @@ impl Ctx {
         self.scenario.topology.hosts.len() as u32
     }
 
-    /// The backend every origin serves: each blob's real bytes.
+    /// The backend every origin serves: each blob's real bytes, or its metainfo when the driver
+    /// serves the bytes from disk.
     pub fn backend(&self) -> BTreeMap<Digest, BlobContent> {
-        self.blobs.iter().map(|b| (b.digest, BlobContent::Bytes(b.bytes.clone()))).collect()
+        self.blobs
+            .iter()
+            .map(|b| {
+                let content = match &b.bytes {
+                    BlobBytes::Memory(bytes) => BlobContent::Bytes(bytes.clone()),
+                    BlobBytes::File { .. } => BlobContent::Stored(b.metainfo.clone()),
+                };
+                (b.digest, content)
+            })
+            .collect()
+    }
+
+    /// Records why the run cannot go on (the first reason wins).
+    pub fn fail_run(&self, why: String) {
+        self.fatal.borrow_mut().get_or_insert(why);
     }
 
     /// Every pull has ended.
@@ -415,6 +408,11 @@ pub struct DriverOptions {
     pub kill_agent: Option<(u32, Duration)>,
     /// Stops the run early when set; see [`DriverRun::interrupted`].
     pub stop: Option<crate::StopFlag>,
+    /// `--engine real`: the folder under which the run keeps its blobs on disk, in a folder of its
+    /// own (`shoal-data-<pid>-<n>`); `None`: the system's temporary folder.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// Keep the run's data folder after the run instead of removing it.
+    pub keep_data: bool,
 }
 
 impl std::fmt::Debug for DriverOptions {
@@ -434,6 +432,8 @@ impl Default for DriverOptions {
             rogue: None,
             kill_agent: None,
             stop: None,
+            data_dir: None,
+            keep_data: false,
         }
     }
 }

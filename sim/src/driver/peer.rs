@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::{JoinHandle, spawn_local};
 
+use super::store::{AgentFile, BlobBytes, file_matches, read_exact_at};
 use super::{Ctx, Transport, http, now, sleep_until};
 use crate::build::{build_agent, build_origin};
 use crate::output::Source;
@@ -51,6 +52,13 @@ pub(crate) enum Input<S> {
         id: u64,
         reply: MetaInfoReply,
     },
+    /// A completed download's file was hashed ([`NodeDriver::verify_completed_file`]): whether
+    /// it matches its digest, or why it could not be read.
+    Verified {
+        digest: Digest,
+        stats: shoal_protocols::peer::dispatch::DownloadStats,
+        result: Result<bool, String>,
+    },
     /// The origin's metainfo endpoint.
     OriginMetaInfo {
         namespace: String,
@@ -61,7 +69,22 @@ pub(crate) enum Input<S> {
 
 enum WriteCmd {
     Send(Message),
+    /// A piece served from a file (blobs on disk): the message's payload is tagged with the
+    /// piece's length and CRC32, and the writer puts the file's bytes from `at` in its place.
+    Stored {
+        msg: Message,
+        from: StoredPiece,
+        at: u64,
+    },
     Close,
+}
+
+/// The file a piece is read from when blobs are on disk.
+enum StoredPiece {
+    /// The run's generated blob (an origin's backend), by blob index.
+    Origin(u32),
+    /// The uploading agent's own file of the blob.
+    Agent(Rc<AgentFile>),
 }
 
 /// The driver's side of one connection.
@@ -69,7 +92,7 @@ struct Conn {
     /// The writer task's queue; `None` while dialling.
     writer: Option<mpsc::UnboundedSender<WriteCmd>>,
     /// Messages sent before the dial finished.
-    queued: Vec<Message>,
+    queued: Vec<WriteCmd>,
     reader: Option<JoinHandle<()>>,
     /// The remote network node and the blob, once a handshake names them.
     remote: Option<u32>,
@@ -164,7 +187,7 @@ pub(crate) async fn run_node<T: Transport>(
         _ => (&no_pulls.0, &no_pulls.1),
     };
     let http = Rc::new(HttpClient::new(t.clone(), ctx.clone(), Some(node)));
-    let mut d = NodeDriver { t, ctx, node, tx, delays, http, conns: BTreeMap::new() };
+    let mut d = NodeDriver { t, ctx, node, tx, delays, http, conns: BTreeMap::new(), files: BTreeMap::new() };
     loop {
         let pull_at = pulls.get(next_pull.get()).map_or(Instant::FAR_FUTURE, |p| p.0);
         let deadline = state.poll_timeout().min(pull_at);
@@ -427,6 +450,8 @@ struct NodeDriver<T: Transport> {
     /// The node's HTTP client (an agent's announces and metainfo requests).
     http: Rc<HttpClient<T>>,
     conns: BTreeMap<ConnId, Conn>,
+    /// An agent's files, by blob index, when blobs are on disk.
+    files: BTreeMap<u32, Rc<AgentFile>>,
 }
 
 impl<T: Transport> NodeDriver<T> {
@@ -490,7 +515,15 @@ impl<T: Transport> NodeDriver<T> {
                         payload.len(),
                     );
                 }
-                state.handle_message(now, conn, msg);
+                let blob = c.blob;
+                match msg {
+                    Message::PiecePayload { index, offset, payload: Payload::Bytes(bytes) }
+                        if self.ctx.data_dir.is_some() =>
+                    {
+                        self.receive_to_disk(state, now, conn, blob, index, offset, bytes);
+                    }
+                    msg => state.handle_message(now, conn, msg),
+                }
             }
             Input::Closed { conn } => {
                 tracing::debug!(at = %now, node = self.node, ?conn, "closed by the remote end");
@@ -509,6 +542,18 @@ impl<T: Transport> NodeDriver<T> {
                     a.handle_metainfo_response(now, id, reply);
                 }
             }
+            Input::Verified { digest, stats, result } => match result {
+                Ok(true) => self.record(now, Event::DownloadComplete { digest, stats }),
+                Ok(false) => self.record(
+                    now,
+                    Event::DownloadFailed {
+                        digest,
+                        error: shoal_protocols::peer::DownloadError::DigestMismatch,
+                        stats,
+                    },
+                ),
+                Err(why) => self.ctx.fail_run(why),
+            },
             Input::OriginMetaInfo { namespace, digest, reply } => {
                 if let Node::Origin(o) = state {
                     let _ = reply.send(o.handle_metainfo_request(now, &namespace, digest));
@@ -517,13 +562,104 @@ impl<T: Transport> NodeDriver<T> {
         }
     }
 
+    /// Hands a received piece to the node as a tagged payload carrying the CRC32 of its bytes (the
+    /// node checks it against the metainfo as it checks real bytes), and writes the bytes to the
+    /// agent's file of the blob once the node has taken the piece: a bad or duplicate piece never
+    /// overwrites a good one.
+    #[allow(clippy::too_many_arguments)]
+    fn receive_to_disk(
+        &mut self,
+        state: &mut Node,
+        now: Instant,
+        conn: ConnId,
+        blob: Option<u32>,
+        index: u32,
+        offset: u64,
+        bytes: Bytes,
+    ) {
+        let tagged = Payload::Tagged { len: bytes.len() as u64, tag: crc32fast::hash(&bytes) };
+        let msg = Message::PiecePayload { index, offset, payload: tagged };
+        let (Node::Agent(agent), Some(blob)) = (&*state, blob) else {
+            state.handle_message(now, conn, msg);
+            return;
+        };
+        let digest = self.ctx.blobs[blob as usize].digest;
+        let held = |a: &Agent| a.bitfield(&digest).is_some_and(|b| index < b.len() && b.get(index));
+        let before = held(agent);
+        state.handle_message(now, conn, msg);
+        let Node::Agent(agent) = &*state else { return };
+        if before || !held(agent) {
+            return;
+        }
+        let data = &self.ctx.blobs[blob as usize];
+        let at = data.piece_offset(index) + offset;
+        let file = match self.files.entry(blob) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let dir = self.ctx.data_dir.as_deref().expect("checked by the caller");
+                match AgentFile::create(dir, self.node, data) {
+                    Ok(f) => e.insert(Rc::new(f)),
+                    Err(err) => {
+                        self.ctx.fail_run(format!(
+                            "agent {}: creating its file of blob {} in {}: {err}",
+                            self.node,
+                            digest,
+                            dir.display()
+                        ));
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(err) = file.write_piece(at, &bytes) {
+            self.ctx.fail_run(format!("writing piece {index} to {}: {err}", file.path.display()));
+        }
+    }
+
+    /// When blobs are on disk, a completed download's file is hashed (SHA-256, on a blocking
+    /// thread, so that the node's thread goes on moving bytes; Kraken's agents hash on their own
+    /// cores too), and the download is recorded when the hash is known: complete, or failed
+    /// (`content does not match its digest`) — `quirks.verify_blob_sha256`. Returns the event when
+    /// there is nothing to hash.
+    fn verify_completed_file(&self, ev: Event) -> Option<Event> {
+        let Event::DownloadComplete { digest, stats } = ev else { return Some(ev) };
+        let file = self.ctx.blob_by_digest.get(&digest).and_then(|b| self.files.get(b));
+        let (true, true, Some(file)) =
+            (self.ctx.data_dir.is_some(), self.ctx.scenario.protocol.agent.quirks.verify_blob_sha256, file)
+        else {
+            return Some(Event::DownloadComplete { digest, stats });
+        };
+        let (path, tx) = (file.path.clone(), self.tx.clone());
+        spawn_local(async move {
+            let hashed =
+                tokio::task::spawn_blocking(move || file_matches(&path, &digest).map_err(|e| (e, path)));
+            let result = match hashed.await {
+                Ok(Ok(ok)) => Ok(ok),
+                Ok(Err((e, path))) => Err(format!("reading {} to check its digest: {e}", path.display())),
+                Err(e) => Err(format!("checking the digest of blob {digest}: {e}")),
+            };
+            let _ = tx.send(Input::Verified { digest, stats, result });
+        });
+        None
+    }
+
+    /// Records a download's end in the run's metrics.
+    fn record(&self, now: Instant, ev: Event) {
+        let digest = match &ev {
+            Event::DownloadComplete { digest, .. } | Event::DownloadFailed { digest, .. } => *digest,
+        };
+        let Some(&blob) = self.ctx.blob_by_digest.get(&digest) else { return };
+        self.ctx.metrics.borrow_mut().download_event(self.node, blob, now, ev);
+        self.ctx.last_end.set(self.ctx.last_end.get().max(now));
+    }
+
     /// Starts the reader and writer tasks of an established connection and flushes what was queued.
     fn start_conn(&mut self, conn: ConnId, stream: T::Stream) {
         let Some(c) = self.conns.get_mut(&conn) else { return };
         let (r, w) = tokio::io::split(stream);
         let (wtx, wrx) = mpsc::unbounded_channel();
-        for msg in c.queued.drain(..) {
-            let _ = wtx.send(WriteCmd::Send(msg));
+        for cmd in c.queued.drain(..) {
+            let _ = wtx.send(cmd);
         }
         c.writer = Some(wtx);
         let limits = DecoderLimits {
@@ -549,12 +685,9 @@ impl<T: Transport> NodeDriver<T> {
             self.output(out);
         }
         while let Some(ev) = state.poll_event() {
-            let digest = match &ev {
-                Event::DownloadComplete { digest, .. } | Event::DownloadFailed { digest, .. } => *digest,
-            };
-            let Some(&blob) = self.ctx.blob_by_digest.get(&digest) else { continue };
-            self.ctx.metrics.borrow_mut().download_event(self.node, blob, now, ev);
-            self.ctx.last_end.set(self.ctx.last_end.get().max(now));
+            if let Some(ev) = self.verify_completed_file(ev) {
+                self.record(now, ev);
+            }
         }
     }
 
@@ -579,11 +712,31 @@ impl<T: Transport> NodeDriver<T> {
             Output::Send { conn, message } => {
                 let Some(c) = self.conns.get_mut(&conn) else { return };
                 self.ctx.metrics.borrow_mut().message_sent(message.kind(), message.wire_len());
+                let cmd = match message {
+                    Message::PiecePayload { index, payload: Payload::Tagged { .. }, .. }
+                        if self.ctx.data_dir.is_some() =>
+                    {
+                        // Blobs on disk: the piece is read from this node's file of the blob.
+                        let from = match (c.blob, self.node < self.ctx.agents()) {
+                            (Some(b), false) => Some(StoredPiece::Origin(b)),
+                            (Some(b), true) => self.files.get(&b).cloned().map(StoredPiece::Agent),
+                            (None, _) => None,
+                        };
+                        let Some(from) = from else {
+                            tracing::warn!(node = self.node, ?conn, index, "no file to serve a piece from");
+                            return;
+                        };
+                        let blob = c.blob.expect("a file was found for it");
+                        let at = self.ctx.blobs[blob as usize].piece_offset(index);
+                        WriteCmd::Stored { msg: message, from, at }
+                    }
+                    message => WriteCmd::Send(message),
+                };
                 match &c.writer {
                     Some(w) => {
-                        let _ = w.send(WriteCmd::Send(message));
+                        let _ = w.send(cmd);
                     }
-                    None => c.queued.push(message),
+                    None => c.queued.push(cmd),
                 }
             }
             Output::Close { conn } => {
@@ -806,26 +959,81 @@ async fn writer<T: Transport>(
     mut rx: mpsc::UnboundedReceiver<WriteCmd>,
 ) {
     let mut head = Vec::with_capacity(256);
+    // Where pieces read from a file pass on their way to the socket; allocated at the first one.
+    let mut buf = Vec::new();
     while let Some(cmd) = rx.recv().await {
-        let msg = match cmd {
-            WriteCmd::Send(m) => m,
+        let (msg, stored) = match cmd {
+            WriteCmd::Send(m) => (m, None),
+            WriteCmd::Stored { msg, from, at } => (msg, Some((from, at))),
             WriteCmd::Close => break,
         };
         head.clear();
         // A message the codec refuses (an oversized handshake) cannot be sent: close instead.
-        if wire::encode_header(&msg, &mut head).is_err() {
+        let framed = match stored {
+            None => wire::encode_header(&msg, &mut head),
+            Some(_) => wire::encode_real_header(&msg, &mut head),
+        };
+        if framed.is_err() {
             break;
         }
         if w.write_all(&head).await.is_err() {
             return;
         }
-        if let Message::PiecePayload { payload: Payload::Bytes(bytes), .. } = msg
-            && write_payload(&t, &ctx, node, &mut w, bytes).await.is_err()
-        {
+        let sent = match (msg, stored) {
+            (Message::PiecePayload { payload: Payload::Bytes(bytes), .. }, _) => {
+                write_payload(&t, &ctx, node, &mut w, bytes).await
+            }
+            (Message::PiecePayload { payload, .. }, Some((from, at))) => {
+                if buf.is_empty() {
+                    buf = vec![0u8; CHUNK];
+                }
+                write_stored(&t, &ctx, node, &mut w, &from, at, payload.len(), &mut buf).await
+            }
+            _ => Ok(()),
+        };
+        if sent.is_err() {
             return;
         }
     }
     let _ = w.shutdown().await;
+}
+
+/// Writes `len` bytes of a piece read from a file at `at`, chunk by chunk through `buf`, each chunk
+/// paying the host's upload bucket. A file that cannot be read fails the run (and the connection).
+#[allow(clippy::too_many_arguments)]
+async fn write_stored<T: Transport>(
+    t: &T,
+    ctx: &Ctx,
+    node: u32,
+    w: &mut tokio::io::WriteHalf<T::Stream>,
+    from: &StoredPiece,
+    at: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
+    let (file, path) = match from {
+        StoredPiece::Agent(f) => (&f.file, &f.path),
+        StoredPiece::Origin(b) => match &ctx.blobs[*b as usize].bytes {
+            BlobBytes::File { file, path } => (file, path),
+            BlobBytes::Memory(_) => unreachable!("stored pieces are served only when blobs are on disk"),
+        },
+    };
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        if let Err(e) = read_exact_at(file, chunk, at + done) {
+            ctx.fail_run(format!("reading a piece from {}: {e}", path.display()));
+            return Err(e);
+        }
+        let wait = ctx.buckets[node as usize].0.reserve(t.now(), n as u64);
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        w.write_all(chunk).await?;
+        done += n as u64;
+    }
+    Ok(())
 }
 
 async fn write_payload<T: Transport>(

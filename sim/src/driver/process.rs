@@ -19,8 +19,9 @@ use tokio::task::{LocalSet, spawn_local};
 
 use super::peer::{Node, run_node};
 use super::real::TokioTcp;
+use super::store::{DataDir, check_disk, generate_blob_files};
 use super::tracker::run_tracker;
-use super::{Ctx, DriverRun, NodeAddrs, Transport, generate_blobs};
+use super::{Ctx, DriverRun, NodeAddrs, Transport};
 use crate::build::Addresses;
 use crate::scenario::Scenario;
 
@@ -106,7 +107,13 @@ pub fn run_process(
     if what >= count {
         return Err(format!("{role:?}: the scenario has {count} of this kind (numbered from 0)"));
     }
-    let blobs = generate_blobs(&scenario)?;
+    // Blobs on disk, as in `--engine real`: a folder of this process's own in the system's
+    // temporary folder, removed when the process's run ends.
+    let parent = std::env::temp_dir();
+    check_disk(&scenario, &parent)?;
+    let data = DataDir::create(&parent, false)?;
+    let blobs = generate_blob_files(&scenario, &data)?;
+    let data_path = data.path().to_path_buf();
     let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
@@ -114,7 +121,9 @@ pub fn run_process(
         allowed.extend(&addrs.p2p.origins);
         allowed.extend(&addrs.p2p.trackers);
         allowed.extend(&addrs.origin_http);
-        let ctx = Rc::new(Ctx::new(scenario, addrs, blobs, interval)?);
+        let mut ctx = Ctx::new(scenario, addrs, blobs, interval)?;
+        ctx.data_dir = Some(data_path);
+        let ctx = Rc::new(ctx);
         let bind_err = |a: SocketAddr| move |e: io::Error| format!("binding {a}: {e}");
         let node = match role {
             Role::Agent(i) => Some((i as u32, ctx.addrs.p2p.agents[i], None)),
@@ -164,6 +173,9 @@ pub fn run_process(
         let mut timed_out = false;
         loop {
             tokio::time::sleep(Duration::from_millis(10)).await;
+            if let Some(why) = ctx.fatal.borrow_mut().take() {
+                return Err(why);
+            }
             if let Role::Agent(i) = role
                 && agent_done(&ctx, i)
             {
@@ -178,6 +190,7 @@ pub fn run_process(
     });
     drop(local);
     drop(rt);
+    drop(data);
     result
 }
 

@@ -17,8 +17,9 @@ use tokio::task::{LocalSet, spawn_local};
 
 use super::peer::{Node, run_node};
 use super::rogue::{RogueReport, run_rogue};
+use super::store::{DataDir, check_disk, generate_blob_files};
 use super::tracker::run_tracker;
-use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport, generate_blobs};
+use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport};
 use crate::build::Addresses;
 use crate::scenario::Scenario;
 
@@ -99,7 +100,9 @@ impl Transport for TokioTcp {
 }
 
 /// Runs a scenario on loopback sockets until every pull has ended or `max_sim_time` of wall time
-/// has passed.
+/// has passed. Blobs are kept on disk ([`super::store`]) in a folder of the run's own under
+/// `options.data_dir` (default: the system's temporary folder), removed at the end unless
+/// `options.keep_data`; the run is refused when they would not fit there.
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
     if !scenario.faults.is_empty() {
         return Err(format!(
@@ -108,7 +111,14 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             scenario.faults.len()
         ));
     }
-    let blobs = generate_blobs(&scenario)?;
+    let parent = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent)
+        .map_err(|e| format!("creating the data folder {}: {e}", parent.display()))?;
+    check_disk(&scenario, &parent)?;
+    let data = DataDir::create(&parent, options.keep_data)?;
+    let blobs = generate_blob_files(&scenario, &data)?;
+    let data_path = data.path().to_path_buf();
+    let keep_data = options.keep_data;
     let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
@@ -143,6 +153,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         // Loopback has next to no latency: the driver adds the scenario's.
         ctx.emulate_latency = true;
         ctx.connect_cost = super::ConnectCost::RoundTrip;
+        ctx.data_dir = Some(data_path);
         let ctx = Rc::new(ctx);
         let agents = ctx.agents();
         let nodes: Vec<Node> = (0..agents + ctx.scenario.origins.len() as u32)
@@ -192,6 +203,9 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             {
                 ctx.fail_due_pulls(host, super::now(&t));
             }
+            if let Some(why) = ctx.fatal.borrow_mut().take() {
+                return Err(why);
+            }
             if ctx.done() {
                 break;
             }
@@ -220,5 +234,9 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     // Dropping the LocalSet and the runtime cancels every task and closes every socket.
     drop(local);
     drop(rt);
+    if keep_data {
+        tracing::info!(path = %data.path().display(), "blobs kept");
+    }
+    drop(data);
     result
 }

@@ -50,16 +50,7 @@ pub(crate) async fn run_rogue<T: Transport>(
     report: Rc<RefCell<RogueReport>>,
 ) {
     let peer_id = PeerId::from_addr(addr);
-    let metainfos: Vec<MetaInfo> = ctx
-        .scenario
-        .workload
-        .blobs
-        .iter()
-        .zip(&ctx.blobs)
-        .filter_map(|(b, data)| {
-            MetaInfo::from_blob(&data.bytes, ctx.scenario.protocol.origin.piece_lengths.select(b.size)).ok()
-        })
-        .collect();
+    let metainfos: Vec<MetaInfo> = ctx.blobs.iter().map(|b| b.metainfo.clone()).collect();
     // Announce every blob as a complete peer, every second.
     let (mi2, http) = (metainfos.clone(), HttpClient::new(t.clone(), ctx.clone(), None));
     let trackers = ctx.addrs.p2p.trackers.clone();
