@@ -112,10 +112,13 @@ pub struct DataDir {
 
 impl DataDir {
     /// Creates `parent/shoal-data-<pid>-<n>`, a folder of this run's own (`parent` is created if
-    /// missing). With `keep` the folder outlives the run.
+    /// missing). With `keep` the folder outlives the run (it holds a file `KEPT`). Folders of runs
+    /// whose process is gone and that were not kept (killed before they could clean up) are
+    /// removed first.
     pub fn create(parent: &Path, keep: bool) -> Result<DataDir, String> {
         std::fs::create_dir_all(parent)
             .map_err(|e| format!("creating the data folder {}: {e}", parent.display()))?;
+        remove_stale(parent);
         for n in 0..1000u32 {
             let root = parent.join(format!("shoal-data-{}-{n}", std::process::id()));
             match std::fs::create_dir(&root) {
@@ -134,8 +137,28 @@ impl DataDir {
 
 impl Drop for DataDir {
     fn drop(&mut self) {
-        if !self.keep {
+        if self.keep {
+            let _ = std::fs::write(self.root.join("KEPT"), b"kept by --keep-data\n");
+        } else {
             let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// Removes `shoal-data-<pid>-<n>` folders in `parent` whose process no longer runs and that hold
+/// no `KEPT` file.
+fn remove_stale(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("shoal-data-")) else { continue };
+        let Some(pid) = rest.split_once('-').and_then(|(p, _)| p.parse::<u32>().ok()) else { continue };
+        let path = e.path();
+        if pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && !path.join("KEPT").exists()
+        {
+            let _ = std::fs::remove_dir_all(&path);
         }
     }
 }
@@ -321,6 +344,23 @@ mod tests {
         drop(disk);
         drop(dir);
         assert!(!root.exists(), "the data folder is removed with its DataDir");
+    }
+
+    #[test]
+    fn folders_of_dead_runs_are_removed_and_kept_ones_stay() {
+        let parent = std::env::temp_dir().join(format!("shoal-store-stale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        // pid 4194304 is above Linux's pid_max limit: never a live process.
+        let (dead, kept) = (parent.join("shoal-data-4194304-0"), parent.join("shoal-data-4194304-1"));
+        std::fs::create_dir_all(&dead).unwrap();
+        std::fs::create_dir_all(&kept).unwrap();
+        std::fs::write(kept.join("KEPT"), b"").unwrap();
+        let mine = DataDir::create(&parent, true).unwrap();
+        assert!(!dead.exists() && kept.exists() && mine.path().exists());
+        let path = mine.path().to_path_buf();
+        drop(mine);
+        assert!(path.join("KEPT").exists(), "a kept folder says so");
+        std::fs::remove_dir_all(&parent).unwrap();
     }
 
     #[test]
