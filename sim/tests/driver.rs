@@ -161,8 +161,9 @@ fn des_and_turmoil_agree_on_the_agreement_scenario() {
     assert!(p50 <= 0.05 && p90 <= 0.05, "des vs turmoil: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
 }
 
-/// The same against real sockets, within 15 % on the median of three runs. Wall-clock bound, so
-/// not run by default: `cargo test --release -p shoal-sim --test driver -- --ignored`.
+/// The same against real sockets at 16, 32 and 64 hosts: p50 and p90 within 10 % of des on the
+/// median of three runs each. Wall-clock bound, so not run by default (about 4 minutes; give it a
+/// quiet machine): `cargo test --release -p shoal-sim --test driver -- --ignored`.
 ///
 /// With Kraken's 10 connection slots, whether the last hosts to announce find a free slot depends
 /// on the order their handshakes arrive in (see the next test); the real engine keeps the order the
@@ -170,17 +171,32 @@ fn des_and_turmoil_agree_on_the_agreement_scenario() {
 #[test]
 #[ignore = "wall-clock measurement; run in release on a quiet machine"]
 fn des_and_real_agree_on_the_agreement_scenario() {
-    let s = scenario("agree-16.toml", &[]);
-    let d = des(&s, &tmp("agree-des2"));
-    let mut runs: Vec<RunReport> = (0..3).map(|i| real(&s, &tmp(&format!("agree-real{i}")))).collect();
-    runs.sort_by(|a, b| a.summary.host_images.p50.partial_cmp(&b.summary.host_images.p50).unwrap());
-    let median = &runs[1];
-    let (p50, p90) = diff(&d, median);
-    eprintln!("des {:?} real (median) {:?}", d.summary.host_images, median.summary.host_images);
-    assert!(p50 <= 0.15 && p90 <= 0.15, "des vs real: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0);
+    let mut failures = Vec::new();
+    for hosts in [16, 32, 64] {
+        let h = format!("topology.hosts={hosts}");
+        let s = scenario("agree-16.toml", &[&h]);
+        let d = des(&s, &tmp(&format!("agree-des-{hosts}")));
+        let mut runs: Vec<RunReport> =
+            (0..3).map(|i| real(&s, &tmp(&format!("agree-real-{hosts}-{i}")))).collect();
+        runs.sort_by(|a, b| a.summary.host_images.p50.partial_cmp(&b.summary.host_images.p50).unwrap());
+        let median = &runs[1];
+        let (p50, p90) = diff(&d, median);
+        eprintln!(
+            "{hosts} hosts: des p50 {:?} p90 {:?}; real (median of 3) p50 {:?} p90 {:?}: {:.1} %, {:.1} %",
+            d.summary.host_images.p50,
+            d.summary.host_images.p90,
+            median.summary.host_images.p50,
+            median.summary.host_images.p90,
+            p50 * 100.0,
+            p90 * 100.0
+        );
+        if p50 > 0.10 || p90 > 0.10 {
+            failures.push(format!("{hosts} hosts: p50 {:.1} %, p90 {:.1} %", p50 * 100.0, p90 * 100.0));
+        }
+    }
+    assert!(failures.is_empty(), "des vs real beyond 10 %: {failures:?}");
 }
 
-/// The end times (`end_s`) of a run's downloads.
 fn end_times(dir: &Path) -> Vec<f64> {
     let csv = std::fs::read_to_string(dir.join("downloads.csv")).expect("downloads.csv");
     let mut lines = csv.lines();
