@@ -17,7 +17,7 @@ use tokio::task::{LocalSet, spawn_local};
 
 use super::peer::{Node, run_node};
 use super::rogue::{RogueReport, run_rogue};
-use super::store::{DataDir, check_disk, generate_blob_files};
+use super::store::{DataDir, check_disk, generate_blob_files, prefill_agent_files};
 use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport};
 use crate::build::Addresses;
@@ -117,6 +117,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     check_disk(&scenario, &parent)?;
     let data = DataDir::create(&parent, options.keep_data)?;
     let blobs = generate_blob_files(&scenario, &data)?;
+    prefill_agent_files(&scenario, &blobs, &data)?;
     let data_path = data.path().to_path_buf();
     let keep_data = options.keep_data;
     let rt = super::current_thread_runtime()?;
