@@ -30,7 +30,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
     );
     let real = sizing::estimate(&s, sizing::EngineKind::Real);
     println!(
-        "sizing: --engine real: estimated peak memory {} (a piece per connection), and {} on disk \
+        "sizing: --engine real: estimated peak memory {} (buffers per connection), and {} on disk \
          (every blob once, plus every host's copies)",
         sizing::human_bytes(real.peak_bytes),
         sizing::human_bytes(shoal_sim::driver::store::disk_bytes_needed(&s))

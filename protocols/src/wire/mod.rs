@@ -165,6 +165,9 @@ pub enum WireError {
     /// A tagged payload reached a decoder whose [`DecoderLimits::accept_tagged`] is false.
     #[error("tagged (simulated) payload refused by this decoder")]
     TaggedRefused,
+    /// `next_message` and `next_chunk` were both called inside one payload (a caller's bug).
+    #[error("next_message and next_chunk mixed inside a payload")]
+    MixedUse,
     /// [`Decoder::finish`] was called inside a frame.
     #[error("stream ended inside a frame ({buffered} bytes buffered)")]
     UnexpectedEof {
@@ -280,7 +283,46 @@ impl Default for DecoderLimits {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Prefix,
-    Header { len: usize },
+    Header {
+        len: usize,
+    },
+    Payload {
+        index: u32,
+        offset: u64,
+        len: usize,
+    },
+    /// A real payload handed out in chunks ([`Decoder::next_chunk`]): `left` bytes to go.
+    Streaming {
+        left: usize,
+    },
+}
+
+/// What [`Decoder::next_chunk`] yields: whole messages, and each real PIECE_PAYLOAD as its header,
+/// its bytes in the pieces they arrived in, and its end — so that a receiver can write a piece
+/// where it belongs as it arrives instead of holding all of it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk {
+    /// A message other than a real piece payload (tagged payloads included).
+    Message(Message),
+    /// A real PIECE_PAYLOAD begins: `len` bytes follow, as [`Chunk::PayloadData`], then
+    /// [`Chunk::PayloadEnd`].
+    PayloadStart {
+        /// The piece.
+        index: u32,
+        /// The offset in the piece.
+        offset: u64,
+        /// The payload's length in bytes.
+        len: u64,
+    },
+    /// The next bytes of the current payload (never empty).
+    PayloadData(bytes::Bytes),
+    /// The current payload's last byte has been handed out.
+    PayloadEnd,
+}
+
+/// What parsing a frame's header found.
+enum HeaderStep {
+    Message(Message),
     Payload { index: u32, offset: u64, len: usize },
 }
 
@@ -351,7 +393,80 @@ impl Decoder {
         })
     }
 
+    /// Like [`next_message`](Decoder::next_message), but a real payload comes out in chunks as it
+    /// arrives ([`Chunk`]) instead of whole: the decoder then holds at most what one read fed it.
+    /// Use either this or `next_message` on one decoder, not both.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, WireError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if let State::Streaming { left } = self.state {
+            if left == 0 {
+                self.state = State::Prefix;
+                return Ok(Some(Chunk::PayloadEnd));
+            }
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let take = left.min(self.buf.len());
+            self.state = State::Streaming { left: left - take };
+            return Ok(Some(Chunk::PayloadData(self.buf.split_to(take).freeze())));
+        }
+        let step = self.step_until_payload().inspect_err(|e| {
+            self.failed = Some(e.clone());
+            self.buf = BytesMut::new();
+        })?;
+        Ok(match step {
+            None => None,
+            Some(Ok(msg)) => Some(Chunk::Message(msg)),
+            Some(Err((index, offset, len))) => {
+                self.state = State::Streaming { left: len };
+                Some(Chunk::PayloadStart { index, offset, len: len as u64 })
+            }
+        })
+    }
+
+    /// [`step`](Decoder::step) that stops at a real payload's header: `Err((index, offset, len))`.
+    #[allow(clippy::type_complexity)]
+    fn step_until_payload(&mut self) -> Result<Option<Result<Message, (u32, u64, usize)>>, WireError> {
+        if let State::Payload { .. } = self.state {
+            // Only `next_message` gathers whole payloads.
+            return Err(WireError::MixedUse);
+        }
+        Ok(match self.step_header()? {
+            Some(HeaderStep::Message(m)) => Some(Ok(m)),
+            Some(HeaderStep::Payload { index, offset, len }) => Some(Err((index, offset, len))),
+            None => None,
+        })
+    }
+
     fn step(&mut self) -> Result<Option<Message>, WireError> {
+        if matches!(self.state, State::Prefix | State::Header { .. }) {
+            match self.step_header()? {
+                Some(HeaderStep::Message(m)) => return Ok(Some(m)),
+                Some(HeaderStep::Payload { index, offset, len }) => {
+                    self.state = State::Payload { index, offset, len };
+                }
+                None => return Ok(None),
+            }
+        }
+        match self.state {
+            State::Payload { index, offset, len } => {
+                if self.buf.len() < len {
+                    return Ok(None);
+                }
+                let payload = Payload::Bytes(self.buf.split_to(len).freeze());
+                self.state = State::Prefix;
+                Ok(Some(Message::PiecePayload { index, offset, payload }))
+            }
+            // Only `next_chunk` streams.
+            State::Streaming { .. } => Err(WireError::MixedUse),
+            State::Prefix | State::Header { .. } => Ok(None),
+        }
+    }
+
+    /// Parses frame prefixes and headers until a whole message or a real payload's header.
+    fn step_header(&mut self) -> Result<Option<HeaderStep>, WireError> {
         loop {
             match self.state {
                 State::Prefix => {
@@ -376,7 +491,7 @@ impl Decoder {
                     match decoded {
                         Decoded::Message(msg) => {
                             self.state = State::Prefix;
-                            return Ok(Some(msg));
+                            return Ok(Some(HeaderStep::Message(msg)));
                         }
                         Decoded::Payload { index, offset, len } => {
                             // `decode_header` checked len ≤ max_payload ≤ u64; refuse what the platform
@@ -385,21 +500,12 @@ impl Decoder {
                                 len,
                                 max: self.limits.max_payload,
                             })?;
-                            // One allocation of the payload's size, not a doubling series while
-                            // it arrives: a receiver holds a piece per connection at most.
-                            self.buf.reserve(len.saturating_sub(self.buf.len()));
-                            self.state = State::Payload { index, offset, len };
+                            self.state = State::Prefix;
+                            return Ok(Some(HeaderStep::Payload { index, offset, len }));
                         }
                     }
                 }
-                State::Payload { index, offset, len } => {
-                    if self.buf.len() < len {
-                        return Ok(None);
-                    }
-                    let payload = Payload::Bytes(self.buf.split_to(len).freeze());
-                    self.state = State::Prefix;
-                    return Ok(Some(Message::PiecePayload { index, offset, payload }));
-                }
+                State::Payload { .. } | State::Streaming { .. } => return Ok(None),
             }
         }
     }

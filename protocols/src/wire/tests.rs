@@ -560,3 +560,58 @@ fn a_real_header_of_a_tagged_payload_frames_its_bytes_as_kraken_does() {
     encode_real_header(&request, &mut b).unwrap();
     assert_eq!(a, b);
 }
+
+/// Reassembles what `next_chunk` yields into messages.
+fn drain_chunks(d: &mut Decoder, out: &mut Vec<Message>, open: &mut Option<(u32, u64, u64, Vec<u8>)>) {
+    while let Some(c) = d.next_chunk().expect("valid input") {
+        match c {
+            Chunk::Message(m) => out.push(m),
+            Chunk::PayloadStart { index, offset, len } => *open = Some((index, offset, len, Vec::new())),
+            Chunk::PayloadData(b) => {
+                assert!(!b.is_empty());
+                open.as_mut().expect("inside a payload").3.extend_from_slice(&b);
+            }
+            Chunk::PayloadEnd => {
+                let (index, offset, len, bytes) = open.take().expect("inside a payload");
+                assert_eq!(bytes.len() as u64, len);
+                out.push(Message::PiecePayload { index, offset, payload: Payload::Bytes(bytes.into()) });
+            }
+        }
+    }
+}
+
+proptest! {
+    /// Chunked decoding gives the messages whole decoding gives, however the input is split, and
+    /// holds no more than one feed's bytes of a payload.
+    #[test]
+    fn chunks_reassemble_to_the_messages(split in proptest::collection::vec(1usize..9000, 1..40)) {
+        let piece = Bytes::from((0..20_000u32).map(|i| (i * 7) as u8).collect::<Vec<u8>>());
+        let msgs = vec![
+            Message::Bitfield(Box::new(handshake())),
+            Message::PieceRequest { index: 1, offset: 0, length: 20_000 },
+            Message::PiecePayload { index: 1, offset: 0, payload: Payload::Bytes(piece.clone()) },
+            Message::AnnouncePiece { index: 1 },
+            Message::PiecePayload { index: 2, offset: 0, payload: Payload::Bytes(piece.slice(..3)) },
+            Message::Complete,
+        ];
+        let mut wire = Vec::new();
+        for m in &msgs {
+            encode(m, &mut wire).unwrap();
+        }
+        let mut d = Decoder::new(DecoderLimits::default());
+        let (mut out, mut open) = (Vec::new(), None);
+        let mut rest = &wire[..];
+        for n in split.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let n = (*n).min(rest.len());
+            d.feed(&rest[..n]);
+            rest = &rest[n..];
+            drain_chunks(&mut d, &mut out, &mut open);
+            prop_assert!(d.buffered_len() <= 9000);
+        }
+        prop_assert!(d.is_idle());
+        prop_assert_eq!(out, msgs);
+    }
+}

@@ -11,7 +11,7 @@ use shoal_protocols::agent::Agent;
 use shoal_protocols::announce::{AnnounceError, AnnounceRequest, AnnounceResponse, MetaInfoReply};
 use shoal_protocols::origin::Origin;
 use shoal_protocols::peer::{ConnId, Event, Output};
-use shoal_protocols::wire::{self, Decoder, DecoderLimits};
+use shoal_protocols::wire::{self, Chunk, Decoder, DecoderLimits};
 use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -52,6 +52,16 @@ pub(crate) enum Input<S> {
         id: u64,
         reply: MetaInfoReply,
     },
+    /// A piece payload an agent's reader wrote to disk as it arrived, or held (blobs on disk): its
+    /// header, the CRC32 of its bytes, and where the bytes are.
+    Piece {
+        conn: ConnId,
+        index: u32,
+        offset: u64,
+        len: u64,
+        crc: u32,
+        held: Held,
+    },
     /// A completed download's file was hashed ([`NodeDriver::verify_completed_file`]): whether
     /// it matches its digest, or why it could not be read.
     Verified {
@@ -77,6 +87,167 @@ enum WriteCmd {
         at: u64,
     },
     Close,
+}
+
+/// An agent's files and pieces when blobs are on disk, shared by its task and its readers.
+///
+/// A piece's bytes are written to the agent's file as they arrive, at the piece's offset, by the
+/// one connection that claimed the piece; the node then checks the piece (CRC32) as it checks any.
+/// A piece the agent holds is never overwritten: its bytes are only counted (a duplicate), and a
+/// piece another connection is already writing is held in memory and written only if the node takes
+/// it. So a bad piece can only land where no good copy is, and is written over when the piece comes
+/// again.
+#[derive(Default)]
+pub(crate) struct DiskState {
+    files: BTreeMap<u32, Rc<AgentFile>>,
+    claims: BTreeMap<(u32, u32), Claim>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Claim {
+    /// A connection is writing the piece into the file.
+    Writing,
+    /// The node holds the piece: its bytes in the file are good.
+    Held,
+}
+
+impl DiskState {
+    /// Agent `node`'s file of `blob`, created on first use; a failure fails the run.
+    fn file(&mut self, ctx: &Ctx, node: u32, blob: u32) -> Option<Rc<AgentFile>> {
+        if let Some(f) = self.files.get(&blob) {
+            return Some(f.clone());
+        }
+        let dir = ctx.data_dir.as_deref()?;
+        match AgentFile::create(dir, node, &ctx.blobs[blob as usize]) {
+            Ok(f) => Some(self.files.entry(blob).or_insert(Rc::new(f)).clone()),
+            Err(e) => {
+                ctx.fail_run(format!(
+                    "agent {node}: creating its file of blob {} in {}: {e}",
+                    ctx.blobs[blob as usize].digest,
+                    dir.display()
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Where a received piece's bytes are ([`Input::Piece`]).
+pub(crate) enum Held {
+    /// In the agent's file at the piece's offset, under this connection's claim.
+    Written(ClaimGuard),
+    /// In memory: another connection was writing the same piece.
+    Bytes(Bytes),
+    /// Counted, not kept: the agent holds the piece already, or the header does not fit the blob.
+    Dropped,
+}
+
+/// A connection's claim to write a piece; released when dropped unless the node took the piece.
+pub(crate) struct ClaimGuard {
+    disk: Rc<RefCell<DiskState>>,
+    key: (u32, u32),
+}
+
+impl ClaimGuard {
+    /// The node took the piece: its bytes in the file are the agent's.
+    fn keep(self) {
+        self.disk.borrow_mut().claims.insert(self.key, Claim::Held);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        let mut d = self.disk.borrow_mut();
+        if d.claims.get(&self.key) == Some(&Claim::Writing) {
+            d.claims.remove(&self.key);
+        }
+    }
+}
+
+/// A piece payload a reader is receiving (blobs on disk).
+struct Receiving {
+    index: u32,
+    offset: u64,
+    len: u64,
+    done: u64,
+    crc: crc32fast::Hasher,
+    into: Into,
+}
+
+enum Into {
+    File { file: Rc<AgentFile>, at: u64, claim: ClaimGuard },
+    Memory(Vec<u8>),
+    Nowhere,
+}
+
+impl Receiving {
+    fn start(
+        ctx: &Ctx,
+        disk: &Rc<RefCell<DiskState>>,
+        node: u32,
+        blob: Option<u32>,
+        index: u32,
+        offset: u64,
+        len: u64,
+    ) -> Receiving {
+        let into = match blob {
+            Some(b) => {
+                let data = &ctx.blobs[b as usize];
+                let m = &data.metainfo;
+                // Only a whole piece of this blob is written; the node refuses anything else.
+                let fits = index < m.num_pieces() && offset == 0 && len == m.piece_len(index);
+                let claim = disk.borrow().claims.get(&(b, index)).copied();
+                match (fits, claim) {
+                    (false, _) | (true, Some(Claim::Held)) => Into::Nowhere,
+                    (true, Some(Claim::Writing)) => Into::Memory(Vec::with_capacity(len as usize)),
+                    (true, None) => {
+                        let file = disk.borrow_mut().file(ctx, node, b);
+                        match file {
+                            Some(file) => {
+                                disk.borrow_mut().claims.insert((b, index), Claim::Writing);
+                                let claim = ClaimGuard { disk: disk.clone(), key: (b, index) };
+                                Into::File { file, at: data.piece_offset(index), claim }
+                            }
+                            None => Into::Nowhere,
+                        }
+                    }
+                }
+            }
+            None => Into::Nowhere,
+        };
+        Receiving { index, offset, len, done: 0, crc: crc32fast::Hasher::new(), into }
+    }
+
+    fn data(&mut self, ctx: &Ctx, bytes: &[u8]) {
+        self.crc.update(bytes);
+        match &mut self.into {
+            Into::File { file, at, .. } => {
+                if let Err(e) = file.write_piece(*at + self.done, bytes) {
+                    ctx.fail_run(format!("writing piece {} to {}: {e}", self.index, file.path.display()));
+                }
+            }
+            Into::Memory(v) => v.extend_from_slice(bytes),
+            Into::Nowhere => {}
+        }
+        self.done += bytes.len() as u64;
+    }
+
+    fn end<S>(self, conn: ConnId) -> Input<S> {
+        let held = match self.into {
+            Into::File { claim, .. } => Held::Written(claim),
+            Into::Memory(v) => Held::Bytes(v.into()),
+            Into::Nowhere => Held::Dropped,
+        };
+        Input::Piece {
+            conn,
+            index: self.index,
+            offset: self.offset,
+            len: self.len,
+            crc: self.crc.finalize(),
+            held,
+        }
+    }
 }
 
 /// The file a piece is read from when blobs are on disk.
@@ -187,7 +358,8 @@ pub(crate) async fn run_node<T: Transport>(
         _ => (&no_pulls.0, &no_pulls.1),
     };
     let http = Rc::new(HttpClient::new(t.clone(), ctx.clone(), Some(node)));
-    let mut d = NodeDriver { t, ctx, node, tx, delays, http, conns: BTreeMap::new(), files: BTreeMap::new() };
+    let disk = Rc::new(RefCell::new(DiskState::default()));
+    let mut d = NodeDriver { t, ctx, node, tx, delays, http, conns: BTreeMap::new(), disk };
     loop {
         let pull_at = pulls.get(next_pull.get()).map_or(Instant::FAR_FUTURE, |p| p.0);
         let deadline = state.poll_timeout().min(pull_at);
@@ -450,8 +622,8 @@ struct NodeDriver<T: Transport> {
     /// The node's HTTP client (an agent's announces and metainfo requests).
     http: Rc<HttpClient<T>>,
     conns: BTreeMap<ConnId, Conn>,
-    /// An agent's files, by blob index, when blobs are on disk.
-    files: BTreeMap<u32, Rc<AgentFile>>,
+    /// An agent's files and pieces, when blobs are on disk.
+    disk: Rc<RefCell<DiskState>>,
 }
 
 impl<T: Transport> NodeDriver<T> {
@@ -490,40 +662,17 @@ impl<T: Transport> NodeDriver<T> {
                     c.remote = self.ctx.node_by_peer.get(&hs.peer_id).copied();
                     c.blob = self.ctx.blob_by_digest.get(&hs.digest).copied();
                 }
-                if let (Message::PiecePayload { payload, .. }, Some(from)) = (&msg, c.remote) {
-                    let agents = self.ctx.agents();
-                    let source = if from >= agents {
-                        Source::Origin
-                    } else {
-                        Source::Peer(self.ctx.net.locality(from, self.node))
-                    };
-                    let host = (self.node < agents).then_some(self.node).zip(c.blob);
-                    let sc = &self.ctx.scenario;
-                    let zone = |n: u32| {
-                        let n = n as usize;
-                        match n.checked_sub(sc.topology.hosts.len()) {
-                            None => sc.topology.hosts[n].place.zone,
-                            Some(o) => sc.origins[o].place.zone,
-                        }
-                    };
-                    let cross_zone = sc.topology.zones.is_some() && zone(from) != zone(self.node);
-                    self.ctx.metrics.borrow_mut().payload_delivered(
-                        now,
-                        host,
-                        source,
-                        cross_zone,
-                        payload.len(),
-                    );
+                let (remote, blob) = (c.remote, c.blob);
+                if let Message::PiecePayload { payload, .. } = &msg {
+                    self.payload_delivered(now, remote, blob, payload.len());
                 }
-                let blob = c.blob;
-                match msg {
-                    Message::PiecePayload { index, offset, payload: Payload::Bytes(bytes) }
-                        if self.ctx.data_dir.is_some() =>
-                    {
-                        self.receive_to_disk(state, now, conn, blob, index, offset, bytes);
-                    }
-                    msg => state.handle_message(now, conn, msg),
-                }
+                state.handle_message(now, conn, msg);
+            }
+            Input::Piece { conn, index, offset, len, crc, held } => {
+                let Some(c) = self.conns.get(&conn) else { return };
+                let (remote, blob) = (c.remote, c.blob);
+                self.payload_delivered(now, remote, blob, len);
+                self.take_piece(state, now, conn, blob, (index, offset, len, crc), held);
             }
             Input::Closed { conn } => {
                 tracing::debug!(at = %now, node = self.node, ?conn, "closed by the remote end");
@@ -562,57 +711,67 @@ impl<T: Transport> NodeDriver<T> {
         }
     }
 
-    /// Hands a received piece to the node as a tagged payload carrying the CRC32 of its bytes (the
-    /// node checks it against the metainfo as it checks real bytes), and writes the bytes to the
-    /// agent's file of the blob once the node has taken the piece: a bad or duplicate piece never
-    /// overwrites a good one.
-    #[allow(clippy::too_many_arguments)]
-    fn receive_to_disk(
+    /// Counts a piece payload that arrived from `remote` (for a download of `blob`).
+    fn payload_delivered(&self, now: Instant, remote: Option<u32>, blob: Option<u32>, len: u64) {
+        let Some(from) = remote else { return };
+        let agents = self.ctx.agents();
+        let source = if from >= agents {
+            Source::Origin
+        } else {
+            Source::Peer(self.ctx.net.locality(from, self.node))
+        };
+        let host = (self.node < agents).then_some(self.node).zip(blob);
+        let sc = &self.ctx.scenario;
+        let zone = |n: u32| {
+            let n = n as usize;
+            match n.checked_sub(sc.topology.hosts.len()) {
+                None => sc.topology.hosts[n].place.zone,
+                Some(o) => sc.origins[o].place.zone,
+            }
+        };
+        let cross_zone = sc.topology.zones.is_some() && zone(from) != zone(self.node);
+        self.ctx.metrics.borrow_mut().payload_delivered(now, host, source, cross_zone, len);
+    }
+
+    /// Hands a piece the reader received to the node as a tagged payload carrying the CRC32 of its
+    /// bytes (the node checks it against the metainfo as it checks real bytes); once the node has
+    /// taken it, the bytes in the file are the agent's (or are written there, when they were held).
+    fn take_piece(
         &mut self,
         state: &mut Node,
         now: Instant,
         conn: ConnId,
         blob: Option<u32>,
-        index: u32,
-        offset: u64,
-        bytes: Bytes,
+        (index, offset, len, crc): (u32, u64, u64, u32),
+        held: Held,
     ) {
-        let tagged = Payload::Tagged { len: bytes.len() as u64, tag: crc32fast::hash(&bytes) };
-        let msg = Message::PiecePayload { index, offset, payload: tagged };
-        let (Node::Agent(agent), Some(blob)) = (&*state, blob) else {
-            state.handle_message(now, conn, msg);
-            return;
+        let msg = Message::PiecePayload { index, offset, payload: Payload::Tagged { len, tag: crc } };
+        let digest = blob.map(|b| self.ctx.blobs[b as usize].digest);
+        let holds = |state: &Node| match (state, &digest) {
+            (Node::Agent(a), Some(d)) => a.bitfield(d).is_some_and(|b| index < b.len() && b.get(index)),
+            _ => false,
         };
-        let digest = self.ctx.blobs[blob as usize].digest;
-        let held = |a: &Agent| a.bitfield(&digest).is_some_and(|b| index < b.len() && b.get(index));
-        let before = held(agent);
+        let before = holds(state);
         state.handle_message(now, conn, msg);
-        let Node::Agent(agent) = &*state else { return };
-        if before || !held(agent) {
-            return;
-        }
-        let data = &self.ctx.blobs[blob as usize];
-        let at = data.piece_offset(index) + offset;
-        let file = match self.files.entry(blob) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => {
-                let dir = self.ctx.data_dir.as_deref().expect("checked by the caller");
-                match AgentFile::create(dir, self.node, data) {
-                    Ok(f) => e.insert(Rc::new(f)),
-                    Err(err) => {
-                        self.ctx.fail_run(format!(
-                            "agent {}: creating its file of blob {} in {}: {err}",
-                            self.node,
-                            digest,
-                            dir.display()
-                        ));
-                        return;
+        let taken = !before && holds(state);
+        match (held, blob) {
+            (Held::Written(claim), _) if taken => claim.keep(),
+            (Held::Bytes(bytes), Some(b)) if taken => {
+                let at = self.ctx.blobs[b as usize].piece_offset(index) + offset;
+                let file = self.disk.borrow_mut().file(&self.ctx, self.node, b);
+                if let Some(file) = file {
+                    if let Err(e) = file.write_piece(at, &bytes) {
+                        self.ctx.fail_run(format!("writing piece {index} to {}: {e}", file.path.display()));
                     }
+                    self.disk.borrow_mut().claims.insert((b, index), Claim::Held);
                 }
             }
-        };
-        if let Err(err) = file.write_piece(at, &bytes) {
-            self.ctx.fail_run(format!("writing piece {index} to {}: {err}", file.path.display()));
+            (Held::Dropped, _) if taken => self.ctx.fail_run(format!(
+                "agent {}: took piece {index} whose bytes were not kept (a driver bug)",
+                self.node
+            )),
+            // Refused or a duplicate: a claim is released as it drops.
+            _ => {}
         }
     }
 
@@ -623,7 +782,8 @@ impl<T: Transport> NodeDriver<T> {
     /// there is nothing to hash.
     fn verify_completed_file(&self, ev: Event) -> Option<Event> {
         let Event::DownloadComplete { digest, stats } = ev else { return Some(ev) };
-        let file = self.ctx.blob_by_digest.get(&digest).and_then(|b| self.files.get(b));
+        let file =
+            self.ctx.blob_by_digest.get(&digest).and_then(|b| self.disk.borrow().files.get(b).cloned());
         let (true, true, Some(file)) =
             (self.ctx.data_dir.is_some(), self.ctx.scenario.protocol.agent.quirks.verify_blob_sha256, file)
         else {
@@ -668,6 +828,8 @@ impl<T: Transport> NodeDriver<T> {
             accept_tagged: false,
             ..DecoderLimits::default()
         };
+        // An agent's reader writes pieces to disk as they arrive, when blobs are on disk.
+        let disk = (self.ctx.data_dir.is_some() && self.node < self.ctx.agents()).then(|| self.disk.clone());
         c.reader = Some(spawn_local(reader(
             self.t.clone(),
             self.ctx.clone(),
@@ -676,6 +838,7 @@ impl<T: Transport> NodeDriver<T> {
             r,
             Sink { tx: self.tx.clone(), delays: self.delays.clone() },
             limits,
+            disk,
         )));
         spawn_local(writer(self.t.clone(), self.ctx.clone(), self.node, w, wrx));
     }
@@ -719,7 +882,9 @@ impl<T: Transport> NodeDriver<T> {
                         // Blobs on disk: the piece is read from this node's file of the blob.
                         let from = match (c.blob, self.node < self.ctx.agents()) {
                             (Some(b), false) => Some(StoredPiece::Origin(b)),
-                            (Some(b), true) => self.files.get(&b).cloned().map(StoredPiece::Agent),
+                            (Some(b), true) => {
+                                self.disk.borrow().files.get(&b).cloned().map(StoredPiece::Agent)
+                            }
                             (None, _) => None,
                         };
                         let Some(from) = from else {
@@ -891,7 +1056,10 @@ async fn announce<T: Transport>(
 
 /// Reads a connection: bytes pay the host's download bucket, then go through the decoder. Where
 /// the driver emulates latency, each message reaches the node one latency after it was read, in
-/// order, through the node's [`DelayQueue`].
+/// order, through the node's [`DelayQueue`]. With `disk` (an agent, blobs on disk) piece payloads
+/// are written to the agent's file as they arrive ([`DiskState`]) and reach the node as
+/// [`Input::Piece`].
+#[allow(clippy::too_many_arguments)]
 async fn reader<T: Transport>(
     t: T,
     ctx: Rc<Ctx>,
@@ -900,8 +1068,11 @@ async fn reader<T: Transport>(
     mut r: tokio::io::ReadHalf<T::Stream>,
     sink: Sink<T::Stream>,
     limits: DecoderLimits,
+    disk: Option<Rc<RefCell<DiskState>>>,
 ) {
     let mut remote: Option<u32> = None;
+    let mut blob: Option<u32> = None;
+    let mut receiving: Option<Receiving> = None;
     let mut last_due = Instant::ZERO;
     let mut send = |msg: Input<T::Stream>, remote: Option<u32>| -> bool {
         match &sink.delays {
@@ -928,12 +1099,33 @@ async fn reader<T: Transport>(
         }
         dec.feed(&buf[..n]);
         let failed = loop {
-            match dec.next_message() {
-                Ok(Some(msg)) => {
+            let chunk = match &disk {
+                Some(_) => dec.next_chunk(),
+                None => dec.next_message().map(|m| m.map(Chunk::Message)),
+            };
+            match chunk {
+                Ok(Some(Chunk::Message(msg))) => {
                     if let Message::Bitfield(hs) = &msg {
                         remote = ctx.node_by_peer.get(&hs.peer_id).copied();
+                        blob = ctx.blob_by_digest.get(&hs.digest).copied();
                     }
                     if !send(Input::Message { conn, msg }, remote) {
+                        return;
+                    }
+                }
+                Ok(Some(Chunk::PayloadStart { index, offset, len })) => {
+                    let disk = disk.as_ref().expect("only next_chunk streams");
+                    receiving = Some(Receiving::start(&ctx, disk, node, blob, index, offset, len));
+                }
+                Ok(Some(Chunk::PayloadData(bytes))) => {
+                    if let Some(rx) = receiving.as_mut() {
+                        rx.data(&ctx, &bytes);
+                    }
+                }
+                Ok(Some(Chunk::PayloadEnd)) => {
+                    if let Some(rx) = receiving.take()
+                        && !send(rx.end(conn), remote)
+                    {
                         return;
                     }
                 }
