@@ -42,12 +42,17 @@
 //!   (origins serve [`BlobContent::Bytes`](shoal_protocols::origin::BlobContent), agents keep their
 //!   pieces); on `real` they are on disk, one file per blob and agent, and the driver reads and
 //!   writes them around the state machines ([`store`]).
+//! - **faults** (`real` only; turmoil's network applies its own): every node runs as an
+//!   incarnation whose tasks a `[[faults]]` crash aborts all at once (`lifecycle`), and the delay
+//!   line judges each message by the link it crosses when it arrives (`faults`).
 //!
 //! [`wire::Decoder`]: shoal_protocols::wire::Decoder
 //! [`wire::encode_header`]: shoal_protocols::wire::encode_header
 
 pub mod bucket;
+mod faults;
 pub mod http;
+mod lifecycle;
 mod peer;
 pub mod process;
 pub mod real;
@@ -155,6 +160,9 @@ pub(crate) struct Ctx {
     /// restarted by a fault does not start its earlier pulls again, and pulls that come due while
     /// it is down are consumed (and failed) by the engine.
     pub next_pull: Vec<Cell<usize>>,
+    /// Partitioned and held links (`[[faults]]` on the real engine; turmoil's network applies
+    /// its own, and these stay healthy).
+    pub links: faults::Links,
 }
 
 impl Ctx {
@@ -206,6 +214,7 @@ impl Ctx {
             next_pull: (0..agents).map(|_| Cell::new(0)).collect(),
             data_dir: None,
             fatal: RefCell::new(None),
+            links: faults::Links::new((agents + s.origins.len()) as u32),
             pulls_by_host,
             metrics: RefCell::new(Metrics::new(agents, interval)),
             net,
@@ -403,8 +412,9 @@ pub struct DriverOptions {
     pub progress: Option<crate::ProgressFn>,
     /// Adds a misbehaving peer to a `real` run (robustness tests).
     pub rogue: Option<rogue::Rogue>,
-    /// Kills agent `host`'s task (and so its sockets) at this time into a `real` run; its unfinished
-    /// downloads are recorded as failed (`removed`). Robustness tests.
+    /// Kills agent `host`'s software at this time into a `real` run, as a `[[faults]]` crash
+    /// does (every task it spawned, and so every socket); its unfinished downloads are recorded
+    /// as failed (`removed`), and its later pulls as `host down`. Robustness tests.
     pub kill_agent: Option<(u32, Duration)>,
     /// Stops the run early when set; see [`DriverRun::interrupted`].
     pub stop: Option<crate::StopFlag>,

@@ -15,8 +15,9 @@ use shoal_protocols::wire::{self, Chunk, Decoder, DecoderLimits};
 use shoal_protocols::{Digest, Instant, Message, MetaInfo, Payload};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::{JoinHandle, spawn_local};
+use tokio::task::JoinHandle;
 
+use super::faults::{self, spawn_local};
 use super::store::{AgentFile, BlobBytes, file_matches, read_exact_at};
 use super::{Ctx, Transport, http, now, sleep_until};
 use crate::build::{build_agent, build_origin};
@@ -346,7 +347,7 @@ pub(crate) async fn run_node<T: Transport>(
 ) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Input<T::Stream>>();
     let delays = ctx.emulate_latency.then(|| Rc::new(DelayQueue::default()));
-    let _pump = delays.clone().map(|q| spawn_local(delay_pump(t.clone(), q, tx.clone())));
+    let _pump = delays.clone().map(|q| spawn_local(delay_pump(t.clone(), ctx.clone(), node, q, tx.clone())));
     let _listener = spawn_local(accept_loop(t.clone(), listener, tx.clone()));
     let _http = http.map(|l| spawn_local(origin_http(t.clone(), l, tx.clone())));
     // This host's pulls, in time order; `ctx.next_pull` says which have started.
@@ -479,6 +480,7 @@ async fn connect<T: Transport>(
     to: Option<u32>,
     addr: SocketAddr,
 ) -> std::io::Result<T::Stream> {
+    faults::dial_crosses(ctx, from, to).await?;
     let s = t.connect(addr).await?;
     sleep_nonzero(ctx.connect_wait(from, to)).await;
     Ok(s)
@@ -494,6 +496,8 @@ pub(crate) struct HttpClient<T: Transport> {
     ctx: Rc<Ctx>,
     /// The client's network node; `None`: a tracker.
     me: Option<u32>,
+    /// The tracker the client is, if it is one (the link its calls cross).
+    tracker: Option<usize>,
     /// Per server: idle connections and when each went idle.
     idle: RefCell<BTreeMap<SocketAddr, Vec<Idle<T::Stream>>>>,
 }
@@ -503,7 +507,13 @@ type Idle<S> = (S, Duration);
 
 impl<T: Transport> HttpClient<T> {
     pub(crate) fn new(t: T, ctx: Rc<Ctx>, me: Option<u32>) -> Self {
-        HttpClient { t, ctx, me, idle: RefCell::new(BTreeMap::new()) }
+        HttpClient { t, ctx, me, tracker: None, idle: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// The client of tracker `index`.
+    pub(crate) fn for_tracker(mut self, index: usize) -> Self {
+        self.tracker = Some(index);
+        self
     }
 
     /// One HTTP exchange with `server` (its network node; `None`: a tracker) at `addr`, bounded by
@@ -518,8 +528,10 @@ impl<T: Transport> HttpClient<T> {
         body: &[u8],
     ) -> std::io::Result<http::Response> {
         let (ctx, me) = (&self.ctx, self.me);
+        let ends = faults::http_ends(ctx, me, self.tracker, server, addr);
         let call = async {
             sleep_nonzero(ctx.one_way(me, server)).await;
+            faults::request_crosses(ctx, ends, self.has_idle(addr)).await?;
             let reused = match self.take(addr) {
                 Some(mut s) => exchange(&mut s, addr, method, path, body).await.ok().map(|r| (s, r)),
                 None => None,
@@ -533,12 +545,17 @@ impl<T: Transport> HttpClient<T> {
                 }
             };
             sleep_nonzero(ctx.one_way(server, me)).await;
+            faults::reply_crosses(ctx, ends).await;
             self.put(addr, s);
             Ok(r)
         };
         tokio::time::timeout(HTTP_TIMEOUT, call)
             .await
             .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "HTTP timeout")))
+    }
+
+    fn has_idle(&self, addr: SocketAddr) -> bool {
+        self.idle.borrow().get(&addr).is_some_and(|c| !c.is_empty())
     }
 
     fn take(&self, addr: SocketAddr) -> Option<T::Stream> {
@@ -978,21 +995,22 @@ impl<S> Default for DelayQueue<S> {
 }
 
 impl<S> DelayQueue<S> {
-    fn push(&self, due: Instant, conn: ConnId, input: Input<S>) {
+    /// Queues what `conn` read from network node `remote` (`None`: not yet known), due at `due`.
+    fn push(&self, due: Instant, conn: ConnId, remote: Option<u32>, input: Input<S>) {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
-        self.items.borrow_mut().insert((due, seq), (conn, input));
+        self.items.borrow_mut().insert((due, seq), (conn, remote, input));
         self.queued.notify_one();
     }
 
-    /// The earliest input due by `now`.
-    fn pop_due(&self, now: Instant) -> Option<Input<S>> {
+    /// The earliest input due by `now`, and the network node it came from.
+    fn pop_due(&self, now: Instant) -> Option<(Option<u32>, Input<S>)> {
         let mut items = self.items.borrow_mut();
         let (&(due, _), _) = items.first_key_value()?;
         if due > now {
             return None;
         }
-        items.pop_first().map(|(_, (_, input))| input)
+        items.pop_first().map(|(_, (_, remote, input))| (remote, input))
     }
 
     fn next_due(&self) -> Option<Instant> {
@@ -1001,30 +1019,48 @@ impl<S> DelayQueue<S> {
 
     /// Drops what a connection read but the node has not yet received.
     fn forget(&self, conn: ConnId) {
-        self.items.borrow_mut().retain(|_, (c, _)| *c != conn);
+        self.items.borrow_mut().retain(|_, (c, _, _)| *c != conn);
     }
 }
 
-/// (arrival time, sequence number) → the connection and what it read.
-type Queued<S> = BTreeMap<(Instant, u64), (ConnId, Input<S>)>;
+/// (arrival time, sequence number) → the connection, the network node it is from, and what it read.
+type Queued<S> = BTreeMap<(Instant, u64), (ConnId, Option<u32>, Input<S>)>;
 
-/// Hands a node its delayed inputs as they come due, earliest first.
+/// Hands node `node` its delayed inputs as they come due, earliest first. Each is judged by the
+/// link it crosses as it arrives ([`faults::Links`]): let through, dropped across a partition, or
+/// held until a `release` hands it over.
 async fn delay_pump<T: Transport>(
     t: T,
+    ctx: Rc<Ctx>,
+    node: u32,
     q: Rc<DelayQueue<T::Stream>>,
     tx: mpsc::UnboundedSender<Input<T::Stream>>,
 ) {
+    let mut held = faults::Held::default();
     loop {
+        let changed = ctx.links.changed();
+        for input in held.released(&ctx.links) {
+            if tx.send(input).is_err() {
+                return;
+            }
+        }
         match q.next_due() {
-            None => q.queued.notified().await,
+            None => {
+                tokio::select! {
+                    _ = q.queued.notified() => {}
+                    _ = changed => {}
+                }
+            }
             Some(due) if due > now(&t) => {
                 tokio::select! {
                     _ = sleep_until(&t, due) => {}
                     _ = q.queued.notified() => {}
+                    _ = changed => {}
                 }
             }
             Some(_) => {
-                while let Some(input) = q.pop_due(now(&t)) {
+                while let Some((remote, input)) = q.pop_due(now(&t)) {
+                    let Some(input) = held.arrive(&ctx.links, remote, node, input) else { continue };
                     if tx.send(input).is_err() {
                         return;
                     }
@@ -1080,7 +1116,7 @@ async fn reader<T: Transport>(
                 // A connection's messages keep their order (TCP).
                 let due = (now(&t) + ctx.one_way(remote, Some(node))).max(last_due);
                 last_due = due;
-                q.push(due, conn, msg);
+                q.push(due, conn, remote, msg);
                 true
             }
             None => sink.tx.send(msg).is_ok(),
@@ -1267,13 +1303,13 @@ mod tests {
         // Read in this order, all due within the same millisecond (one tokio timer tick).
         for (due, conn) in [(1_400, 1), (1_100, 2), (1_250, 3), (1_100, 4), (1_300, 5), (2_600, 6)] {
             let (c, input) = closed(conn);
-            q.push(at(due), c, input);
+            q.push(at(due), c, None, input);
         }
         // A connection the node stopped delivers nothing more.
         q.forget(ConnId(5));
         assert!(q.pop_due(at(1_099)).is_none());
         assert_eq!(q.next_due(), Some(at(1_100)));
-        let out: Vec<u64> = std::iter::from_fn(|| q.pop_due(at(2_000))).map(conn_of).collect();
+        let out: Vec<u64> = std::iter::from_fn(|| q.pop_due(at(2_000))).map(|(_, i)| conn_of(i)).collect();
         // Earliest first; equal times keep the order they were read in.
         assert_eq!(out, [2, 4, 3, 1]);
         assert_eq!(q.next_due(), Some(at(2_600)));

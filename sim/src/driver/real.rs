@@ -3,7 +3,9 @@
 //!
 //! All tasks share one thread (a `LocalSet` on a current-thread runtime): the run is bounded by
 //! the scenario's `max_sim_time` as a wall-clock limit, and everything — sockets, tasks, buffers —
-//! is released when the runtime is dropped at the end of [`run`].
+//! is released when the runtime is dropped at the end of [`run`]. Each node runs as an
+//! incarnation that `[[faults]]` can crash and bounce ([`super::lifecycle`]); link faults are
+//! applied in the driver's delay line ([`super::faults`]).
 
 use std::collections::BTreeSet;
 use std::io;
@@ -15,10 +17,10 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{LocalSet, spawn_local};
 
-use super::peer::{Node, run_node};
+use super::lifecycle::{self, Nodes};
+use super::peer::Node;
 use super::rogue::{RogueReport, run_rogue};
 use super::store::{DataDir, check_disk, generate_blob_files, prefill_agent_files};
-use super::tracker::run_tracker;
 use super::{Ctx, DriverOptions, DriverRun, NodeAddrs, Transport};
 use crate::build::Addresses;
 use crate::scenario::Scenario;
@@ -100,17 +102,10 @@ impl Transport for TokioTcp {
 }
 
 /// Runs a scenario on loopback sockets until every pull has ended or `max_sim_time` of wall time
-/// has passed. Blobs are kept on disk ([`super::store`]) in a folder of the run's own under
+/// has passed, applying its `[[faults]]` on the wall clock ([`super::lifecycle`]). Blobs are kept on disk ([`super::store`]) in a folder of the run's own under
 /// `options.data_dir` (default: the system's temporary folder), removed at the end unless
 /// `options.keep_data`; the run is refused when they would not fit there.
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
-    if !scenario.faults.is_empty() {
-        return Err(format!(
-            "{}: the scenario has {} [[faults]]; only --engine des and --engine turmoil apply faults",
-            scenario.source,
-            scenario.faults.len()
-        ));
-    }
     let parent = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
         .map_err(|e| format!("creating the data folder {}: {e}", parent.display()))?;
@@ -123,21 +118,21 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
-        let t0 = TokioTcp::new();
         let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        let bind = || t0.bind(any);
+        // Nodes listen on ports a restarted incarnation can bind again (`lifecycle::listen`).
+        let bind = || lifecycle::listen(any);
         let err = |e: io::Error| format!("binding a loopback port: {e}");
         let mut agent_l = Vec::new();
         for _ in 0..scenario.topology.hosts.len() {
-            agent_l.push(bind().await.map_err(err)?);
+            agent_l.push(bind().map_err(err)?);
         }
         let mut origin_l = Vec::new();
         for _ in 0..scenario.origins.len() {
-            origin_l.push((bind().await.map_err(err)?, bind().await.map_err(err)?));
+            origin_l.push((bind().map_err(err)?, bind().map_err(err)?));
         }
         let mut tracker_l = Vec::new();
         for _ in 0..scenario.trackers {
-            tracker_l.push(bind().await.map_err(err)?);
+            tracker_l.push(bind().map_err(err)?);
         }
         let local_addr =
             |l: &TcpListener| l.local_addr().map_err(|e| format!("reading a local address: {e}"));
@@ -162,10 +157,10 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             .collect();
         // The clock starts now, with every node built.
         let t = TokioTcp::new();
+        let mut lives = Nodes::new(t.clone(), ctx.clone());
         for (i, l) in tracker_l.into_iter().enumerate() {
-            spawn_local(run_tracker(t.clone(), ctx.clone(), i, l));
+            lives.start_tracker(i, l);
         }
-        let mut handles = Vec::new();
         let mut origin_l = origin_l.into_iter();
         let mut agent_l = agent_l.into_iter();
         for (n, state) in nodes.into_iter().enumerate() {
@@ -176,7 +171,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 let (l, h) = origin_l.next().expect("two listeners per origin");
                 (l, Some(h))
             };
-            handles.push(spawn_local(run_node(t.clone(), ctx.clone(), n, state, l, http)));
+            lives.start_node(n, state, l, http);
         }
         let rogue_report = Rc::new(std::cell::RefCell::new(RogueReport::default()));
         if let Some(kind) = options.rogue {
@@ -187,22 +182,19 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         let total = ctx.scenario.workload.pulls.len();
         let mut timed_out = false;
         let mut interrupted = false;
+        let mut killed = false;
         loop {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Faults due at 0 apply before any node has run.
+            lives.apply_due().await;
             if let Some((host, at)) = options.kill_agent
+                && !killed
                 && t.now() >= at
-                && let Some(h) = handles.get(host as usize)
-                && !h.is_finished()
             {
-                h.abort();
+                killed = true;
                 let error = shoal_protocols::peer::DownloadError::Removed.to_string();
-                ctx.fail_host(host, super::now(&t), &error);
-            }
-            // A killed agent's later pulls fail as they come due.
-            if let Some((host, at)) = options.kill_agent
-                && t.now() >= at
-            {
-                ctx.fail_due_pulls(host, super::now(&t));
+                lives.kill_agent(host, &error).await;
+                // A killed agent's later pulls fail as they come due.
+                lives.fail_due_pulls();
             }
             if let Some(why) = ctx.fatal.borrow_mut().take() {
                 return Err(why);
@@ -222,6 +214,9 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
                 let done = ctx.metrics.borrow().images_finished();
                 p(t.now().as_secs_f64(), done, total);
             }
+            // Wakes for the next fault, or every 5 ms.
+            let tick = Duration::from_millis(5);
+            tokio::time::sleep(lives.until_next_fault().map_or(tick, |d| d.min(tick))).await;
         }
         let mut run = DriverRun::from_ctx(&ctx, "real", timed_out);
         if interrupted {
@@ -232,7 +227,8 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         }
         Ok(run)
     });
-    // Dropping the LocalSet and the runtime cancels every task and closes every socket.
+    // Dropping the LocalSet and the runtime cancels every task and closes every socket (the
+    // nodes' incarnations were dropped, so aborted, with the block above).
     drop(local);
     drop(rt);
     if keep_data {

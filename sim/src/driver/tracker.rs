@@ -16,11 +16,11 @@ use shoal_protocols::announce::{AnnounceError, AnnounceRequest, MetaInfoReply};
 use shoal_protocols::tracker::{Tracker, TrackerOutput};
 use shoal_protocols::{Digest, InfoHash};
 use tokio::sync::oneshot;
-use tokio::task::spawn_local;
 
+use super::faults::spawn_local;
 use super::peer::{HttpClient, metainfo_reply, metainfo_response, serve_http};
 use super::{Ctx, Transport, http, now};
-use crate::build::build_tracker;
+use crate::build::{build_tracker_seeded, incarnation_seed};
 
 struct State<T: Transport> {
     t: T,
@@ -34,14 +34,27 @@ struct State<T: Transport> {
 
 /// Runs tracker `index` on `listener` until the run is dropped.
 pub(crate) async fn run_tracker<T: Transport>(t: T, ctx: Rc<Ctx>, index: usize, listener: T::Listener) {
-    let tracker = build_tracker(&ctx.scenario, index, &ctx.addrs.p2p);
+    run_tracker_seeded(t, ctx, index, listener, 0).await;
+}
+
+/// Runs tracker `index` after its `restarts`-th restart (`[[faults]]` bounce), as a fresh state
+/// machine seeded from its seed and that count.
+pub(crate) async fn run_tracker_seeded<T: Transport>(
+    t: T,
+    ctx: Rc<Ctx>,
+    index: usize,
+    listener: T::Listener,
+    restarts: u32,
+) {
+    let seed = incarnation_seed(&ctx.scenario, "tracker", index, restarts);
+    let tracker = build_tracker_seeded(&ctx.scenario, &ctx.addrs.p2p, seed);
     let st = Rc::new(State {
         t: t.clone(),
         ctx: ctx.clone(),
         tracker: RefCell::new(tracker),
         waiters: RefCell::new(BTreeMap::new()),
         next_request: std::cell::Cell::new(0),
-        http: HttpClient::new(t.clone(), ctx.clone(), None),
+        http: HttpClient::new(t.clone(), ctx.clone(), None).for_tracker(index),
     });
     loop {
         let Ok((s, _)) = t.accept(&listener).await else {
