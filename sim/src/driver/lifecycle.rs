@@ -279,7 +279,100 @@ mod tests {
     use tokio::io::AsyncReadExt;
 
     use super::super::faults::spawn_local;
+    use super::super::{NodeAddrs, http};
     use super::*;
+    use crate::build::Addresses;
+    use crate::scenario::{NodeSet, Scenario};
+
+    fn fault(verb: FaultVerb, nodes: NodeSet) -> Fault {
+        Fault { at: Duration::ZERO, verb, nodes, peers: NodeSet::default() }
+    }
+
+    async fn refused(addr: SocketAddr) -> bool {
+        tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+    }
+
+    /// Reads until the peer closes; true if it did within 5 s.
+    async fn closed(s: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = [0u8; 256];
+        // Bounded by the timeout.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// A crashed origin's P2P and HTTP ports, and a crashed tracker's, close their connections and
+    /// refuse new ones; bounced, they serve again on the same addresses, as fresh state machines.
+    #[test]
+    fn a_crash_closes_every_port_and_connection_of_the_node_and_a_bounce_serves_again() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/agree-16.toml");
+        let sets: Vec<String> =
+            ["topology.hosts=1", "workload.blobs.0.size=64KiB", "protocol.origin.piece_length=64KiB"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let s = Scenario::load_with_sets(path, &sets).unwrap();
+        let blobs = super::super::generate_blobs(&s).unwrap();
+        let digest = blobs[0].digest;
+        let rt = super::super::current_thread_runtime().unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+            let (agent, origin, origin_http, tracker) =
+                (listen(any).unwrap(), listen(any).unwrap(), listen(any).unwrap(), listen(any).unwrap());
+            let a = |l: &TcpListener| l.local_addr().unwrap();
+            let addrs = NodeAddrs {
+                p2p: Addresses {
+                    agents: vec![a(&agent)],
+                    origins: vec![a(&origin)],
+                    trackers: vec![a(&tracker)],
+                },
+                origin_http: vec![a(&origin_http)],
+            };
+            let (o, oh, tr) = (a(&origin), a(&origin_http), a(&tracker));
+            let ctx = Rc::new(Ctx::new(s, addrs, blobs, Duration::from_millis(100)).unwrap());
+            let t = TokioTcp::new();
+            let mut nodes = Nodes::new(t, ctx.clone());
+            nodes.start_tracker(0, tracker);
+            nodes.start_node(0, Node::build(&ctx, 0, Instant::ZERO), agent, None);
+            nodes.start_node(1, Node::build(&ctx, 1, Instant::ZERO), origin, Some(origin_http));
+            let metainfo = format!("/internal/namespace/image/blobs/{}/metainfo", digest.hex());
+            let get = |addr: SocketAddr| {
+                let path = metainfo.clone();
+                async move {
+                    let mut s = tokio::net::TcpStream::connect(addr).await?;
+                    http::write_request(&mut s, "GET", &addr.to_string(), &path, b"").await?;
+                    http::read_response(&mut s).await.map(|r| (r.status, s))
+                }
+            };
+            // An open HTTP connection (kept alive after a request) and a P2P one, to each port.
+            let (status, mut h) = get(oh).await.unwrap();
+            assert_eq!(status, 200);
+            let mut p = tokio::net::TcpStream::connect(o).await.unwrap();
+            let mut tc = tokio::net::TcpStream::connect(tr).await.unwrap();
+            for _ in 0..10 {
+                tokio::task::yield_now().await;
+            }
+            let both = NodeSet { origins: vec![0], trackers: vec![0], ..NodeSet::default() };
+            nodes.apply(&fault(FaultVerb::Crash, both.clone())).await;
+            assert!(closed(&mut h).await, "the origin's HTTP connection closed");
+            assert!(closed(&mut p).await, "the origin's P2P connection closed");
+            assert!(closed(&mut tc).await, "the tracker's connection closed");
+            for addr in [o, oh, tr] {
+                assert!(refused(addr).await, "{addr} refuses while down");
+            }
+            nodes.apply(&fault(FaultVerb::Bounce, both)).await;
+            assert_eq!(get(oh).await.unwrap().0, 200, "the restarted origin serves metainfo");
+            assert!(!refused(o).await && !refused(tr).await, "the P2P and tracker ports accept again");
+            assert_eq!(nodes.restarts, [0, 1, 1]);
+        });
+    }
 
     /// A stopped incarnation's tasks are gone, those its tasks spawned too, and with them its
     /// listener and the connections it accepted; the port can be held and bound again.
