@@ -500,15 +500,24 @@ fn des_a_partition_from_the_origin_heals_with_repair() {
 
 #[test]
 fn des_a_partition_mid_transfer_loses_the_bytes_in_flight_and_recovers() {
-    // Host 0 is cut from everyone at 0.5 s, mid-transfer, until 2 s: its flows stop and the
-    // protocol's timeouts recover the download after the repair.
+    partition_mid_transfer_recovers_on(DES, "des-cut");
+}
+
+#[test]
+fn real_a_partition_mid_transfer_loses_the_messages_in_flight_and_recovers() {
+    partition_mid_transfer_recovers_on(REAL, "real-cut");
+}
+
+/// Host 0 is cut from everyone at 0.5 s, mid-transfer, until 2 s: what was in flight to and from
+/// it is lost, and the protocol's timeouts recover the download after the repair.
+fn partition_mid_transfer_recovers_on(on: On, name: &str) {
     let cut = "a = { hosts = [0] }\nb = { hosts = [1, 2, 3, 4, 5], origins = [0], trackers = [0] }\n";
     let faults = format!(
         "[[faults]]\nat_s = 0.5\nverb = \"partition\"\n{cut}[[faults]]\nat_s = 2\nverb = \"repair\"\n{cut}"
     );
-    let (free, cutd) = (tmp("des-cut-free"), tmp("des-cut"));
-    des(&scenario(""), &free);
-    let r = des(&scenario(&faults), &cutd);
+    let (free, cutd) = (tmp(&format!("{name}-free")), tmp(name));
+    on.run(&on.scenario(""), &free);
+    let r = on.run(&on.scenario(&faults), &cutd);
     assert_eq!(r.summary.failed_downloads + r.summary.unfinished_downloads, 0, "{:?}", r.summary);
     let end = |d: &Path| rows(d).into_iter().find(|r| r.0 == 0).map(|r| r.1.parse::<f64>().unwrap()).unwrap();
     assert!(
