@@ -56,8 +56,7 @@ pub struct Scenario {
     pub reference: Option<Reference>,
     /// The `key=value` overrides it was loaded with, in order.
     pub overrides: Vec<(String, String)>,
-    /// `[[faults]]`, sorted by time (file order among equal times). The des and turmoil engines
-    /// apply them; the real-socket engine refuses a scenario that has any.
+    /// `[[faults]]`, sorted by time (file order among equal times). Every engine applies them.
     pub faults: Vec<Fault>,
     /// Legal values that make the run cost far more than it looks (`ranges`): `shoal run`
     /// refuses a scenario that has any unless given `--force` ([`Scenario::refuse_extremes`]).

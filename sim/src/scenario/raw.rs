@@ -28,7 +28,7 @@ pub struct RawScenario {
     #[serde(default)]
     pub protocol: RawProtocol,
     pub reference: Option<RawReference>,
-    /// `[[faults]]`: timed faults (des and turmoil engines).
+    /// `[[faults]]`: timed faults (every engine).
     #[serde(default)]
     pub faults: Vec<RawFault>,
     /// `[bench]`: read by shoal-bench's scenario benchmarks (which metrics, how many seeds), and
