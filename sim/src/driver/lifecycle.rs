@@ -41,23 +41,23 @@ const BACKLOG: u32 = 1024;
 /// Binds a loopback listener that a later incarnation, or a port holder, can bind again while it
 /// is still open (`SO_REUSEPORT`; and `SO_REUSEADDR` for connections of an earlier incarnation in
 /// `TIME_WAIT`).
+#[cfg(test)]
 pub(crate) fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
-    reusable(addr)?.listen(BACKLOG)
+    listen_in(&TokioTcp::new(), addr)
+}
+
+/// [`listen`] with transport `t`'s sockets (in its node's namespace with `--net netns`).
+pub(crate) fn listen_in(t: &TokioTcp, addr: SocketAddr) -> io::Result<TcpListener> {
+    reusable(t, addr)?.listen(BACKLOG)
 }
 
 /// A socket bound to `addr` that does not listen: connections to it are refused.
-fn hold_port(addr: SocketAddr) -> io::Result<TcpSocket> {
-    reusable(addr)
+fn hold_port(t: &TokioTcp, addr: SocketAddr) -> io::Result<TcpSocket> {
+    reusable(t, addr)
 }
 
-fn reusable(addr: SocketAddr) -> io::Result<TcpSocket> {
-    if !addr.ip().is_loopback() {
-        return Err(io::Error::new(
-            io::ErrorKind::PermissionDenied,
-            format!("{addr} is not a loopback address"),
-        ));
-    }
-    let s = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+fn reusable(t: &TokioTcp, addr: SocketAddr) -> io::Result<TcpSocket> {
+    let s = t.listen_socket(addr)?;
     s.set_reuseaddr(true)?;
     s.set_reuseport(true)?;
     s.bind(addr)?;
@@ -77,6 +77,8 @@ enum Life {
 /// Every node of a real run, and the faults still to apply.
 pub(crate) struct Nodes {
     t: TokioTcp,
+    /// Each slot's transport (`--net netns`: in its namespace); `t` where none was set.
+    transports: Vec<Option<TokioTcp>>,
     ctx: Rc<Ctx>,
     /// Network nodes (agents, then origins), then trackers.
     lives: Vec<Life>,
@@ -91,11 +93,23 @@ impl Nodes {
         let all = ctx.agents() as usize + ctx.scenario.origins.len() + ctx.scenario.trackers;
         Nodes {
             t,
+            transports: vec![None; all],
             ctx,
             lives: (0..all).map(|_| Life::Down { _ports: Vec::new() }).collect(),
             restarts: vec![0; all],
             next_fault: 0,
         }
+    }
+
+    /// Gives `slot` (agents, origins, then trackers) its own transport, on the same clock.
+    pub(crate) fn set_transport(&mut self, slot: usize, t: TokioTcp) {
+        if let Some(s) = self.transports.get_mut(slot) {
+            *s = Some(t);
+        }
+    }
+
+    fn transport(&self, slot: usize) -> TokioTcp {
+        self.transports.get(slot).cloned().flatten().unwrap_or_else(|| self.t.clone())
     }
 
     fn network_nodes(&self) -> usize {
@@ -106,7 +120,7 @@ impl Nodes {
     /// listeners.
     pub(crate) fn start_node(&mut self, n: u32, state: Node, l: TcpListener, http: Option<TcpListener>) {
         let inc = Incarnation::default();
-        inc.spawn(run_node(self.t.clone(), self.ctx.clone(), n, state, l, http));
+        inc.spawn(run_node(self.transport(n as usize), self.ctx.clone(), n, state, l, http));
         self.lives[n as usize] = Life::Up(inc);
     }
 
@@ -114,7 +128,7 @@ impl Nodes {
     pub(crate) fn start_tracker(&mut self, i: usize, l: TcpListener) {
         let slot = self.network_nodes() + i;
         let inc = Incarnation::default();
-        inc.spawn(run_tracker_seeded(self.t.clone(), self.ctx.clone(), i, l, self.restarts[slot]));
+        inc.spawn(run_tracker_seeded(self.transport(slot), self.ctx.clone(), i, l, self.restarts[slot]));
         self.lives[slot] = Life::Up(inc);
     }
 
@@ -201,7 +215,8 @@ impl Nodes {
                 return None;
             }
         };
-        let holders = self.addrs_of(slot).into_iter().filter_map(|a| hold_port(a).ok()).collect();
+        let t = self.transport(slot);
+        let holders = self.addrs_of(slot).into_iter().filter_map(|a| hold_port(&t, a).ok()).collect();
         self.lives[slot] = Life::Down { _ports: holders };
         inc.abort();
         if slot < self.ctx.agents() as usize {
@@ -216,7 +231,9 @@ impl Nodes {
         if let Life::Up(_) = self.lives[slot] {
             return;
         }
-        let listeners: io::Result<Vec<TcpListener>> = self.addrs_of(slot).into_iter().map(listen).collect();
+        let t = self.transport(slot);
+        let listeners: io::Result<Vec<TcpListener>> =
+            self.addrs_of(slot).into_iter().map(|a| listen_in(&t, a)).collect();
         let mut listeners = match listeners {
             Ok(l) => l.into_iter(),
             Err(e) => {
@@ -402,7 +419,8 @@ mod tests {
                 tokio::task::yield_now().await;
             }
             assert_eq!(inc.tasks(), 3, "the acceptor and one task per accepted stream");
-            let holder = hold_port(addr).expect("the port can be held while the listener is open");
+            let holder =
+                hold_port(&TokioTcp::new(), addr).expect("the port can be held while the listener is open");
             assert!(inc.stop().await, "every task dropped");
             let mut buf = [0u8; 1];
             let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap();

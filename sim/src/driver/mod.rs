@@ -4,7 +4,8 @@
 //!
 //! The driver is written once, generic over [`Transport`], and runs on two:
 //!
-//! - [`real`]: tokio TCP on 127.0.0.1 (`shoal run --engine real`), wall-clock time;
+//! - [`real`]: tokio TCP on 127.0.0.1 (`shoal run --engine real`), wall-clock time, or between
+//!   network namespaces on kernel-shaped links ([`netns`], `--net netns`);
 //! - [`sim`]: turmoil's simulated TCP (`shoal run --engine turmoil`), seeded, simulated time.
 //!
 //! So the code that handles real sockets is the code turmoil tests deterministically.
@@ -19,7 +20,8 @@
 //! - **bandwidth**: each host's upload and download capacity from the scenario is a
 //!   [`bucket::TokenBucket`] shared by its connections — payload bytes are reserved before they
 //!   are written, and bytes read are reserved before the next read, so a slow reader pushes back
-//!   on the sender through TCP.
+//!   on the sender through TCP. With `--net netns` the kernel shapes each host's link instead
+//!   (tc; [`netns`]) and the buckets are unlimited.
 //! - **latency** (`real` only; turmoil's network has its own): every message a connection reads
 //!   reaches the node one emulated one-way delay later (the scenario's latency plus a jitter draw),
 //!   through one queue per node that releases messages in order of their arrival times. tokio's
@@ -53,6 +55,7 @@ pub mod bucket;
 mod faults;
 pub mod http;
 mod lifecycle;
+pub mod netns;
 mod peer;
 pub mod process;
 pub mod real;
@@ -80,6 +83,7 @@ use crate::output::{Metrics, RunFacts, RunReport, summarize, write_run_files};
 use crate::scenario::{Place, Scenario};
 
 pub use bucket::TokenBucket;
+pub use netns::Net;
 pub use store::{BlobBytes, BlobData, MAX_CONTENT_BYTES, generate_blobs};
 
 /// What the driver needs of a network: streams, listeners and a clock.
@@ -357,6 +361,8 @@ pub struct DriverRun {
     pub addrs: NodeAddrs,
     /// Stopped early by [`DriverOptions::stop`]: downloads that had not ended are unfinished.
     pub interrupted: bool,
+    /// How the `real` engine's nodes were connected.
+    pub net: Net,
 }
 
 impl DriverRun {
@@ -372,6 +378,7 @@ impl DriverRun {
             rogue: None,
             addrs: ctx.addrs.clone(),
             interrupted: false,
+            net: Net::Loopback,
         }
     }
 
@@ -389,8 +396,17 @@ impl DriverRun {
             metrics: &self.metrics,
             now: self.end,
             events: self.events,
-            replay: format!("{} --engine {}", self.scenario.replay_command(), self.engine),
-            solver: "none (token buckets)".to_string(),
+            replay: format!(
+                "{} --engine {}{}",
+                self.scenario.replay_command(),
+                self.engine,
+                self.net.cli_flags()
+            ),
+            solver: match self.net {
+                Net::Loopback => "none (token buckets)",
+                Net::Netns => "none (kernel links: tc tbf per host)",
+            }
+            .to_string(),
             solver_solves: 0,
             solver_flows_resolved: 0,
             interrupted: self.interrupted,
@@ -423,6 +439,8 @@ pub struct DriverOptions {
     pub data_dir: Option<std::path::PathBuf>,
     /// Keep the run's data folder after the run instead of removing it.
     pub keep_data: bool,
+    /// How a `real` run's nodes are connected: loopback (default) or network namespaces.
+    pub net: Net,
 }
 
 impl std::fmt::Debug for DriverOptions {
@@ -444,6 +462,7 @@ impl Default for DriverOptions {
             stop: None,
             data_dir: None,
             keep_data: false,
+            net: Net::Loopback,
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `--engine real`: the driver on tokio TCP sockets on 127.0.0.1, in one process, with wall-clock
 //! time. Every node binds its own loopback port; nothing listens on or dials any other address.
+//! With `--net netns` ([`super::netns`]) every node is in its own network namespace instead, with
+//! its own address and kernel-shaped links.
 //!
 //! All tasks share one thread (a `LocalSet` on a current-thread runtime): the run is bounded by
 //! the scenario's `max_sim_time` as a wall-clock limit, and everything — sockets, tasks, buffers —
@@ -14,10 +16,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::task::{LocalSet, spawn_local};
 
 use super::lifecycle::{self, Nodes};
+use super::netns::{Net, Network, NodeNet};
 use super::peer::Node;
 use super::rogue::{RogueReport, run_rogue};
 use super::store::{DataDir, check_disk, generate_blob_files, prefill_agent_files};
@@ -31,12 +34,31 @@ pub struct TokioTcp {
     start: tokio::time::Instant,
     /// The only addresses it binds or dials; `None`: loopback addresses only.
     allowed: Option<Arc<BTreeSet<SocketAddr>>>,
+    /// The node's network namespace (`--net netns`): sockets are made there.
+    netns: Option<NodeNet>,
 }
 
 impl TokioTcp {
     /// A loopback-only transport whose clock starts now.
     pub fn new() -> Self {
-        TokioTcp { start: tokio::time::Instant::now(), allowed: None }
+        TokioTcp { start: tokio::time::Instant::now(), allowed: None, netns: None }
+    }
+
+    /// The same transport (and clock) making its sockets in a node's namespace.
+    pub fn in_netns(&self, node: NodeNet) -> Self {
+        TokioTcp { netns: Some(node), ..self.clone() }
+    }
+
+    /// A new unbound socket for listening on `addr`: in the node's namespace (`addr` must be its
+    /// address), or on loopback.
+    pub(crate) fn listen_socket(&self, addr: SocketAddr) -> io::Result<TcpSocket> {
+        match &self.netns {
+            Some(ns) => ns.socket_for(addr),
+            None => {
+                loopback_only(addr)?;
+                if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+            }
+        }
     }
 
     /// A transport that binds and dials only `allowed` (any IP), whose clock starts now.
@@ -44,6 +66,7 @@ impl TokioTcp {
         TokioTcp {
             start: tokio::time::Instant::now(),
             allowed: Some(Arc::new(allowed.into_iter().collect())),
+            netns: None,
         }
     }
 
@@ -82,6 +105,9 @@ impl Transport for TokioTcp {
     }
 
     async fn bind(&self, addr: SocketAddr) -> io::Result<TcpListener> {
+        if let Some(ns) = &self.netns {
+            return ns.bind(addr);
+        }
         self.check(addr)?;
         TcpListener::bind(addr).await
     }
@@ -94,8 +120,13 @@ impl Transport for TokioTcp {
     }
 
     async fn connect(&self, addr: SocketAddr) -> io::Result<TcpStream> {
-        self.check(addr)?;
-        let s = TcpStream::connect(addr).await?;
+        let s = match &self.netns {
+            Some(ns) => ns.connect(addr).await?,
+            None => {
+                self.check(addr)?;
+                TcpStream::connect(addr).await?
+            }
+        };
         s.set_nodelay(true)?;
         Ok(s)
     }
@@ -106,6 +137,11 @@ impl Transport for TokioTcp {
 /// `options.data_dir` (default: the system's temporary folder), removed at the end unless
 /// `options.keep_data`; the run is refused when they would not fit there.
 pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, String> {
+    if options.net == Net::Netns && options.rogue.is_some() {
+        return Err(
+            "the misbehaving peer of a robustness test runs on loopback only, not with --net netns".into()
+        );
+    }
     let parent = options.data_dir.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent)
         .map_err(|e| format!("creating the data folder {}: {e}", parent.display()))?;
@@ -115,24 +151,40 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
     prefill_agent_files(&scenario, &blobs, &data)?;
     let data_path = data.path().to_path_buf();
     let keep_data = options.keep_data;
+    // Made before the runtime, so dropped after it: once every socket in the namespaces is closed.
+    let network = match options.net {
+        Net::Loopback => None,
+        Net::Netns => Some(Network::create(&scenario)?),
+    };
+    let network = network.as_ref();
     let rt = super::current_thread_runtime()?;
     let local = LocalSet::new();
     let result = local.block_on(&rt, async move {
+        // Network node n's transport: agents, then origins, then trackers (the slots of `Nodes`).
+        let on = |t: &TokioTcp, n: usize| match network.and_then(|net| net.node(n)) {
+            Some(node) => t.in_netns(node),
+            None => t.clone(),
+        };
+        let t0 = TokioTcp::new();
         let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
-        // Nodes listen on ports a restarted incarnation can bind again (`lifecycle::listen`).
-        let bind = || lifecycle::listen(any);
         let err = |e: io::Error| format!("binding a loopback port: {e}");
+        // Nodes listen on ports a restarted incarnation can bind again (`lifecycle::listen_in`).
+        let bind = |n: usize| {
+            let addr = network.and_then(|net| net.addr(n)).map_or(any, |ip| SocketAddr::from((ip, 0)));
+            lifecycle::listen_in(&on(&t0, n), addr).map_err(|e| format!("node {n}: binding {addr}: {e}"))
+        };
+        let (hosts, origins) = (scenario.topology.hosts.len(), scenario.origins.len());
         let mut agent_l = Vec::new();
-        for _ in 0..scenario.topology.hosts.len() {
-            agent_l.push(bind().map_err(err)?);
+        for n in 0..hosts {
+            agent_l.push(bind(n)?);
         }
         let mut origin_l = Vec::new();
-        for _ in 0..scenario.origins.len() {
-            origin_l.push((bind().map_err(err)?, bind().map_err(err)?));
+        for o in 0..origins {
+            origin_l.push((bind(hosts + o)?, bind(hosts + o)?));
         }
         let mut tracker_l = Vec::new();
-        for _ in 0..scenario.trackers {
-            tracker_l.push(bind().map_err(err)?);
+        for k in 0..scenario.trackers {
+            tracker_l.push(bind(hosts + origins + k)?);
         }
         let local_addr =
             |l: &TcpListener| l.local_addr().map_err(|e| format!("reading a local address: {e}"));
@@ -150,6 +202,12 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         ctx.emulate_latency = true;
         ctx.connect_cost = super::ConnectCost::RoundTrip;
         ctx.data_dir = Some(data_path);
+        if network.is_some() {
+            // The kernel shapes every link (tc); TCP shares the bandwidth.
+            for b in &mut ctx.buckets {
+                *b = (super::TokenBucket::new(0, 0), super::TokenBucket::new(0, 0));
+            }
+        }
         let ctx = Rc::new(ctx);
         let agents = ctx.agents();
         let nodes: Vec<Node> = (0..agents + ctx.scenario.origins.len() as u32)
@@ -158,6 +216,9 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
         // The clock starts now, with every node built.
         let t = TokioTcp::new();
         let mut lives = Nodes::new(t.clone(), ctx.clone());
+        for slot in 0..hosts + origins + ctx.scenario.trackers {
+            lives.set_transport(slot, on(&t, slot));
+        }
         for (i, l) in tracker_l.into_iter().enumerate() {
             lives.start_tracker(i, l);
         }
@@ -219,6 +280,7 @@ pub fn run(scenario: Scenario, mut options: DriverOptions) -> Result<DriverRun, 
             tokio::time::sleep(lives.until_next_fault().map_or(tick, |d| d.min(tick))).await;
         }
         let mut run = DriverRun::from_ctx(&ctx, "real", timed_out);
+        run.net = options.net;
         if interrupted {
             run = run.interrupted_at(super::now(&t));
         }
