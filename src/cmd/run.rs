@@ -39,6 +39,16 @@ pub struct Args {
     /// Which engine runs the scenario.
     #[arg(long, value_enum, default_value_t = EngineKind::Des)]
     engine: EngineKind,
+    /// How `--engine real` connects its nodes. `loopback`: every node on 127.0.0.1 in this
+    /// process's namespace, bandwidth from the driver's token buckets. `netns` (Linux, root, iproute2):
+    /// every agent, origin and tracker in its own network namespace (`shoal-<pid>-<run>-<n>`) on a
+    /// veth pair to one bridge, with an address in 198.18.0.0/15; each host's upload and download
+    /// shaped by the kernel (tc tbf on egress, an ifb device on ingress) from the scenario's rates,
+    /// shared by TCP's congestion control. The kernel here has no netem, so the driver still adds
+    /// the scenario's latency. Everything is deleted when the run ends (also after an error or
+    /// Ctrl-C); rack, pod or zone uplink capacities are refused. See README "Engines".
+    #[arg(long, value_enum, default_value_t = NetKind::Loopback)]
+    net: NetKind,
     /// Time-series interval in milliseconds.
     #[arg(long, default_value_t = 100)]
     interval_ms: u64,
@@ -95,6 +105,14 @@ impl EngineKind {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum NetKind {
+    /// Every node on 127.0.0.1; the driver's token buckets shape bandwidth.
+    Loopback,
+    /// One network namespace per node on a bridge; tc shapes each host's link (root).
+    Netns,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum SolverKind {
     Incremental,
     Full,
@@ -137,6 +155,17 @@ pub fn run(args: Args) -> Result<ExitCode> {
             "--data-dir and --keep-data apply to --engine real only: des and turmoil keep no blob              bytes on disk"
         );
     }
+    let net = match args.net {
+        NetKind::Loopback => driver::Net::Loopback,
+        NetKind::Netns => driver::Net::Netns,
+    };
+    if net == driver::Net::Netns {
+        if args.engine != EngineKind::Real {
+            anyhow::bail!("--net netns applies to --engine real only (des and turmoil simulate the network)");
+        }
+        // Root and iproute2, checked before anything is created.
+        driver::netns::preflight().map_err(anyhow::Error::msg)?;
+    }
     let mut sets = args.sets.clone();
     if let Some(seed) = args.seed {
         sets.push(format!("seed={seed}"));
@@ -169,7 +198,10 @@ pub fn run(args: Args) -> Result<ExitCode> {
     match args.engine {
         EngineKind::Des => {}
         EngineKind::Turmoil => replay.push_str(" --engine turmoil"),
-        EngineKind::Real => replay.push_str(" --engine real"),
+        EngineKind::Real => {
+            replay.push_str(" --engine real");
+            replay.push_str(net.cli_flags());
+        }
     }
     if !args.force {
         output::check_out_dir(&out, &replay).map_err(anyhow::Error::msg)?;
@@ -236,6 +268,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
             stop: options.stop,
             data_dir: args.data_dir.clone(),
             keep_data: args.keep_data,
+            net,
             ..DriverOptions::default()
         };
         let run = match args.engine {
