@@ -43,9 +43,9 @@ pub struct Args {
     /// process's namespace, bandwidth from the driver's token buckets. `netns` (Linux, root, iproute2):
     /// every agent, origin and tracker in its own network namespace (`shoal-<pid>-<run>-<n>`) on a
     /// veth pair to one bridge, with an address in 198.18.0.0/15; each host's upload and download
-    /// shaped by the kernel (tc tbf on egress, an ifb device on ingress) from the scenario's rates,
-    /// shared by TCP's congestion control. The kernel here has no netem, so the driver still adds
-    /// the scenario's latency. Everything is deleted when the run ends (also after an error or
+    /// shaped by the kernel (tc htb with a class per peer on egress, and on an ifb device for
+    /// ingress) from the scenario's rates, shared by TCP's congestion control. The kernel here has
+    /// no netem, so the driver still adds the scenario's latency. Everything is deleted when the run ends (also after an error or
     /// Ctrl-C); rack, pod or zone uplink capacities are refused. See README "Engines".
     #[arg(long, value_enum, default_value_t = NetKind::Loopback)]
     net: NetKind,
