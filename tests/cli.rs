@@ -250,8 +250,18 @@ struct Procs(Vec<std::process::Child>);
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
+            let pid = c.id();
             let _ = c.kill();
             let _ = c.wait();
+            // A killed node process cannot remove its data folder (blobs on disk): do it here.
+            if let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) {
+                let prefix = format!("shoal-data-{pid}-");
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().starts_with(&prefix) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
         }
     }
 }
