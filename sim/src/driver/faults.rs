@@ -45,7 +45,7 @@ use tokio::sync::Notify;
 use tokio::task::{AbortHandle, JoinHandle};
 
 use super::Ctx;
-use crate::scenario::{FaultVerb, NodeSet};
+use crate::scenario::{FaultVerb, LinkState, NodeSet};
 
 tokio::task_local! {
     /// The incarnation the running task belongs to, if any.
@@ -167,15 +167,6 @@ impl Drop for Incarnation {
 
 const STOP_YIELDS: usize = 1000;
 const STOP_SLEEPS: usize = 200;
-
-/// The state of a link, as turmoil keeps it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum LinkState {
-    #[default]
-    Healthy,
-    Partitioned,
-    Held,
-}
 
 /// What happens to a generation of held items once a verb has decided it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -48,7 +48,7 @@ use super::{Control, End, Engine, Event};
 use crate::build::{
     Addresses, backend, build_agent_seeded, build_origin_seeded, build_tracker_seeded, incarnation_seed,
 };
-use crate::scenario::{FaultVerb, NodeSet, Scenario};
+use crate::scenario::{FaultVerb, LinkState, NodeSet, Scenario};
 
 /// What the engine knows of the scenario's faults: the next to apply, and which nodes are down.
 #[derive(Debug)]
@@ -77,14 +77,6 @@ struct Link {
     /// What arrived while held, in arrival order, each numbered by `Faults::held`. Kept through a
     /// `repair`; dropped by a `partition`; delivered by a `release`.
     buffer: Vec<(u64, Event)>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-enum LinkState {
-    #[default]
-    Healthy,
-    Partitioned,
-    Held,
 }
 
 fn link(x: u32, y: u32) -> (u32, u32) {

@@ -64,7 +64,7 @@ pub struct Scenario {
 }
 
 pub use ranges::ExtremeValue;
-pub use raw::FaultVerb;
+pub use raw::{FaultVerb, LinkState};
 
 /// A timed fault: `verb` at `at` on `nodes` (`crash`, `bounce`), or on every link between a node
 /// of `nodes` and a node of `peers` (`partition`, `repair`, `hold`, `release`; the sets are

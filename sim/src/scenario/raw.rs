@@ -79,6 +79,16 @@ pub enum FaultVerb {
     Release,
 }
 
+/// The state of the link between two nodes, as its last link verb left it (turmoil's model, which
+/// every engine keeps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LinkState {
+    #[default]
+    Healthy,
+    Partitioned,
+    Held,
+}
+
 /// Published measurements the scenario replays, printed beside the run's own.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
