@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::faults::{self, spawn_local};
-use super::store::{AgentFile, BlobBytes, file_matches, read_exact_at};
+use super::store::{AgentFile, BlobBytes, file_matches};
 use super::{Ctx, Transport, http, now, sleep_until};
 use crate::build::{build_agent, build_origin};
 use crate::output::Source;
@@ -1250,7 +1250,7 @@ async fn write_stored<T: Transport>(
     while done < len {
         let n = (len - done).min(buf.len() as u64) as usize;
         let chunk = &mut buf[..n];
-        if let Err(e) = read_exact_at(file, chunk, at + done) {
+        if let Err(e) = std::os::unix::fs::FileExt::read_exact_at(file, chunk, at + done) {
             ctx.fail_run(format!("reading a piece from {}: {e}", path.display()));
             return Err(e);
         }

@@ -325,11 +325,6 @@ pub fn file_matches(path: &Path, digest: &Digest) -> io::Result<bool> {
     Ok(<[u8; 32]>::from(h.finalize()) == *digest.as_bytes())
 }
 
-/// Reads exactly `buf.len()` bytes of `file` at `offset`.
-pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    file.read_exact_at(buf, offset)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
