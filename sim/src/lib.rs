@@ -28,6 +28,7 @@ pub mod build;
 pub mod driver;
 pub mod engine;
 pub mod net;
+pub mod oci;
 pub mod output;
 pub mod scenario;
 pub mod sizing;

@@ -210,49 +210,80 @@ pub fn generate_blob_files(s: &Scenario, dir: &DataDir) -> Result<Vec<BlobData>,
         let mut f = File::create(&part).map_err(werr)?;
         let mut rng = content_rng(s, i);
         let piece_len = piece_length(s, b.size);
-        let mut sha = Sha256::new();
-        let mut sums = Vec::new();
-        let mut crc = crc32fast::Hasher::new();
-        let mut in_piece = 0u64;
+        let mut hasher = PieceHasher::new(piece_len);
         let mut left = b.size;
         while left > 0 {
             let n = left.min(GEN_CHUNK as u64) as usize;
             let chunk = &mut buf[..n];
             rng.fill_bytes(chunk);
-            sha.update(&chunk[..]);
+            hasher.update(chunk);
             f.write_all(chunk).map_err(werr)?;
-            let mut rest: &[u8] = chunk;
-            while !rest.is_empty() {
-                let take = rest.len().min((piece_len - in_piece) as usize);
-                crc.update(&rest[..take]);
-                in_piece += take as u64;
-                rest = &rest[take..];
-                if in_piece == piece_len {
-                    sums.push(std::mem::take(&mut crc).finalize());
-                    in_piece = 0;
-                }
-            }
             left -= n as u64;
-        }
-        if in_piece > 0 {
-            sums.push(crc.finalize());
         }
         f.sync_data().map_err(werr)?;
         drop(f);
-        let digest = Digest::from_raw(sha.finalize().into());
-        let metainfo = MetaInfo::new(Info {
-            piece_length: piece_len,
-            piece_sums: sums,
-            name: digest.hex(),
-            length: b.size,
-        })
-        .map_err(|e| format!("blob `{}`: {e}", b.name))?;
+        let metainfo = hasher.finish().map_err(|e| format!("blob `{}`: {e}", b.name))?;
+        let digest = metainfo.digest();
         let path = origin.join(digest.hex());
         std::fs::rename(&part, &path).map_err(|e| format!("renaming {}: {e}", part.display()))?;
         let file = File::open(&path).map_err(|e| format!("opening {}: {e}", path.display()))?;
         out.push(BlobData { digest, metainfo, bytes: BlobBytes::File { path, file } });
     }
     Ok(out)
+}
+
+/// The SHA-256 of a blob and the CRC32 of each of its pieces, computed as its bytes stream by.
+#[derive(Debug)]
+pub struct PieceHasher {
+    piece_len: u64,
+    sha: Sha256,
+    sums: Vec<u32>,
+    crc: crc32fast::Hasher,
+    in_piece: u64,
+    len: u64,
+}
+
+impl PieceHasher {
+    pub fn new(piece_len: u64) -> Self {
+        PieceHasher {
+            piece_len: piece_len.max(1),
+            sha: Sha256::new(),
+            sums: Vec::new(),
+            crc: crc32fast::Hasher::new(),
+            in_piece: 0,
+            len: 0,
+        }
+    }
+
+    /// The next bytes of the blob.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        self.sha.update(bytes);
+        self.len += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = bytes.len().min((self.piece_len - self.in_piece) as usize);
+            self.crc.update(&bytes[..take]);
+            self.in_piece += take as u64;
+            bytes = &bytes[take..];
+            if self.in_piece == self.piece_len {
+                self.sums.push(std::mem::take(&mut self.crc).finalize());
+                self.in_piece = 0;
+            }
+        }
+    }
+
+    /// The blob's metainfo (named by the SHA-256 of every byte given).
+    pub fn finish(mut self) -> Result<MetaInfo, shoal_protocols::metainfo::MetaInfoError> {
+        if self.in_piece > 0 {
+            self.sums.push(self.crc.finalize());
+        }
+        let digest = Digest::from_raw(self.sha.finalize().into());
+        MetaInfo::new(Info {
+            piece_length: self.piece_len,
+            piece_sums: self.sums,
+            name: digest.hex(),
+            length: self.len,
+        })
+    }
 }
 
 /// An agent's file of one blob, `agent-<n>/<digest>` in the data folder, written and read through
